@@ -1,0 +1,1 @@
+"""The ``stenod`` command line: a thin layer over the service layer."""

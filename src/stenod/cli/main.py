@@ -1,0 +1,32 @@
+"""Entry point: ``stenod transcribe | models | serve | batch | bench``."""
+
+from __future__ import annotations
+
+import typer
+
+from stenod import __version__
+from stenod.cli.models import models_app
+from stenod.cli.transcribe import transcribe_command
+
+app = typer.Typer(
+    name="stenod",
+    help="Whisper speech-to-text: transcribe files, serve an OpenAI-compatible API, batch, benchmark.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("transcribe")(transcribe_command)
+app.add_typer(models_app, name="models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stenod {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """stenod: self-hosted Whisper speech-to-text."""

@@ -1,0 +1,126 @@
+"""Pick and build an engine for a resolved model: engine kind, device, compute type and threads.
+
+The CPU defaults come from measurements on the target machines (docs/BENCHMARKS.md): int8 is about
+2x faster than float32 at the same WER, and on small core counts one thread per concurrent call
+beats sharing all cores in one call, because greedy decoding is latency-bound and scales poorly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from stenod.engines.base import Engine, EngineConfig
+from stenod.errors import ModelLoadError, UnsupportedParameterError
+from stenod.models.registry import ResolvedModel
+from stenod.settings import ModelSettings
+
+logger = logging.getLogger(__name__)
+
+ENGINE_NAMES = ("faster-whisper", "whisper.cpp")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuPlan:
+    """How to spread the machine's cores over inference."""
+
+    threads: int
+    """Intra-op threads per call."""
+    concurrency: int
+    """Calls that may run at once."""
+
+
+def cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def plan_cpu(*, cores: int, threads: int = 0, concurrency: int = 0) -> CpuPlan:
+    """Default split of ``cores``: for a single caller (CLI), all cores in one call; for a server,
+    one slot per two cores up to 4 threads each, measured best on 2-16 core machines.
+
+    ``threads``/``concurrency`` of 0 mean "choose"; a given value is kept.
+    """
+    if concurrency <= 0 and threads <= 0:
+        threads = 1 if cores <= 2 else min(4, max(1, cores // 2))
+        concurrency = max(1, cores // threads)
+    elif concurrency <= 0:
+        concurrency = max(1, cores // threads)
+    elif threads <= 0:
+        threads = max(1, cores // concurrency)
+    return CpuPlan(threads=threads, concurrency=concurrency)
+
+
+def choose_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    try:
+        import ctranslate2
+
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    except Exception:  # a CUDA probe that fails means no usable GPU
+        return "cpu"
+
+
+def choose_compute_type(requested: str, device: str) -> str:
+    if requested != "auto":
+        return requested
+    return "float16" if device == "cuda" else "int8"
+
+
+def choose_engine(requested: str, model: ResolvedModel) -> str:
+    if requested == "auto":
+        return "whisper.cpp" if model.format == "ggml" else "faster-whisper"
+    if requested == "faster-whisper" and model.format == "ggml":
+        raise UnsupportedParameterError(
+            f"{model.path} is a ggml file; it needs --engine whisper.cpp (or a CTranslate2 model folder)",
+            param="engine",
+        )
+    if requested == "whisper.cpp" and model.format != "ggml":
+        raise UnsupportedParameterError(
+            f"the whisper.cpp engine needs a ggml .bin file; convert with `stenod models convert {model.name} --to ggml`",
+            param="engine",
+        )
+    return requested
+
+
+def create_engine(
+    model: ResolvedModel,
+    settings: ModelSettings,
+    *,
+    threads: int,
+    concurrency: int = 1,
+) -> Engine:
+    """Build the engine for ``model``. Loading happens here (seconds for large models).
+
+    Raises:
+        ModelLoadError: the weights could not be loaded.
+        UnsupportedParameterError: the engine cannot run this model format.
+    """
+    engine_name = choose_engine(settings.engine, model)
+    device = choose_device(settings.device)
+    config = EngineConfig(
+        model_name=model.name,
+        model_path=str(model.path),
+        multilingual=model.multilingual,
+        device=device,
+        compute_type=choose_compute_type(settings.compute_type, device),
+        threads=threads,
+        concurrency=concurrency,
+    )
+    if engine_name == "faster-whisper":
+        from stenod.engines.faster_whisper import FasterWhisperEngine
+
+        return FasterWhisperEngine(config)
+    if engine_name == "whisper.cpp":
+        try:
+            from stenod.engines.whisper_cpp import WhisperCppEngine
+        except ImportError as exc:
+            raise ModelLoadError(
+                "the whisper.cpp engine needs pywhispercpp: pip install 'stenod[whispercpp]'"
+            ) from exc
+        return WhisperCppEngine(config)
+    raise UnsupportedParameterError(f"unknown engine {engine_name!r}; choose one of {', '.join(ENGINE_NAMES)}")

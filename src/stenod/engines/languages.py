@@ -1,0 +1,56 @@
+"""Language codes Whisper knows, so a bad ``language`` is a 400 before any model is touched."""
+
+from __future__ import annotations
+
+from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+from stenod.errors import UnknownLanguageError
+
+WHISPER_LANGUAGES: frozenset[str] = frozenset(_LANGUAGE_CODES)
+AUTO_VALUES = frozenset({"", "auto", "detect"})
+
+
+def normalize_language_or_raise(language: str | None) -> str | None:
+    """Return a lower-case ISO code, or ``None`` for detection.
+
+    Raises:
+        UnknownLanguageError: the code is not one Whisper was trained on.
+    """
+    if language is None:
+        return None
+    code = language.strip().lower()
+    if code in AUTO_VALUES:
+        return None
+    if code not in WHISPER_LANGUAGES:
+        raise UnknownLanguageError(language)
+    return code
+
+
+# Whisper's code -> English name table (openai/whisper:whisper/tokenizer.py); OpenAI's verbose_json
+# reports the name ("english"), not the code.
+LANGUAGE_NAMES: dict[str, str] = {
+    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian",
+    "ko": "korean", "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish",
+    "pl": "polish", "ca": "catalan", "nl": "dutch", "ar": "arabic", "sv": "swedish",
+    "it": "italian", "id": "indonesian", "hi": "hindi", "fi": "finnish", "vi": "vietnamese",
+    "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay", "cs": "czech",
+    "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
+    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian",
+    "la": "latin", "mi": "maori", "ml": "malayalam", "cy": "welsh", "sk": "slovak",
+    "te": "telugu", "fa": "persian", "lv": "latvian", "bn": "bengali", "sr": "serbian",
+    "az": "azerbaijani", "sl": "slovenian", "kn": "kannada", "et": "estonian", "mk": "macedonian",
+    "br": "breton", "eu": "basque", "is": "icelandic", "hy": "armenian", "ne": "nepali",
+    "mn": "mongolian", "bs": "bosnian", "kk": "kazakh", "sq": "albanian", "sw": "swahili",
+    "gl": "galician", "mr": "marathi", "pa": "punjabi", "si": "sinhala", "km": "khmer",
+    "sn": "shona", "yo": "yoruba", "so": "somali", "af": "afrikaans", "oc": "occitan",
+    "ka": "georgian", "be": "belarusian", "tg": "tajik", "sd": "sindhi", "gu": "gujarati",
+    "am": "amharic", "yi": "yiddish", "lo": "lao", "uz": "uzbek", "fo": "faroese",
+    "ht": "haitian creole", "ps": "pashto", "tk": "turkmen", "nn": "nynorsk", "mt": "maltese",
+    "sa": "sanskrit", "lb": "luxembourgish", "my": "myanmar", "bo": "tibetan", "tl": "tagalog",
+    "mg": "malagasy", "as": "assamese", "tt": "tatar", "haw": "hawaiian", "ln": "lingala",
+    "ha": "hausa", "ba": "bashkir", "jw": "javanese", "su": "sundanese", "yue": "cantonese",
+}
+
+
+def language_name(code: str) -> str:
+    return LANGUAGE_NAMES.get(code, code)

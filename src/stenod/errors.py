@@ -1,0 +1,120 @@
+"""stenod's domain exceptions. Each carries the HTTP status the API maps it to, so the mapping lives
+in one place and the CLI can print the same one-line message.
+
+StenodError
+├── InputError (400)
+│   ├── UnsupportedParameterError (400)
+│   ├── UnknownLanguageError (400)
+│   ├── AudioDecodeError (415)  not audio, truncated, corrupt
+│   ├── EmptyAudioError (400)   zero bytes or zero samples
+│   ├── AudioTooLongError (413)
+│   ├── UploadTooLargeError (413)
+│   └── DiarizationInputError (400)
+├── ModelNotFoundError (404)
+├── ModelLoadError (500)
+├── QueueFullError (429)
+├── DeadlineExceededError (408)
+├── ClientDisconnectedError (499)
+├── ServiceUnavailableError (503)  loading, draining
+└── AuthenticationError (401)
+"""
+
+from __future__ import annotations
+
+
+class StenodError(Exception):
+    status_code: int = 500
+    error_type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InputError(StenodError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class UnsupportedParameterError(InputError):
+    code = "invalid_parameter"
+
+
+class UnknownLanguageError(InputError):
+    code = "unknown_language"
+
+    def __init__(self, language: str) -> None:
+        super().__init__(
+            f"unknown language code {language!r}; use an ISO-639-1 code such as 'en' or 'auto'",
+            param="language",
+        )
+
+
+class AudioDecodeError(InputError):
+    status_code = 415
+    code = "invalid_audio"
+
+
+class EmptyAudioError(InputError):
+    code = "empty_audio"
+
+
+class AudioTooLongError(InputError):
+    status_code = 413
+    code = "audio_too_long"
+
+
+class UploadTooLargeError(InputError):
+    status_code = 413
+    code = "file_too_large"
+
+
+class DiarizationInputError(InputError):
+    code = "diarization_needs_stereo"
+
+
+class ModelNotFoundError(StenodError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class ModelLoadError(StenodError):
+    status_code = 500
+    code = "model_load_failed"
+
+
+class QueueFullError(StenodError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceededError(StenodError):
+    status_code = 408
+    error_type = "timeout_error"
+    code = "deadline_exceeded"
+
+
+class ClientDisconnectedError(StenodError):
+    status_code = 499
+    error_type = "client_closed_request"
+    code = "client_disconnected"
+
+
+class ServiceUnavailableError(StenodError):
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "unavailable"
+
+
+class AuthenticationError(StenodError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"

@@ -1,0 +1,1 @@
+"""The service layer: what the CLI, the API, the batch pipeline and job workers share."""

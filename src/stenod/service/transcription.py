@@ -1,0 +1,96 @@
+"""Transcribe one input end to end: decode with limits, run the engine, diarize, time it.
+
+Shared by the CLI, the HTTP routes (via the scheduler) and the batch pipeline, so every entry
+point applies the same limits and produces the same Transcript.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from stenod.audio.decode import AudioSource, DecodedAudio, decode_audio, probe_audio
+from stenod.engines.base import Engine, ProgressCallback, TranscriptionOptions
+from stenod.errors import DiarizationInputError
+from stenod.service.diarize import diarize_by_channel
+from stenod.transcript import Transcript
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionResult:
+    transcript: Transcript
+    audio_duration_s: float
+    decode_s: float
+    processing_s: float
+    """Inference time only (decode excluded)."""
+
+    @property
+    def realtime_factor(self) -> float:
+        """Processing seconds per audio second: below 1 is faster than real time."""
+        return self.processing_s / self.audio_duration_s if self.audio_duration_s > 0 else 0.0
+
+
+def load_audio(source: AudioSource, *, diarize: bool, max_duration_s: float) -> DecodedAudio:
+    """Decode ``source``; with ``diarize`` the two channels are kept and mono input is refused.
+
+    Raises:
+        DiarizationInputError: ``diarize`` on a one-channel recording.
+        AudioDecodeError, EmptyAudioError, AudioTooLongError: see :func:`decode_audio`.
+    """
+    if diarize:
+        probe = probe_audio(source)
+        if probe.channels < 2:
+            name = getattr(source, "name", None) or str(source)
+            raise DiarizationInputError(
+                f"{name}: diarization needs a two-channel recording (one speaker per channel); "
+                f"this file has {probe.channels} channel",
+                param="diarize",
+            )
+        if hasattr(source, "seek"):
+            source.seek(0)  # type: ignore[union-attr]
+    return decode_audio(source, keep_channels=diarize, max_duration_s=max_duration_s)
+
+
+def transcribe_decoded(
+    engine: Engine,
+    audio: DecodedAudio,
+    options: TranscriptionOptions,
+    *,
+    diarize: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> TranscriptionResult:
+    started = time.perf_counter()
+    transcript = engine.transcribe(audio.samples, options, progress=progress, cancel=cancel)
+    if diarize and audio.channels is not None:
+        transcript = diarize_by_channel(transcript, audio.channels)
+    return TranscriptionResult(
+        transcript=transcript,
+        audio_duration_s=audio.duration_s,
+        decode_s=0.0,
+        processing_s=time.perf_counter() - started,
+    )
+
+
+def transcribe_source(
+    engine: Engine,
+    source: AudioSource,
+    options: TranscriptionOptions,
+    *,
+    max_duration_s: float,
+    diarize: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> TranscriptionResult:
+    """Decode and transcribe; raises the domain errors of :func:`load_audio` and the engine."""
+    started = time.perf_counter()
+    audio = load_audio(source, diarize=diarize, max_duration_s=max_duration_s)
+    decode_s = time.perf_counter() - started
+    result = transcribe_decoded(engine, audio, options, diarize=diarize, progress=progress, cancel=cancel)
+    return TranscriptionResult(
+        transcript=result.transcript,
+        audio_duration_s=result.audio_duration_s,
+        decode_s=decode_s,
+        processing_s=result.processing_s,
+    )

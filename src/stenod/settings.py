@@ -1,0 +1,160 @@
+"""The one settings object. Sources, highest priority first: CLI flags (passed as overrides),
+environment variables ``STENOD_*`` (nested with ``__``, e.g. ``STENOD_SERVER__PORT``), an optional
+TOML file (``--config`` or ``STENOD_CONFIG_FILE``), then the defaults below.
+
+Built once at start-up and passed down; no other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+EngineName = Literal["auto", "faster-whisper", "whisper.cpp"]
+Device = Literal["auto", "cpu", "cuda"]
+ComputeType = Literal["auto", "int8", "int8_float16", "int8_float32", "float16", "bfloat16", "float32"]
+LogFormat = Literal["json", "console"]
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "stenod"
+
+
+class ModelSettings(BaseModel):
+    name: str = "base"
+    """Default model: a bundled name (``base``, ``tiny.en``), a hub name (``small``, ``large-v3``,
+    ``Systran/faster-whisper-small``), a CTranslate2 model folder, or a ggml ``.bin`` file."""
+    engine: EngineName = "auto"
+    """``auto`` picks whisper.cpp for ggml files and faster-whisper otherwise."""
+    device: Device = "auto"
+    compute_type: ComputeType = "auto"
+    """``auto``: int8 on CPU (about 2x float32 at the same accuracy here), float16 on CUDA."""
+    threads: int = Field(default=0, ge=0)
+    """CPU threads per inference slot; 0 picks from the core count (see docs/ARCHITECTURE.md)."""
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    """Where assembled bundled weights and hub downloads live."""
+    offline: bool = False
+    """Never reach the model hub; also implied by ``HF_HUB_OFFLINE=1``."""
+    beam_size: int = Field(default=1, ge=1, le=16)
+    """1 is greedy decoding: on CPU about 1.5x faster than beam 5 for a small WER cost."""
+    vad_min_duration_s: float = Field(default=30.0, ge=0)
+    """Voice-activity detection is on by default for audio longer than this."""
+
+
+class AudioSettings(BaseModel):
+    max_duration_s: float = Field(default=4 * 3600, gt=0)
+    """Longest audio accepted, checked from the container header before decoding."""
+    max_file_mb: float = Field(default=200.0, gt=0)
+    """Largest upload accepted by the server, enforced while receiving."""
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    slots: int = Field(default=0, ge=0)
+    """Concurrent inference slots sharing one copy of the weights; 0 picks from the cores."""
+    queue_size: int = Field(default=32, ge=0)
+    """Requests that may wait for a slot; beyond this the server answers 429 with Retry-After."""
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    """Deadline for one synchronous request, queueing included (408 when exceeded)."""
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    """On SIGTERM, how long in-flight requests get to finish before the process exits."""
+    preload: bool = True
+    """Load the default model at start-up (``/ready`` is 503 until it is loaded)."""
+    model_idle_ttl_s: float = Field(default=0.0, ge=0)
+    """Unload a non-default model after this many idle seconds; 0 keeps models loaded."""
+    max_loaded_models: int = Field(default=2, ge=1)
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    """Bearer keys accepted by the API; empty means no authentication (loopback use)."""
+    cors_origins: list[str] = Field(default_factory=list)
+    print_progress: bool = False
+    """Log transcription progress of each request."""
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+
+class LogSettings(BaseModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: LogFormat = "json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STENOD_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    config_file: Path | None = None
+    """TOML file with the same sections ([model], [audio], [server], [log])."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = _config_file_from(init_settings, env_settings)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    @property
+    def offline(self) -> bool:
+        return self.model.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def _config_file_from(*sources: PydanticBaseSettingsSource) -> Path | None:
+    for source in sources:
+        value = source().get("config_file")
+        if value:
+            path = Path(value)
+            if not path.is_file():
+                raise FileNotFoundError(f"config file not found: {path}")
+            return path
+    return None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from all sources; ``overrides`` are CLI flags as nested dicts, ``None``
+    values meaning "flag not given"."""
+    cleaned = _drop_none(overrides)
+    if config_file is not None:
+        cleaned["config_file"] = config_file
+    return Settings(**cleaned)
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            nested = _drop_none(value)
+            if nested:
+                out[key] = nested
+        elif value is not None:
+            out[key] = value
+    return out
