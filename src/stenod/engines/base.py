@@ -48,6 +48,9 @@ class TranscriptionOptions:
     vad_min_duration_s: float = 30.0
     condition_on_previous_text: bool = True
     without_timestamps: bool = False
+    batch_size: int = 0
+    """> 1 decodes up to this many VAD-cut windows of one file in one batch (faster-whisper's
+    BatchedInferencePipeline): faster for long audio, at some cost in context across windows."""
 
     def vad_enabled(self, duration_s: float) -> bool:
         return self.vad if self.vad is not None else duration_s > self.vad_min_duration_s

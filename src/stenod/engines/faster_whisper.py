@@ -96,8 +96,7 @@ class FasterWhisperEngine:
         self._check_options(options)
         duration = len(audio) / 16_000
         # Segments are a lazy generator: all decoding happens in this loop, on the caller's thread.
-        segments_iter, info = self._model.transcribe(
-            audio,
+        kwargs = dict(
             language=options.language if self._model.model.is_multilingual else "en",
             task=options.task,
             beam_size=options.beam_size,
@@ -105,10 +104,17 @@ class FasterWhisperEngine:
             temperature=list(options.temperature),
             initial_prompt=options.initial_prompt or None,
             word_timestamps=options.word_timestamps,
-            vad_filter=options.vad_enabled(duration),
             condition_on_previous_text=options.condition_on_previous_text,
             without_timestamps=options.without_timestamps,
         )
+        if options.batch_size > 1:
+            from faster_whisper import BatchedInferencePipeline
+
+            # A pipeline keeps per-call state (last_speech_timestamp): one per call, never shared.
+            pipeline = BatchedInferencePipeline(self._model)
+            segments_iter, info = pipeline.transcribe(audio, batch_size=options.batch_size, **kwargs)
+        else:
+            segments_iter, info = self._model.transcribe(audio, vad_filter=options.vad_enabled(duration), **kwargs)
         segments: list[Segment] = []
         for seg in segments_iter:
             if cancel is not None and cancel.is_set():
