@@ -14,11 +14,13 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from stenod.transcript import Transcript
+from stenod.transcript import Segment, Transcript
 
 Task = Literal["transcribe", "translate"]
 ProgressCallback = Callable[[float, float], None]
 """Called with (seconds of audio done, total seconds) as segments complete."""
+SegmentCallback = Callable[[Segment], None]
+"""Called with each segment as soon as it is decoded (used for streaming responses)."""
 
 TEMPERATURE_STEP = 0.2
 
@@ -101,6 +103,7 @@ class Engine(Protocol):
         options: TranscriptionOptions,
         *,
         progress: ProgressCallback | None = None,
+        on_segment: SegmentCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> Transcript:
         """Transcribe (or translate) 16 kHz mono float32 ``audio``.

@@ -19,6 +19,7 @@ from stenod.engines.base import (
     EngineInfo,
     LanguageDetection,
     ProgressCallback,
+    SegmentCallback,
     TranscriptionOptions,
 )
 from stenod.errors import ModelLoadError, UnsupportedParameterError
@@ -91,6 +92,7 @@ class FasterWhisperEngine:
         options: TranscriptionOptions,
         *,
         progress: ProgressCallback | None = None,
+        on_segment: SegmentCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> Transcript:
         self._check_options(options)
@@ -119,7 +121,10 @@ class FasterWhisperEngine:
         for seg in segments_iter:
             if cancel is not None and cancel.is_set():
                 raise CancelledError("transcription cancelled")
-            segments.append(_convert_segment(len(segments), seg))
+            segment = _convert_segment(len(segments), seg)
+            segments.append(segment)
+            if on_segment is not None:
+                on_segment(segment)
             if progress is not None:
                 progress(min(seg.end, duration), duration)
         if progress is not None:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from stenod.audio.decode import AudioSource, DecodedAudio, decode_audio, probe_audio
-from stenod.engines.base import Engine, ProgressCallback, TranscriptionOptions
+from stenod.engines.base import Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import DiarizationInputError
 from stenod.service.diarize import diarize_by_channel
 from stenod.transcript import Transcript
@@ -59,10 +59,11 @@ def transcribe_decoded(
     *,
     diarize: bool = False,
     progress: ProgressCallback | None = None,
+    on_segment: SegmentCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> TranscriptionResult:
     started = time.perf_counter()
-    transcript = engine.transcribe(audio.samples, options, progress=progress, cancel=cancel)
+    transcript = engine.transcribe(audio.samples, options, progress=progress, on_segment=on_segment, cancel=cancel)
     if diarize and audio.channels is not None:
         transcript = diarize_by_channel(transcript, audio.channels)
     return TranscriptionResult(
