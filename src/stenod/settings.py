@@ -93,6 +93,31 @@ class LogSettings(BaseModel):
     format: LogFormat = "json"
 
 
+class BatchSettings(BaseModel):
+    """``stenod batch``: directory transcription (env ``STENOD_BATCH__*``, TOML ``[batch]``)."""
+
+    workers: int = Field(default=0, ge=0)
+    """Local worker processes, each loading the model once; 0 picks from the cores (one per
+    core on small machines, see docs/BENCHMARKS.md "Batch pipeline")."""
+    threads: int = Field(default=0, ge=0)
+    """CPU threads per worker; 0 means cores // workers."""
+    batch_size: int = Field(default=0, ge=0)
+    """> 1 runs one process with faster-whisper's batched pipeline (windows of one file decoded
+    together) instead of a worker pool; 0 uses the worker pool."""
+    formats: str = "json,srt,vtt,txt"
+    """Output formats, comma-separated: txt, json, verbose_json, srt, vtt, tsv."""
+    server_concurrency: int = Field(default=2, ge=1)
+    """``--server`` mode: requests in flight at once."""
+    server_retries: int = Field(default=5, ge=0)
+    """``--server`` mode: retries per file on 429/503/connection errors (not on other errors)."""
+    server_backoff_s: float = Field(default=1.0, gt=0)
+    """First retry delay when the server sends no Retry-After; doubles per attempt."""
+    server_max_backoff_s: float = Field(default=60.0, gt=0)
+    """Cap on any single retry delay, Retry-After included."""
+    server_timeout_s: float = Field(default=900.0, gt=0)
+    """Per-request timeout in ``--server`` mode (upload, queueing and transcription)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STENOD_",
@@ -105,6 +130,7 @@ class Settings(BaseSettings):
     audio: AudioSettings = Field(default_factory=AudioSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     config_file: Path | None = None
     """TOML file with the same sections ([model], [audio], [server], [log])."""
 
