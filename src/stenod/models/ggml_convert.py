@@ -679,9 +679,11 @@ def _as_blocks(x: np.ndarray) -> np.ndarray:
 
 
 def _roundf(v: np.ndarray) -> np.ndarray:
-    """C ``roundf`` (half away from zero); done in float64 so ``0.49999997 + 0.5`` cannot round up."""
-    v64 = v.astype(np.float64)
-    return np.sign(v64) * np.floor(np.abs(v64) + 0.5)
+    """C ``roundf`` (half away from zero). Not ``floor(|v| + 0.5)``: in float32 that rounds
+    0.49999997 up to 1; ``|v| - floor(|v|)`` is exact, so comparing it with 0.5 is not."""
+    a = np.abs(v)
+    f = np.floor(a)
+    return np.copysign(f + (a - f >= np.float32(0.5)), v)
 
 
 def quantize_q8_0(x: np.ndarray) -> np.ndarray:
@@ -756,19 +758,30 @@ _QUANTIZERS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
 # --------------------------------------------------------------------------------------------------
 
 
-def _encode_tensor(name: str, array: np.ndarray, ggml_type: int) -> np.ndarray:
-    """Tensor data in ``ggml_type``. Quantized tensors go through f16 first, as the quantize tool does
-    (it reads the f16 file), so our bytes match a convert-then-quantize pipeline."""
+_CHUNK_ELEMENTS = 1 << 20  # encode ~1M values at a time: bounds temporaries to a few MB per tensor
+
+
+def _encode_rows(name: str, rows: np.ndarray, ggml_type: int) -> bytes:
+    """Rows of one tensor in ``ggml_type``. Quantized tensors go through f16 first, as the quantize
+    tool does (it reads the f16 file), so our bytes match a convert-then-quantize pipeline."""
     if ggml_type == GGML_TYPE_F32:
-        return np.ascontiguousarray(array, dtype=np.float32)
+        return np.ascontiguousarray(rows, dtype="<f4").tobytes()
     if ggml_type == GGML_TYPE_F16:
-        return np.ascontiguousarray(array, dtype=np.float16)
+        return np.ascontiguousarray(rows, dtype="<f2").tobytes()
     quantizer = _QUANTIZERS.get(ggml_type)
     if quantizer is None:
         raise GgmlConversionError(f"cannot encode {name!r} as ggml type {ggml_type}")
-    if array.shape[-1] % QK:
-        raise GgmlConversionError(f"cannot quantize {name!r}: row length {array.shape[-1]} is not a multiple of {QK}")
-    return quantizer(np.asarray(array, dtype=np.float16).astype(np.float32))
+    if rows.shape[-1] % QK:
+        raise GgmlConversionError(f"cannot quantize {name!r}: row length {rows.shape[-1]} is not a multiple of {QK}")
+    return quantizer(np.asarray(rows, dtype=np.float16).astype(np.float32)).tobytes()
+
+
+def _encoded_chunks(name: str, array: np.ndarray, ggml_type: int) -> Iterator[bytes]:
+    """Encode a tensor in row chunks so quantizing a 50k-row embedding does not need GBs of temporaries."""
+    rows = array.reshape(-1, array.shape[-1]) if array.ndim else array.reshape(1, 1)
+    step = max(1, _CHUNK_ELEMENTS // max(1, rows.shape[1]))
+    for start in range(0, rows.shape[0], step):
+        yield _encode_rows(name, rows[start : start + step], ggml_type)
 
 
 def _write_header(f: BinaryIO, hp: WhisperHparams, filters: np.ndarray, tokens: list[bytes]) -> None:
@@ -782,12 +795,14 @@ def _write_header(f: BinaryIO, hp: WhisperHparams, filters: np.ndarray, tokens: 
         f.write(token)
 
 
-def _write_tensor(f: BinaryIO, name: str, data: np.ndarray, shape: tuple[int, ...], ggml_type: int) -> None:
+def _write_tensor(f: BinaryIO, name: str, array: np.ndarray, ggml_type: int) -> None:
+    """Tensor record as convert-pt-to-ggml.py writes it: n_dims, name length, type, reversed dims, name, data."""
     encoded = name.encode("utf-8")
-    f.write(struct.pack("<3i", len(shape), len(encoded), ggml_type))
-    f.write(struct.pack(f"<{len(shape)}i", *reversed(shape)))
+    f.write(struct.pack("<3i", array.ndim, len(encoded), ggml_type))
+    f.write(struct.pack(f"<{array.ndim}i", *reversed(array.shape)))
     f.write(encoded)
-    f.write(data.tobytes())
+    for chunk in _encoded_chunks(name, array, ggml_type):
+        f.write(chunk)
 
 
 def _write_ggml(
@@ -808,7 +823,7 @@ def _write_ggml(
         if tuple(array.shape) != shape:
             raise GgmlConversionError(f"{path}: tensor {name!r} has shape {tuple(array.shape)}, expected {shape}")
         ggml_type = _ggml_type_for(role, hp)
-        _write_tensor(f, name, _encode_tensor(name, array, ggml_type), shape, ggml_type)
+        _write_tensor(f, name, array, ggml_type)
         written.add(name)
     missing = set(expected) - written
     if missing:
