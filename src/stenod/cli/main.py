@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from stenod import __version__
+from stenod.cli.bench import bench_app
 from stenod.cli.models import models_app
+from stenod.cli.serve import serve_command
 from stenod.cli.transcribe import transcribe_command
 
 app = typer.Typer(
@@ -17,6 +19,8 @@ app = typer.Typer(
 )
 app.command("transcribe")(transcribe_command)
 app.add_typer(models_app, name="models")
+app.add_typer(bench_app, name="bench")
+app.command("serve")(serve_command)
 
 
 def _version(value: bool) -> None:

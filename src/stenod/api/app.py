@@ -1,0 +1,114 @@
+"""The app factory. ``create_app(settings)`` builds a self-contained app: its own model manager,
+scheduler and metrics registry, so tests can run several apps in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from stenod import __version__
+from stenod.api.errors import install_error_handlers
+from stenod.api.middleware import RequestContextMiddleware, UploadLimitMiddleware
+from stenod.api.routers import health, openai, whispercpp
+from stenod.api.state import AppState
+from stenod.engines.base import Engine
+from stenod.engines.factory import cpu_count, create_engine, plan_cpu
+from stenod.errors import StenodError
+from stenod.models.registry import ResolvedModel
+from stenod.observability.metrics import Metrics
+from stenod.scheduler.model_manager import ModelManager
+from stenod.scheduler.slots import SlotScheduler
+from stenod.service.server_transcription import TranscriptionService
+from stenod.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+UPLOAD_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/inference"})
+
+
+def build_state(settings: Settings) -> AppState:
+    plan = plan_cpu(cores=cpu_count(), threads=settings.model.threads, concurrency=settings.server.slots)
+    metrics = Metrics()
+
+    def factory(model: ResolvedModel) -> Engine:
+        # Every model gets as many CTranslate2 workers as there are slots, sharing one weight copy.
+        return create_engine(model, settings.model, threads=plan.threads, concurrency=plan.concurrency)
+
+    manager = ModelManager(
+        settings.model, factory, offline=settings.offline,
+        max_loaded=settings.server.max_loaded_models, idle_ttl_s=settings.server.model_idle_ttl_s,
+        on_load=lambda name, seconds: metrics.model_load_seconds.labels(name).observe(seconds),
+    )
+    scheduler = SlotScheduler(slots=plan.concurrency, queue_size=settings.server.queue_size)
+    service = TranscriptionService(
+        manager=manager, scheduler=scheduler, metrics=metrics,
+        max_duration_s=settings.audio.max_duration_s, request_timeout_s=settings.server.request_timeout_s,
+        print_progress=settings.server.print_progress,
+    )
+    logger.info("inference plan: %d slots x %d threads on %d cores", plan.concurrency, plan.threads, cpu_count())
+    return AppState(settings=settings, manager=manager, scheduler=scheduler, metrics=metrics, service=service)
+
+
+async def _preload(state: AppState) -> None:
+    try:
+        await anyio.to_thread.run_sync(state.manager.preload, None)
+        state.load_error = None
+    except StenodError as exc:
+        state.load_error = exc.message
+        logger.error("could not load default model %s: %s", state.manager.default_name, exc.message)
+
+
+async def _unload_idle_loop(state: AppState, ttl_s: float) -> None:
+    while True:
+        await asyncio.sleep(max(1.0, min(30.0, ttl_s / 2)))
+        unloaded = await anyio.to_thread.run_sync(state.manager.unload_idle)
+        if unloaded:
+            logger.info("unloaded idle models: %s", ", ".join(unloaded))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    state = build_state(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = []
+        if settings.server.preload:
+            tasks.append(asyncio.create_task(_preload(state)))
+        if settings.server.model_idle_ttl_s > 0:
+            tasks.append(asyncio.create_task(_unload_idle_loop(state, settings.server.model_idle_ttl_s)))
+        try:
+            yield
+        finally:
+            state.draining = True
+            for task in tasks:
+                task.cancel()
+            state.scheduler.close()
+            await anyio.to_thread.run_sync(state.manager.close)
+
+    app = FastAPI(
+        title="stenod",
+        version=__version__,
+        description="Whisper speech-to-text with OpenAI- and whisper.cpp-compatible APIs.",
+        lifespan=lifespan,
+    )
+    app.state.stenod = state
+    install_error_handlers(app)
+    app.include_router(openai.router)
+    app.include_router(whispercpp.router)
+    app.include_router(health.router)
+    if settings.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"],
+            allow_headers=["*"], expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    max_bytes = int(settings.audio.max_file_mb * 1_000_000)
+    app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, paths=UPLOAD_PATHS)
+    app.add_middleware(RequestContextMiddleware)  # outermost: every response carries the id
+    return app

@@ -1,0 +1,113 @@
+"""ASGI middleware: request ids and access logs, and the upload size limit enforced while the
+body arrives (a Content-Length over the limit is refused before a byte of body is read)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stenod.errors import UploadTooLargeError
+from stenod.observability.logging import REQUEST_ID_HEADER, valid_request_id
+
+logger = logging.getLogger("stenod.access")
+
+MULTIPART_SLACK_BYTES = 64 * 1024
+"""Room for multipart headers and the small form fields around the file."""
+
+
+class RequestContextMiddleware:
+    """Give every request an id (the caller's ``X-Request-ID`` if sane), bind it to every log
+    line of the request, return it in the response, and write one access-log line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        request_id = valid_request_id(headers.get(REQUEST_ID_HEADER.lower())) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (REQUEST_ID_HEADER.encode(), request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logger.info(
+                "%s %s %d %.1fms", scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000,
+                extra={"status": status},
+            )
+            structlog.contextvars.clear_contextvars()
+
+
+class UploadLimitMiddleware:
+    """Refuse request bodies larger than ``max_bytes`` on the upload routes, without buffering."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, paths: frozenset[str]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes + MULTIPART_SLACK_BYTES
+        self.limit_mb = max_bytes / 1e6
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._reject(send, declared)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise UploadTooLargeError(self._message(received), param="file")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _message(self, size: int) -> str:
+        return f"upload of {size / 1e6:.1f} MB exceeds the limit of {self.limit_mb:g} MB"
+
+    async def _reject(self, send: Send, size: int) -> None:
+        body = json.dumps(
+            {"error": {"message": self._message(size), "type": "invalid_request_error", "param": "file",
+                       "code": UploadTooLargeError.code}}
+        ).encode()
+        await send({
+            "type": "http.response.start", "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close")],
+        })
+        await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,68 @@
+"""Operational routes: /health (rich status), /ready (for load balancers), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stenod import __version__
+from stenod.api.deps import State
+
+router = APIRouter()
+
+
+def _status(state: State) -> str:
+    if state.draining:
+        return "draining"
+    if state.manager.is_loaded(state.manager.default_name):
+        return "ok"
+    if state.load_error:
+        return "error"
+    return "loading"
+
+
+@router.get("/health")
+def health(state: State) -> JSONResponse:
+    stats = state.scheduler.stats()
+    status = _status(state)
+    models = state.manager.engine_info()
+    default = next((m for m in models if m["default"]), None)
+    body = {
+        "status": status,
+        "version": __version__,
+        "uptime_s": round(time.time() - state.started_at, 1),
+        "default_model": state.manager.default_name,
+        "models": models,
+        "engine": default["engine"] if default else None,
+        "device": default["device"] if default else None,
+        "slots": stats.slots,
+        "running": stats.running,
+        "queued": stats.queued,
+        "queue_size": stats.queue_size,
+        "completed": stats.completed,
+        "avg_latency_s": round(stats.avg_latency_s, 3),
+        "memory_rss_bytes": psutil.Process().memory_info().rss,
+        "error": state.load_error,
+    }
+    return JSONResponse(body, status_code=200 if status == "ok" else 503)
+
+
+@router.get("/ready")
+def ready(state: State) -> JSONResponse:
+    status = _status(state)
+    return JSONResponse({"status": "ready" if status == "ok" else status}, status_code=200 if status == "ok" else 503)
+
+
+@router.get("/metrics")
+def metrics(state: State) -> Response:
+    stats = state.scheduler.stats()
+    m = state.metrics
+    m.queue_depth.set(stats.queued)
+    m.slots_in_use.set(stats.running)
+    m.slots_total.set(stats.slots)
+    m.models_loaded.set(len(state.manager.loaded_names()))
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,116 @@
+"""OpenAI-compatible audio and model routes: the official ``openai`` client works unchanged."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import Response
+
+from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_api_key
+from stenod.api.params import OPENAI_FORMATS, build_request, parse_granularities, parse_response_format
+from stenod.api.responses import rendered_response, streamed_response, transcribe_or_cancel
+from stenod.engines.base import Task
+from stenod.errors import ModelNotFoundError
+from stenod.models.catalog import list_models
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+async def _audio_route(
+    request: Request,
+    state: State,
+    *,
+    task: Task,
+    endpoint: str,
+    file: UploadFile,
+    model: str | None,
+    language: str | None,
+    prompt: str | None,
+    response_format: str | None,
+    temperature: float | None,
+    timestamp_granularities: list[str] | None,
+    stream: bool,
+) -> Response:
+    fmt = parse_response_format(response_format, OPENAI_FORMATS)
+    granularities = parse_granularities(timestamp_granularities, fmt)
+    params = build_request(
+        endpoint=endpoint, model=model, task=task, language=language, prompt=prompt, temperature=temperature,
+        word_timestamps="word" in granularities, model_settings=state.settings.model,
+    )
+    upload = named_upload_or_raise(file)
+    if stream:
+        return await streamed_response(state.service, upload, params)
+    served = await transcribe_or_cancel(request, state.service, upload, params)
+    return rendered_response(served, fmt, granularities)
+
+
+@router.post("/v1/audio/transcriptions", dependencies=[Depends(refuse_when_draining)])
+async def create_transcription(
+    request: Request,
+    state: State,
+    file: Annotated[UploadFile, File(description="Audio file in any container FFmpeg reads.")],
+    model: Annotated[str | None, Form()] = None,
+    language: Annotated[str | None, Form()] = None,
+    prompt: Annotated[str | None, Form()] = None,
+    response_format: Annotated[str | None, Form()] = None,
+    temperature: Annotated[float | None, Form()] = None,
+    timestamp_granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
+    stream: Annotated[bool, Form()] = False,
+) -> Response:
+    """Transcribe audio in its own language (OpenAI ``audio.transcriptions.create``)."""
+    return await _audio_route(
+        request, state, task="transcribe", endpoint="transcriptions", file=file, model=model, language=language,
+        prompt=prompt, response_format=response_format, temperature=temperature,
+        timestamp_granularities=timestamp_granularities, stream=stream,
+    )
+
+
+@router.post("/v1/audio/translations", dependencies=[Depends(refuse_when_draining)])
+async def create_translation(
+    request: Request,
+    state: State,
+    file: Annotated[UploadFile, File(description="Audio file in any container FFmpeg reads.")],
+    model: Annotated[str | None, Form()] = None,
+    prompt: Annotated[str | None, Form()] = None,
+    response_format: Annotated[str | None, Form()] = None,
+    temperature: Annotated[float | None, Form()] = None,
+) -> Response:
+    """Translate speech to English text (OpenAI ``audio.translations.create``)."""
+    return await _audio_route(
+        request, state, task="translate", endpoint="translations", file=file, model=model, language=None,
+        prompt=prompt, response_format=response_format, temperature=temperature,
+        timestamp_granularities=None, stream=False,
+    )
+
+
+def _model_object(name: str, created: int, owned_by: str) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": created, "owned_by": owned_by}
+
+
+def _model_ids(state: State) -> list[tuple[str, str]]:
+    manager = state.manager
+    entries = list_models(default=manager.default_name, cache_dir=state.settings.model.cache_dir, include_hub=False)
+    ids = [(e.name, e.source) for e in entries if e.available]
+    for name in manager.loaded_names():
+        if name not in {i for i, _ in ids}:
+            ids.append((name, "local"))
+    return ids
+
+
+@router.get("/v1/models")
+def list_models_route(state: State) -> dict[str, object]:
+    """Models this server can serve without a download (bundled and loaded ones)."""
+    created = int(state.started_at)
+    data = [_model_object(name, created, f"stenod-{source}") for name, source in _model_ids(state)]
+    return {"object": "list", "data": data}
+
+
+@router.get("/v1/models/{model_id:path}")
+def get_model_route(model_id: str, state: State) -> dict[str, object]:
+    for name, source in _model_ids(state):
+        if name == model_id or (model_id == "whisper-1" and name == state.manager.default_name):
+            return _model_object(model_id, int(state.started_at), f"stenod-{source}")
+    raise ModelNotFoundError(f"model {model_id!r} not found", param="model")
+
+

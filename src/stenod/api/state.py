@@ -1,0 +1,25 @@
+"""What the app holds for its lifetime, reachable from routes through dependencies."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from stenod.observability.metrics import Metrics
+from stenod.scheduler.model_manager import ModelManager
+from stenod.scheduler.slots import SlotScheduler
+from stenod.service.server_transcription import TranscriptionService
+from stenod.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    manager: ModelManager
+    scheduler: SlotScheduler
+    metrics: Metrics
+    service: TranscriptionService
+    started_at: float = field(default_factory=time.time)
+    draining: bool = False
+    load_error: str | None = None
+    """Why preloading the default model failed, shown by /health."""

@@ -1,0 +1,51 @@
+"""Prometheus metrics. Each app gets its own registry, so tests can run several apps in one
+process and read exact values."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+AUDIO_DURATION_BUCKETS_S = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "stenod_requests_total", "Transcription requests by outcome.",
+            ["endpoint", "model", "language", "status"], registry=r,
+        )
+        self.errors = Counter(
+            "stenod_errors_total", "Failed requests by error code.",
+            ["endpoint", "model", "language", "status", "code"], registry=r,
+        )
+        self.latency = Histogram(
+            "stenod_request_duration_seconds", "Wall time of a transcription request, queueing included.",
+            ["endpoint", "model"], buckets=LATENCY_BUCKETS_S, registry=r,
+        )
+        self.queue_wait = Histogram(
+            "stenod_queue_wait_seconds", "Time a request waited for an inference slot.",
+            buckets=LATENCY_BUCKETS_S, registry=r,
+        )
+        self.audio_duration = Histogram(
+            "stenod_audio_duration_seconds", "Duration of transcribed audio.",
+            ["model"], buckets=AUDIO_DURATION_BUCKETS_S, registry=r,
+        )
+        self.realtime_factor = Histogram(
+            "stenod_realtime_factor", "Inference seconds per audio second (lower is faster).",
+            ["model"], buckets=RTF_BUCKETS, registry=r,
+        )
+        self.audio_seconds = Counter(
+            "stenod_audio_seconds_total", "Audio seconds transcribed.", ["model"], registry=r,
+        )
+        self.queue_depth = Gauge("stenod_queue_depth", "Requests waiting for a slot.", registry=r)
+        self.slots_in_use = Gauge("stenod_slots_in_use", "Inference slots busy.", registry=r)
+        self.slots_total = Gauge("stenod_slots_total", "Inference slots configured.", registry=r)
+        self.models_loaded = Gauge("stenod_models_loaded", "Models currently in memory.", registry=r)
+        self.model_load_seconds = Histogram(
+            "stenod_model_load_seconds", "Time to load a model.", ["model"],
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120), registry=r,
+        )

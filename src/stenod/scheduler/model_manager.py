@@ -1,0 +1,221 @@
+"""Model lifecycle: load on demand or at start-up, keep a bounded set loaded, unload idle ones,
+swap the default model without a restart. Inference is not this module's job.
+
+Thread-safe: loading runs in worker threads (it takes seconds), while requests keep using the
+models already loaded. A failed load leaves every loaded model serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from stenod.engines.base import Engine
+from stenod.models.registry import ResolvedModel, resolve_model_or_raise
+from stenod.settings import ModelSettings
+
+logger = logging.getLogger(__name__)
+
+EngineFactory = Callable[[ResolvedModel], Engine]
+DEFAULT_ALIASES = frozenset({"", "whisper-1", "default"})
+"""Model names clients send that mean "the server's default" (the OpenAI SDK sends whisper-1)."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    engine: Engine
+    loaded_at: float
+    last_used: float
+    in_use: int = 0
+    load_time_s: float = 0.0
+
+
+@dataclass
+class _LoadState:
+    event: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class ModelManager:
+    """Args:
+        settings: model settings (default model name, cache folder).
+        offline: never reach the model hub.
+        factory: builds an engine for a resolved model (threads and concurrency bound in).
+        max_loaded: models kept in memory at once; the least recently used idle one is unloaded.
+        idle_ttl_s: unload non-default models idle this long (0 = never).
+        on_load: called with (model name, seconds) after each successful load.
+    """
+
+    def __init__(
+        self,
+        settings: ModelSettings,
+        factory: EngineFactory,
+        *,
+        offline: bool,
+        max_loaded: int = 2,
+        idle_ttl_s: float = 0.0,
+        on_load: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._factory = factory
+        self._offline = offline
+        self._max_loaded = max_loaded
+        self._idle_ttl_s = idle_ttl_s
+        self._on_load = on_load
+        self._lock = threading.Lock()
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._loading: dict[str, _LoadState] = {}
+        self.default_name = settings.name
+
+    # -- lookup -----------------------------------------------------------------------------
+    def canonical_name(self, requested: str | None) -> str:
+        name = (requested or "").strip()
+        return self.default_name if name in DEFAULT_ALIASES else name
+
+    def loaded_names(self) -> list[str]:
+        with self._lock:
+            return list(self._loaded)
+
+    def is_loaded(self, name: str) -> bool:
+        with self._lock:
+            return name in self._loaded
+
+    def loading(self) -> bool:
+        with self._lock:
+            return bool(self._loading)
+
+    def engine_info(self) -> list[dict[str, object]]:
+        with self._lock:
+            models = list(self._loaded.values())
+        out = []
+        for m in models:
+            info = m.engine.info()
+            out.append({
+                "model": m.name, "engine": info.engine, "device": info.device,
+                "compute_type": info.compute_type, "threads": info.threads,
+                "concurrency": info.max_concurrency, "in_use": m.in_use,
+                "load_time_s": round(m.load_time_s, 3), "default": m.name == self.default_name,
+            })
+        return out
+
+    # -- acquire / release -------------------------------------------------------------------
+    def acquire(self, requested: str | None) -> tuple[str, Engine]:
+        """Return a loaded engine for ``requested`` (loading it if needed) and mark it in use.
+        Pair every call with :meth:`release`. Blocking: call from a worker thread.
+
+        Raises:
+            ModelNotFoundError, ModelLoadError: the model cannot be found or loaded.
+        """
+        name = self.canonical_name(requested)
+        while True:  # a model evicted between load and acquire is loaded again
+            self._ensure_loaded(name)
+            with self._lock:
+                model = self._loaded.get(name)
+                if model is not None:
+                    model.in_use += 1
+                    model.last_used = time.monotonic()
+                    self._loaded.move_to_end(name)
+                    return name, model.engine
+
+    def release(self, name: str) -> None:
+        with self._lock:
+            model = self._loaded.get(name)
+            if model is not None:
+                model.in_use = max(0, model.in_use - 1)
+                model.last_used = time.monotonic()
+
+    # -- loading -------------------------------------------------------------------------------
+    def _ensure_loaded(self, name: str) -> None:
+        with self._lock:
+            if name in self._loaded:
+                return
+            state = self._loading.get(name)
+            owner = state is None
+            if owner:
+                state = _LoadState()
+                self._loading[name] = state
+        assert state is not None
+        if not owner:
+            state.event.wait()
+            if state.error is not None:
+                raise state.error
+            return
+        try:
+            self._load(name)
+        except BaseException as exc:
+            state.error = exc
+            raise
+        finally:
+            with self._lock:
+                self._loading.pop(name, None)
+            state.event.set()
+
+    def _load(self, name: str) -> None:
+        resolved = resolve_model_or_raise(name, cache_dir=self._settings.cache_dir, offline=self._offline)
+        started = time.monotonic()
+        engine = self._factory(resolved)
+        load_time = time.monotonic() - started
+        now = time.monotonic()
+        with self._lock:
+            self._loaded[name] = LoadedModel(name, engine, now, now, load_time_s=load_time)
+            evicted = self._evict_over_capacity_locked()
+        for old in evicted:
+            self._close(old)
+        if self._on_load is not None:
+            self._on_load(name, load_time)
+
+    def _evict_over_capacity_locked(self) -> list[LoadedModel]:
+        evicted: list[LoadedModel] = []
+        for name in list(self._loaded):
+            if len(self._loaded) <= self._max_loaded:
+                break
+            model = self._loaded[name]
+            if model.in_use == 0 and name != self.default_name:
+                evicted.append(self._loaded.pop(name))
+        return evicted
+
+    def preload(self, name: str | None = None) -> None:
+        self._ensure_loaded(self.canonical_name(name))
+
+    def switch_default(self, name: str) -> None:
+        """Load ``name`` and make it the default (whisper.cpp's ``/load``). On failure the old
+        default keeps serving and the error propagates."""
+        self._ensure_loaded(name)
+        with self._lock:
+            self.default_name = name
+
+    def unload_idle(self) -> list[str]:
+        """Unload non-default models idle longer than the TTL; returns their names."""
+        if self._idle_ttl_s <= 0:
+            return []
+        cutoff = time.monotonic() - self._idle_ttl_s
+        with self._lock:
+            idle = [
+                n for n, m in self._loaded.items()
+                if n != self.default_name and m.in_use == 0 and m.last_used < cutoff
+            ]
+            models = [self._loaded.pop(n) for n in idle]
+        for model in models:
+            self._close(model)
+        return idle
+
+    def close(self) -> None:
+        with self._lock:
+            models = list(self._loaded.values())
+            self._loaded.clear()
+        for model in models:
+            self._close(model)
+
+    @staticmethod
+    def _close(model: LoadedModel) -> None:
+        logger.info("unloading model %s", model.name)
+        try:
+            model.engine.close()
+        except Exception:  # closing must never take the server down
+            logger.exception("error while unloading %s", model.name)
+

@@ -1,0 +1,162 @@
+"""The transcription service behind the HTTP API (and, later, job workers): validate the upload
+from its header, wait for an inference slot, decode and transcribe in that slot, record metrics.
+
+Async on the outside, blocking work on the scheduler's threads inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import anyio.to_thread
+
+from stenod.audio.decode import probe_audio
+from stenod.engines.base import CancelledError, SegmentCallback, TranscriptionOptions
+from stenod.errors import AudioTooLongError, ClientDisconnectedError, StenodError
+from stenod.observability.metrics import Metrics
+from stenod.scheduler.model_manager import ModelManager
+from stenod.scheduler.slots import SlotScheduler
+from stenod.service.transcription import TranscriptionResult, load_audio, transcribe_decoded
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionRequest:
+    """One request as the API parsed it."""
+
+    model: str | None
+    options: TranscriptionOptions
+    endpoint: str
+    diarize: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServedTranscription:
+    result: TranscriptionResult
+    model: str
+    queue_wait_s: float
+
+
+class TranscriptionService:
+    def __init__(
+        self,
+        *,
+        manager: ModelManager,
+        scheduler: SlotScheduler,
+        metrics: Metrics,
+        max_duration_s: float,
+        request_timeout_s: float,
+        print_progress: bool = False,
+    ) -> None:
+        self.manager = manager
+        self.scheduler = scheduler
+        self.metrics = metrics
+        self.max_duration_s = max_duration_s
+        self.request_timeout_s = request_timeout_s
+        self.print_progress = print_progress
+
+    async def transcribe(
+        self,
+        source: BinaryIO,
+        request: TranscriptionRequest,
+        *,
+        cancel: threading.Event,
+        on_segment: SegmentCallback | None = None,
+    ) -> ServedTranscription:
+        """Transcribe an uploaded file.
+
+        Raises:
+            AudioDecodeError, EmptyAudioError, AudioTooLongError: bad upload (checked before queueing).
+            QueueFullError, DeadlineExceededError: no capacity in time.
+            ClientDisconnectedError: the client went away and the work was abandoned.
+            UnsupportedParameterError, ModelNotFoundError, ModelLoadError: model problems.
+        """
+        started = time.monotonic()
+        deadline = started + self.request_timeout_s
+        model_label = self.manager.canonical_name(request.model)
+        language = request.options.language or "auto"
+        try:
+            await anyio.to_thread.run_sync(self._check_header, source)
+            waited = 0.0
+
+            def record_wait(seconds: float) -> None:
+                nonlocal waited
+                waited = seconds
+                self.metrics.queue_wait.observe(seconds)
+
+            name, result = await self.scheduler.run(
+                lambda: self._run_in_slot(source, request, cancel, on_segment),
+                deadline=deadline,
+                cancel=cancel,
+                on_wait=record_wait,
+            )
+        except StenodError as exc:
+            self._record_failure(request.endpoint, model_label, language, exc)
+            raise
+        except asyncio.CancelledError:
+            self._record_failure(request.endpoint, model_label, language, ClientDisconnectedError("client disconnected"))
+            raise
+        elapsed = time.monotonic() - started
+        detected = result.transcript.language or language
+        m = self.metrics
+        m.requests.labels(request.endpoint, name, detected, "200").inc()
+        m.latency.labels(request.endpoint, name).observe(elapsed)
+        m.audio_duration.labels(name).observe(result.audio_duration_s)
+        m.audio_seconds.labels(name).inc(result.audio_duration_s)
+        m.realtime_factor.labels(name).observe(result.realtime_factor)
+        logger.info(
+            "transcribed %.1f s of audio with %s in %.2f s (rtf %.3f, waited %.2f s)",
+            result.audio_duration_s, name, result.processing_s, result.realtime_factor, waited,
+        )
+        return ServedTranscription(result=result, model=name, queue_wait_s=waited)
+
+    def _record_failure(self, endpoint: str, model: str, language: str, exc: StenodError) -> None:
+        status = str(exc.status_code)
+        self.metrics.requests.labels(endpoint, model, language, status).inc()
+        self.metrics.errors.labels(endpoint, model, language, status, exc.code or exc.error_type).inc()
+
+    def _check_header(self, source: BinaryIO) -> None:
+        probe = probe_audio(source)
+        source.seek(0)
+        if probe.duration_s is not None and probe.duration_s > self.max_duration_s:
+            raise AudioTooLongError(
+                f"{getattr(source, 'name', 'upload')}: audio is {probe.duration_s:.1f} s long; "
+                f"the limit is {self.max_duration_s:g} s"
+            )
+
+    def _run_in_slot(
+        self,
+        source: BinaryIO,
+        request: TranscriptionRequest,
+        cancel: threading.Event,
+        on_segment: SegmentCallback | None,
+    ) -> tuple[str, TranscriptionResult]:
+        if cancel.is_set():
+            raise ClientDisconnectedError("client disconnected before transcription started")
+        audio = load_audio(source, diarize=request.diarize, max_duration_s=self.max_duration_s)
+        name, engine = self.manager.acquire(request.model)
+        try:
+            progress = self._progress_logger(name) if self.print_progress else None
+            return name, transcribe_decoded(
+                engine, audio, request.options, diarize=request.diarize,
+                progress=progress, on_segment=on_segment, cancel=cancel,
+            )
+        except CancelledError as exc:
+            raise ClientDisconnectedError("client disconnected; transcription abandoned") from exc
+        finally:
+            self.manager.release(name)
+
+    @staticmethod
+    def _progress_logger(model: str):  # type: ignore[no-untyped-def]
+        def progress(done: float, total: float) -> None:
+            logger.info("progress %s: %.0f%% (%.1f/%.1f s)", model, 100 * done / max(total, 1e-9), done, total)
+
+        return progress
+
+
