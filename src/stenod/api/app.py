@@ -62,6 +62,8 @@ async def _preload(state: AppState) -> None:
     except StenodError as exc:
         state.load_error = exc.message
         logger.error("could not load default model %s: %s", state.manager.default_name, exc.message)
+    finally:
+        state.preloading = False
 
 
 async def _unload_idle_loop(state: AppState, ttl_s: float) -> None:
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = []
         if settings.server.preload:
+            state.preloading = True
             tasks.append(asyncio.create_task(_preload(state)))
         if settings.server.model_idle_ttl_s > 0:
             tasks.append(asyncio.create_task(_unload_idle_loop(state, settings.server.model_idle_ttl_s)))

@@ -21,5 +21,6 @@ class AppState:
     service: TranscriptionService
     started_at: float = field(default_factory=time.time)
     draining: bool = False
+    preloading: bool = False
     load_error: str | None = None
     """Why preloading the default model failed, shown by /health."""

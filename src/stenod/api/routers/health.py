@@ -18,11 +18,11 @@ router = APIRouter()
 def _status(state: State) -> str:
     if state.draining:
         return "draining"
-    if state.manager.is_loaded(state.manager.default_name):
-        return "ok"
-    if state.load_error:
+    if state.preloading:
+        return "loading"
+    if state.load_error and not state.manager.is_loaded(state.manager.default_name):
         return "error"
-    return "loading"
+    return "ok"
 
 
 @router.get("/health")

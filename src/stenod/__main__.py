@@ -1,0 +1,3 @@
+from stenod.cli.main import app
+
+app()
