@@ -116,6 +116,8 @@ class BatchSettings(BaseModel):
     """Cap on any single retry delay, Retry-After included."""
     server_timeout_s: float = Field(default=900.0, gt=0)
     """Per-request timeout in ``--server`` mode (upload, queueing and transcription)."""
+    server_api_key: SecretStr | None = None
+    """Bearer key sent in ``--server`` mode when the server requires one."""
 
 
 class Settings(BaseSettings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from stenod import __version__
+from stenod.cli.batch import batch_command
 from stenod.cli.bench import bench_app
 from stenod.cli.models import models_app
 from stenod.cli.serve import serve_command
@@ -18,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("transcribe")(transcribe_command)
+app.command("batch")(batch_command)
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.command("serve")(serve_command)

@@ -1,0 +1,217 @@
+"""Local transcription: a pool of worker processes, or one process with the batched pipeline.
+
+Worker processes are started with the ``spawn`` context (no fork of a process holding threads or
+CTranslate2 state) and each loads the model once, in the pool initializer. With ``threads`` intra-op
+threads each, ``workers * threads`` should not exceed the cores: greedy decoding of short files
+scales poorly inside one call, so on small machines several single-thread workers beat one
+process with every core (see docs/BENCHMARKS.md, "Batch pipeline").
+
+Ctrl-C belongs to the parent: workers ignore SIGINT, so a terminal's Ctrl-C (sent to the whole
+process group) does not kill them mid-file, and the parent decides whether in-flight files finish
+or are abandoned. Workers return transcripts; the parent writes every output file, so terminating
+a worker can never leave a partial output behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from stenod.batch.runner import WorkOutcome, short_error
+from stenod.engines import CancelledError, TranscriptionOptions, create_engine
+from stenod.engines.base import Engine
+from stenod.errors import StenodError
+from stenod.models.registry import ResolvedModel
+from stenod.service.transcription import transcribe_source
+from stenod.settings import ModelSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Everything a worker needs to load its engine; picklable for the spawn context."""
+
+    model: ResolvedModel
+    model_settings: ModelSettings
+    options: TranscriptionOptions
+    threads: int
+    max_duration_s: float
+
+
+def transcribe_path(engine: Engine, path: Path, config: WorkerConfig, cancel: threading.Event | None = None) -> WorkOutcome:
+    """Decode and transcribe one file; every failure becomes a :class:`WorkOutcome` value."""
+    started = time.perf_counter()
+    try:
+        result = transcribe_source(engine, path, config.options, max_duration_s=config.max_duration_s, cancel=cancel)
+    except StenodError as exc:
+        return WorkOutcome.failure(short_error(exc.message, path), processing_s=time.perf_counter() - started)
+    except CancelledError:
+        return WorkOutcome.failure("cancelled", processing_s=time.perf_counter() - started)
+    except Exception as exc:  # one odd file must not end a 10,000-file batch
+        logger.exception("unexpected error on %s", path)
+        return WorkOutcome.failure(f"unexpected error: {type(exc).__name__}: {exc}",
+                                   processing_s=time.perf_counter() - started)
+    return WorkOutcome(
+        transcript=result.transcript,
+        duration_s=result.audio_duration_s,
+        processing_s=time.perf_counter() - started,
+    )
+
+
+def _load_engine(config: WorkerConfig) -> Engine:
+    return create_engine(config.model, config.model_settings, threads=config.threads, concurrency=1)
+
+
+# Worker-process state: one engine per process, set by the pool initializer.
+_worker_engine: Engine | None = None
+_worker_config: WorkerConfig | None = None
+_worker_load_error: str | None = None
+
+
+def _worker_init(config: WorkerConfig) -> None:
+    global _worker_engine, _worker_config, _worker_load_error
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    _worker_config = config
+    try:
+        _worker_engine = _load_engine(config)
+    except StenodError as exc:
+        _worker_load_error = exc.message
+
+
+def _worker_transcribe(path: str) -> WorkOutcome:
+    if _worker_engine is None or _worker_config is None:
+        return WorkOutcome.failure(_worker_load_error or "worker has no model loaded", fatal=True)
+    return transcribe_path(_worker_engine, Path(path), _worker_config)
+
+
+@contextmanager
+def _sigint_ignored_for_children() -> Iterator[None]:
+    """Spawned children inherit an *ignored* SIGINT (a Python handler is reset by exec), so a
+    worker never sees Ctrl-C, not even while importing, before its initializer runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class ProcessPoolRunner:
+    """``workers`` spawned processes, each with its own engine (``threads`` threads).
+
+    Memory: one copy of the weights per worker (about 100 MB for tiny/base int8, 1.5 GB for large).
+    A worker that dies (crash, OOM kill) breaks the pool; the next :meth:`submit` starts a new one.
+    """
+
+    def __init__(self, config: WorkerConfig, *, workers: int) -> None:
+        self._config = config
+        self._workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def capacity(self) -> int:
+        return self._workers
+
+    @property
+    def description(self) -> str:
+        return (f"{self._workers} worker process{'es' if self._workers != 1 else ''} x "
+                f"{self._config.threads} thread{'s' if self._config.threads != 1 else ''}, "
+                f"model {self._config.model.name}")
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self._workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(self._config,),
+        )
+
+    def submit(self, path: Path) -> Future[WorkOutcome]:
+        if self._pool is None or getattr(self._pool, "_broken", False):
+            if self._pool is not None:
+                logger.warning("a worker process died; starting a new pool")
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+        with _sigint_ignored_for_children():  # workers are spawned lazily, inside submit
+            return self._pool.submit(_worker_transcribe, str(path))
+
+    def shutdown(self, *, abandon: bool) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if not abandon:
+            pool.shutdown(wait=True)
+            return
+        # ProcessPoolExecutor has no public terminate before Python 3.14 (terminate_workers).
+        terminate = getattr(pool, "terminate_workers", None)
+        if terminate is not None:
+            terminate()
+            return
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in processes:
+            proc.join(timeout=5)
+
+
+class InProcessRunner:
+    """One engine in this process, all threads on one file at a time; with ``batch_size`` > 1 the
+    engine decodes up to that many VAD-cut windows of the file in one batch."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self._config = config
+        self._engine: Engine | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stenod-batch")
+        self._cancel = threading.Event()
+
+    @classmethod
+    def with_engine(cls, engine: Engine, config: WorkerConfig) -> InProcessRunner:
+        """Use an already-loaded engine (tests, embedding); :meth:`shutdown` will not close it."""
+        runner = cls(config)
+        runner._engine = engine
+        runner._owns_engine = False
+        return runner
+
+    _owns_engine: bool = True
+
+    @property
+    def capacity(self) -> int:
+        return 1
+
+    @property
+    def description(self) -> str:
+        batched = f", batched pipeline batch size {self._config.options.batch_size}" if self._config.options.batch_size > 1 else ""
+        return f"1 process x {self._config.threads} threads{batched}, model {self._config.model.name}"
+
+    def _run(self, path: Path) -> WorkOutcome:
+        if self._engine is None:
+            try:
+                self._engine = _load_engine(self._config)
+            except StenodError as exc:
+                return WorkOutcome.failure(exc.message, fatal=True)
+        return transcribe_path(self._engine, path, self._config, cancel=self._cancel)
+
+    def submit(self, path: Path) -> Future[WorkOutcome]:
+        return self._executor.submit(self._run, path)
+
+    def shutdown(self, *, abandon: bool) -> None:
+        if abandon:
+            self._cancel.set()  # the engine stops at its next segment
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._engine is not None and self._owns_engine:
+            self._engine.close()
+        self._engine = None

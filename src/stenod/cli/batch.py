@@ -1,0 +1,270 @@
+"""``stenod batch INPUT_DIR -o OUT``: transcribe a folder of recordings, resumably, with a report.
+
+Progress and one line per failed file go to stderr; the summary table goes to stdout. Exit codes:
+0 all files ok, 1 any file failed (this run or kept from an earlier one) or the model could not
+load, 2 bad usage, 130 interrupted with Ctrl-C (143 with SIGTERM).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeRemainingColumn
+
+from stenod.batch import (
+    FileResult,
+    InProcessRunner,
+    Manifest,
+    ProcessPoolRunner,
+    Runner,
+    ServerClient,
+    ServerOptions,
+    ServerRunner,
+    SourceFile,
+    StopControl,
+    WorkerConfig,
+    discover_audio,
+    manifest_path,
+    plan_batch,
+    run_batch,
+)
+from stenod.batch.discovery import declared_duration_s
+from stenod.batch.pipeline import BatchPlan
+from stenod.batch.summary import summary_table
+from stenod.cli.common import ConfigOption, build_settings, configure_cli_logging, fail, stderr
+from stenod.cli.transcribe import parse_formats
+from stenod.engines import TranscriptionOptions, cpu_count, plan_cpu, temperature_schedule
+from stenod.engines.languages import normalize_language_or_raise
+from stenod.errors import StenodError
+from stenod.formats import ResponseFormat
+from stenod.models import resolve_model_or_raise
+from stenod.settings import Settings
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+def choose_workers(*, cores: int, requested_workers: int, requested_threads: int, pending: int) -> tuple[int, int]:
+    """``(workers, threads per worker)``. Defaults follow :func:`plan_cpu` (one single-thread
+    worker per core on machines up to 2 cores, measured fastest for short files; see
+    docs/BENCHMARKS.md "Batch pipeline"), never more workers than files, threads = cores // workers."""
+    plan = plan_cpu(cores=cores, threads=requested_threads, concurrency=requested_workers)
+    workers = max(1, min(plan.concurrency, pending)) if requested_workers <= 0 else requested_workers
+    threads = requested_threads or max(1, cores // workers)
+    return workers, threads
+
+
+class _Reporter:
+    """Rich progress on a terminal (files, audio hours, ETA from measured speed); plain lines otherwise."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.interactive = console.is_terminal
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.fields[files]}"), BarColumn(),
+            TextColumn("{task.fields[audio]}"), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console, transient=False, disable=not self.interactive,
+        )
+        self._task: TaskID | None = None
+        self._done = 0
+        self._total = 0
+        self._audio_done_s = 0.0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _Reporter:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def started(self, plan: BatchPlan, runner: str) -> None:
+        self._total = len(plan.pending)
+        self.console.print(
+            f"stenod batch: {len(plan.sources)} recordings, {len(plan.sources) - len(plan.pending)} already done "
+            f"or kept, {len(plan.pending)} to transcribe ({runner})", highlight=False)
+        self._task = self.progress.add_task("batch", total=None, files=self._files_text(), audio=self._audio_text())
+        if self.interactive and plan.pending:
+            threading.Thread(target=self._estimate_total, args=(plan.pending,), daemon=True,
+                             name="stenod-probe").start()
+
+    def _estimate_total(self, pending: tuple[SourceFile, ...]) -> None:
+        """Sum declared durations (header only) so the bar has a total in audio seconds and
+        TimeRemainingColumn turns measured audio-seconds-per-second into an ETA."""
+        known: list[float] = []
+        for source in pending:
+            d = declared_duration_s(source.path)
+            if d is not None and d > 0:
+                known.append(d)
+        if not known or self._task is None:
+            return
+        estimate = sum(known) / len(known) * len(pending)
+        with self._lock:
+            self.progress.update(self._task, total=max(estimate, self._audio_done_s))
+
+    def _files_text(self) -> str:
+        return f"{self._done}/{self._total} files"
+
+    def _audio_text(self) -> str:
+        return f"{self._audio_done_s / 3600:.2f} h audio"
+
+    def file_finished(self, source: SourceFile, result: FileResult) -> None:
+        with self._lock:
+            self._done += 1
+            if result.success:
+                self._audio_done_s += result.duration_s
+            if self._task is not None:
+                task = self.progress.tasks[0]
+                total = task.total if task.total is None else max(task.total, self._audio_done_s)
+                self.progress.update(self._task, completed=self._audio_done_s, total=total,
+                                     files=self._files_text(), audio=self._audio_text())
+        if not result.success:
+            self.console.print(f"[red]failed[/red] {source.rel_path}: {result.error}", highlight=False)
+        elif not self.interactive:
+            self.console.print(
+                f"ok {source.rel_path}: {result.duration_s:.1f} s audio in {result.processing_s:.2f} s "
+                f"(RTF {result.realtime_factor:.3f})", highlight=False)
+
+    def note(self, message: str) -> None:
+        self.console.print(message, highlight=False)
+
+
+def _make_runner(
+    settings: Settings, *, server: str | None, language: str | None, task: str, options: TranscriptionOptions,
+    pending: int,
+) -> Runner:
+    b = settings.batch
+    if server:
+        client = ServerClient(ServerOptions(
+            base_url=server, model=settings.model.name, language=language, task=task,  # type: ignore[arg-type]
+            concurrency=b.server_concurrency, retries=b.server_retries, backoff_s=b.server_backoff_s,
+            max_backoff_s=b.server_max_backoff_s, timeout_s=b.server_timeout_s,
+            api_key=b.server_api_key.get_secret_value() if b.server_api_key else None,
+        ))
+        unreachable = client.check_reachable()
+        if unreachable:
+            client.close()
+            fail(unreachable, code=EXIT_FAILED)
+        return ServerRunner(client)
+    # Resolve (and for bundled models assemble) the weights once, here, not in every worker.
+    resolved = resolve_model_or_raise(settings.model.name, cache_dir=settings.model.cache_dir, offline=settings.offline)
+    cores = cpu_count()
+    if b.batch_size > 1:
+        threads = b.threads or settings.model.threads or cores
+        return InProcessRunner(WorkerConfig(model=resolved, model_settings=settings.model, options=options,
+                                            threads=threads, max_duration_s=settings.audio.max_duration_s))
+    workers, threads = choose_workers(cores=cores, requested_workers=b.workers,
+                                      requested_threads=b.threads or settings.model.threads, pending=pending)
+    config = WorkerConfig(model=resolved, model_settings=settings.model, options=options, threads=threads,
+                          max_duration_s=settings.audio.max_duration_s)
+    return ProcessPoolRunner(config, workers=workers)
+
+
+def batch_command(
+    input_dir: Annotated[Path, typer.Argument(help="Folder of recordings (wav mp3 m4a flac ogg opus webm mp4, or any file whose content is audio).")],
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where transcripts, manifest.jsonl and summary.json/csv go.")],
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include sub-folders (mirrored in the output folder).")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", min=0, help="Local worker processes, each loading the model once (0 = choose from the cores).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", "-t", min=0, help="CPU threads per worker (0 = cores // workers).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=0, help="Use one process with faster-whisper's batched pipeline, this many windows at once.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="base, tiny.en, a hub name, a model folder or a ggml file (with --server: the server's model name).")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="auto, faster-whisper or whisper.cpp.")] = None,
+    compute_type: Annotated[str | None, typer.Option("--compute-type", help="auto, int8, float32, float16.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
+    formats: Annotated[str | None, typer.Option("--formats", "-f", help="Comma-separated: txt, json, verbose_json, srt, vtt, tsv (default json,srt,vtt,txt).")] = None,
+    language: Annotated[str, typer.Option("--language", "-l", help="ISO-639-1 code, or auto to detect per file.")] = "auto",
+    task: Annotated[str, typer.Option("--task", help="transcribe, or translate to English.")] = "transcribe",
+    beam_size: Annotated[int | None, typer.Option("--beam-size", min=1, max=16, help="1 = greedy (default).")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also redo files that failed in an earlier run.")] = False,
+    server: Annotated[str | None, typer.Option("--server", help="Send files to a running stenod (OpenAI-compatible) server at this URL instead of local workers.")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="With --server: requests in flight (default 2).")] = None,
+    retries: Annotated[int | None, typer.Option("--retries", min=0, help="With --server: retries per file on 429/503/connection errors (default 5).")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="With --server: bearer key (or STENOD_BATCH__SERVER_API_KEY).")] = None,
+    config: Annotated[Path | None, ConfigOption] = None,
+) -> None:
+    """Transcribe every recording in a folder; rerun to resume, --retry-failed to redo failures."""
+    configure_cli_logging()
+    if task not in ("transcribe", "translate"):
+        fail(f"--task must be transcribe or translate, not {task!r}", code=EXIT_USAGE)
+    if not input_dir.is_dir():
+        fail(f"{input_dir}: not a folder", code=EXIT_USAGE)
+    if server and batch_size:
+        fail("--batch-size runs a local batched pipeline; it cannot be combined with --server", code=EXIT_USAGE)
+    settings = build_settings(
+        config,
+        model={"name": model, "engine": engine, "compute_type": compute_type, "device": device, "beam_size": beam_size},
+        batch={"workers": workers, "threads": threads, "batch_size": batch_size, "formats": formats,
+               "server_concurrency": concurrency, "server_retries": retries, "server_api_key": api_key},
+    )
+    try:
+        fmt_list: list[ResponseFormat] = list(dict.fromkeys(parse_formats(settings.batch.formats)))
+    except typer.BadParameter as exc:
+        fail(str(exc), code=EXIT_USAGE)
+    try:
+        lang = normalize_language_or_raise(language)
+    except StenodError as exc:
+        fail(exc.message, code=EXIT_USAGE)
+    options = TranscriptionOptions(
+        language=lang, task=task,  # type: ignore[arg-type]
+        beam_size=settings.model.beam_size, temperature=temperature_schedule(0.0),
+        vad_min_duration_s=settings.model.vad_min_duration_s, batch_size=settings.batch.batch_size,
+    )
+
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"{output_dir}: cannot create the output folder ({exc.strerror or exc})", code=EXIT_USAGE)
+    sources = discover_audio(input_dir, recursive=recursive, exclude=output_dir)
+    manifest = Manifest(manifest_path(output_dir))
+    plan = plan_batch(sources, manifest, input_dir=input_dir.resolve(), output_dir=output_dir,
+                      formats=fmt_list, retry_failed=retry_failed)
+    if not sources:
+        stderr.print(f"stenod batch: no recordings found in {input_dir}"
+                     + ("" if recursive else " (use --recursive for sub-folders)"), highlight=False)
+    try:
+        runner = _make_runner(settings, server=server, language=lang, task=task, options=options,
+                              pending=len(plan.pending))
+    except StenodError as exc:
+        fail(exc.message, code=EXIT_FAILED)
+
+    stop = StopControl()
+    received: list[int] = []
+    with _Reporter(stderr) as reporter:
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            received.append(signum)
+            if signum == signal.SIGTERM:  # a supervisor wants us gone: abandon in-flight files now
+                stop.stop.set()
+                stop.abandon.set()
+                return
+            if stop.escalate() == 1:
+                reporter.note("Ctrl-C: finishing the files in flight, then writing the summary "
+                              "(Ctrl-C again abandons them)")
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        started = time.perf_counter()
+        try:
+            run = run_batch(plan, runner, manifest, stop=stop, reporter=reporter)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    Console(highlight=False).print(summary_table(run.summary))
+    if plan.kept_failed and not retry_failed:
+        stderr.print(f"{plan.kept_failed} file(s) failed in an earlier run and were not retried; "
+                     "rerun with --retry-failed to retry them", highlight=False)
+    stderr.print(f"summary: {output_dir / 'summary.json'} ({time.perf_counter() - started:.1f} s)", highlight=False)
+    if run.fatal_error:
+        fail(run.fatal_error, code=EXIT_FAILED)
+    if received:
+        raise typer.Exit(EXIT_SIGTERM if signal.SIGTERM in received else EXIT_SIGINT)
+    if run.summary.files_failed:
+        raise typer.Exit(EXIT_FAILED)
