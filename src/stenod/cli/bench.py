@@ -1,0 +1,395 @@
+"""``stenod bench engines | server | compare | recommend | report | schema``: measure engines and
+servers, compare two runs, and size machines from the measurements.
+
+Every measuring command writes DIR/result.json (schema: ``stenod bench schema``), DIR/result.md
+and PNG plots, and prints the Markdown table on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stenod.cli.common import ConfigOption, build_settings, configure_cli_logging, fail, stderr
+
+bench_app = typer.Typer(
+    help="Benchmarks: engine RTF/memory/WER matrix, server load tests, comparisons, sizing.",
+    no_args_is_help=True,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _csv(value: str, name: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise typer.BadParameter(f"{name} needs at least one value")
+    return items
+
+
+def _csv_ints(value: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in _csv(value, name)]
+    except ValueError:
+        raise typer.BadParameter(f"{name} takes comma-separated integers, e.g. 1,2,4") from None
+    if any(v < 1 for v in values):
+        raise typer.BadParameter(f"{name} values must be at least 1")
+    return values
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The command as a user would retype it, defaults made explicit, for the result file.
+    Secrets (``--api-key``) are left out."""
+    parts = ["stenod", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        name = param.name or ""
+        value = ctx.params.get(name)
+        if name in ("api_key", "config") or value is None or value == []:
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if param.param_type_name == "argument":
+            parts += [str(v) for v in values]
+            continue
+        opt = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            if value:
+                parts.append(opt)
+            elif param.secondary_opts:
+                parts.append(max(param.secondary_opts, key=len))
+            continue
+        for v in values:
+            parts += [opt, str(v)]
+    return shlex.join(parts)
+
+
+def _output_dir(output_dir: Path | None, kind: str) -> Path:
+    if output_dir is not None:
+        return output_dir
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("bench-results") / f"{kind}-{stamp}"
+
+
+def _write_outputs(result: Any, markdown: str, out_dir: Path, *, plots: bool) -> None:
+    from stenod.bench.plots import plot_result
+    from stenod.storage.atomic import write_atomic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / "result.json", result.model_dump_json(indent=2) + "\n")
+    write_atomic(out_dir / "result.md", markdown)
+    written = [out_dir / "result.json", out_dir / "result.md"]
+    if plots:
+        written += plot_result(result, out_dir)
+    stderr.print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _load_items(corpus: list[Path], files: list[Path], limit: int):  # type: ignore[no-untyped-def]
+    from stenod.bench.corpus import CorpusError, load_corpus_or_raise
+
+    try:
+        return load_corpus_or_raise(corpus, files=files, limit=limit)
+    except CorpusError as exc:
+        fail(str(exc), code=2)
+
+
+CorpusOption = typer.Option(
+    "--corpus", help="Corpus set (audio/ + transcripts.tsv, like ../shared/corpus/<set>) or a folder of audio; repeatable.")
+FileOption = typer.Option("--file", help="A single audio file (reference from its set's transcripts.tsv); repeatable.")
+LimitOption = typer.Option("--limit", min=0, help="At most N files per --corpus folder, by name (0 = all).")
+
+
+@bench_app.command("engines")
+def engines_command(
+    ctx: typer.Context,
+    models: Annotated[str, typer.Option("--models", help="Comma-separated model names or paths.")] = "tiny.en,base",
+    threads: Annotated[str, typer.Option("--threads", help="Comma-separated thread counts per call.")] = "1,2",
+    compute_types: Annotated[str, typer.Option("--compute-types", help="Comma-separated: int8, float32, float16 ...")] = "int8,float32",
+    engines: Annotated[str, typer.Option("--engines", help="Comma-separated: faster-whisper, whisper.cpp.")] = "faster-whisper",
+    devices: Annotated[str, typer.Option("--devices", help="Comma-separated cpu, cuda; auto = cpu plus cuda when a GPU is found.")] = "auto",
+    corpus: Annotated[list[Path], CorpusOption] = [],  # noqa: B006 (typer needs a literal default)
+    file: Annotated[list[Path], FileOption] = [],  # noqa: B006
+    limit: Annotated[int, LimitOption] = 0,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Measured passes over all files per configuration.")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Discarded transcriptions of the first file before measuring.")] = 1,
+    language: Annotated[str, typer.Option("--language", help="Language of files without languages.tsv; auto = detect.")] = "en",
+    beam_size: Annotated[int, typer.Option("--beam-size", min=1, max=16)] = 1,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds one configuration may take.")] = 1800.0,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Default: bench-results/engines-<UTC time>.")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
+    config: Annotated[Path | None, ConfigOption] = None,
+) -> None:
+    """Measure load time, RTF, peak memory and WER over models x engines x devices x compute types x threads."""
+    configure_cli_logging()
+    from stenod.bench.host import host_info
+    from stenod.bench.matrix import expand_grid, run_matrix
+    from stenod.bench.report import engines_markdown, threads_pivot_markdown
+    from stenod.bench.schema import BenchFile, EngineBenchResult, EngineBenchSettings
+
+    command = _command_line(ctx)
+    settings = build_settings(config)
+    items = _load_items(corpus, file, limit)
+    host = host_info()
+    device_list = _csv(devices, "--devices")
+    if device_list == ["auto"]:
+        device_list = ["cpu", "cuda"] if host.gpu_names else ["cpu"]
+    configs = expand_grid(
+        models=_csv(models, "--models"), engines=_csv(engines, "--engines"), devices=device_list,
+        compute_types=_csv(compute_types, "--compute-types"), threads=_csv_ints(threads, "--threads"),
+    )
+    lang = None if language.lower() in ("auto", "detect", "") else language.lower()
+    stderr.print(f"{len(configs)} configurations x {len(items)} files x {repeats} repeats (+{warmup} warm-up), "
+                 f"one fresh process each")
+
+    def progress(cfg, run) -> None:  # type: ignore[no-untyped-def]
+        if run.status == "ok" and run.rtf is not None:
+            stderr.print(f"  {cfg.label}: RTF {run.rtf.median:.3f} ({run.rtf.min:.3f}-{run.rtf.max:.3f}), "
+                         f"load {run.load_s:.2f} s, peak RSS {run.peak_rss_mb:.0f} MB"
+                         + (f", WER {100 * run.wer:.1f} %" if run.wer is not None else ""))
+        else:
+            stderr.print(f"  {cfg.label}: [red]error[/red]: {run.error}", markup=True)
+
+    gpu = host.gpu_names[0] if host.gpu_names else None
+    runs = run_matrix(
+        configs, items, cache_dir=settings.model.cache_dir, offline=settings.offline, repeats=repeats,
+        warmup=warmup, language=lang, beam_size=beam_size, timeout_s=timeout, gpu_name=gpu, on_run=progress,
+    )
+    files = []
+    for item, measured in zip(items, runs[0].files if runs and runs[0].files else [None] * len(items), strict=True):
+        files.append(BenchFile(file=str(item.path), audio_s=measured.audio_s if measured else 0.0,
+                               reference=item.reference, language=item.language))
+    result = EngineBenchResult(
+        created_at=datetime.now(timezone.utc), command=command, host=host,
+        settings=EngineBenchSettings(repeats=repeats, warmup=warmup, language=lang, beam_size=beam_size, timeout_s=timeout),
+        files=files, runs=runs,
+    )
+    markdown = engines_markdown(result) + "\n" + threads_pivot_markdown(result)
+    _write_outputs(result, markdown, _output_dir(output_dir, "engines"), plots=plots)
+    typer.echo(markdown)
+    if not any(r.status == "ok" for r in runs):
+        fail("no configuration could run (see the errors above)")
+
+
+@bench_app.command("report")
+def report_command(
+    result_file: Annotated[Path, typer.Argument(help="A result.json from bench engines or bench server.")],
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Also write result.md and plots here.")] = None,
+) -> None:
+    """Print the Markdown table of a saved result (and redraw its plots with --output-dir)."""
+    from stenod.bench.report import result_markdown, threads_pivot_markdown
+    from stenod.bench.schema import EngineBenchResult
+
+    result = _read_result(result_file)
+    markdown = result_markdown(result)
+    if isinstance(result, EngineBenchResult):
+        markdown += "\n" + threads_pivot_markdown(result)
+    if output_dir is not None:
+        _write_outputs(result, markdown, output_dir, plots=True)
+    typer.echo(markdown)
+
+
+def _read_result(path: Path):  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from stenod.bench.schema import load_result_or_raise
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"{path}: {exc.strerror or exc}", code=2)
+    try:
+        return load_result_or_raise(text)
+    except ValidationError as exc:
+        fail(f"{path}: not a valid bench result: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}", code=2)
+    except ValueError as exc:
+        fail(f"{path}: {exc}", code=2)
+
+
+@bench_app.command("compare")
+def compare_command(
+    a: Annotated[Path, typer.Argument(help="Result A (baseline).")],
+    b: Annotated[Path, typer.Argument(help="Result B.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ratios as JSON.")] = False,
+) -> None:
+    """Ratio table B/A of two results of the same kind, matched by configuration or concurrency."""
+    from dataclasses import asdict
+
+    from stenod.bench.report import compare_markdown, compare_results
+
+    ra, rb = _read_result(a), _read_result(b)
+    try:
+        rows = compare_results(ra, rb)
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    if as_json:
+        typer.echo(json.dumps({"a": str(a), "b": str(b), "rows": [asdict(r) for r in rows]}, indent=2))
+        return
+    if ra.created_at and rb.created_at and abs((ra.created_at - rb.created_at).total_seconds()) > 3600:
+        stderr.print("note: the two runs are more than an hour apart; on a shared machine, compare runs made side by side")
+    typer.echo(compare_markdown(rows, a_name=str(a), b_name=str(b)))
+
+
+@bench_app.command("schema")
+def schema_command() -> None:
+    """Print the JSON Schema of result.json (both kinds)."""
+    from stenod.bench.schema import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+@bench_app.command("server")
+def server_command(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", help="Base URL of the endpoint (no path).")] = DEFAULT_URL,
+    api: Annotated[str, typer.Option("--api", help="openai (/v1/audio/transcriptions) or whispercpp (/inference).")] = "openai",
+    concurrency: Annotated[str, typer.Option("--concurrency", help="Comma-separated client counts, one level each.")] = "1,2,4,8,16",
+    corpus: Annotated[list[Path], CorpusOption] = [],  # noqa: B006
+    file: Annotated[list[Path], FileOption] = [],  # noqa: B006
+    limit: Annotated[int, LimitOption] = 0,
+    model: Annotated[str | None, typer.Option("--model", help="Sent as the model field (default: the server's).")] = None,
+    language: Annotated[str | None, typer.Option("--language", help="Sent as language for files without languages.tsv.")] = None,
+    requests: Annotated[int, typer.Option("--requests", min=1, help="At most this many requests per level.")] = 200,
+    duration: Annotated[float, typer.Option("--duration", min=0.1, help="No new request after this many seconds per level.")] = 60.0,
+    request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.1, help="Seconds one request may take.")] = 300.0,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="Bearer token, if the server needs one (never written to the result).")] = None,
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Allow a URL that is not on this machine.")] = False,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Default: bench-results/server-<UTC time>.")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
+) -> None:
+    """Load-test an OpenAI-compatible or whisper.cpp endpoint: throughput, latency p50/p95/p99, errors, WER."""
+    import asyncio
+
+    from stenod.audio import probe_audio
+    from stenod.bench.host import host_info
+    from stenod.bench.load import EndpointUnreachableError, LoadItem, LoadOptions, is_loopback_url, run_level
+    from stenod.bench.load import check_reachable_or_raise
+    from stenod.bench.report import server_markdown
+    from stenod.bench.schema import BenchFile, ServerBenchResult, ServerBenchSettings
+    from stenod.errors import StenodError
+
+    configure_cli_logging()
+    command = _command_line(ctx)
+    if api not in ("openai", "whispercpp"):
+        fail(f"--api must be openai or whispercpp, not {api!r}", code=2)
+    if not url.startswith(("http://", "https://")):
+        fail(f"--url must start with http:// or https://, not {url!r}", code=2)
+    if not is_loopback_url(url) and not allow_remote:
+        fail(f"{url} is not on this machine; a load test sends many requests, so pass --allow-remote "
+             "to confirm you mean to load that server", code=2)
+    levels_wanted = _csv_ints(concurrency, "--concurrency")
+    corpus_items = _load_items(corpus, file, limit)
+    items: list[LoadItem] = []
+    files: list[BenchFile] = []
+    for ci in corpus_items:
+        try:
+            probe = probe_audio(ci.path)
+            audio_s = probe.duration_s
+            if audio_s is None:
+                from stenod.audio import decode_audio
+
+                audio_s = decode_audio(ci.path).duration_s
+        except StenodError as exc:
+            fail(exc.message, code=2)
+        items.append(LoadItem(ci.path.name, ci.path.read_bytes(), audio_s, ci.reference, ci.language))
+        files.append(BenchFile(file=str(ci.path), audio_s=audio_s, reference=ci.reference, language=ci.language))
+    options = LoadOptions(url=url, api=api, model=model, language=language, max_requests=requests,  # type: ignore[arg-type]
+                          max_duration_s=duration, request_timeout_s=request_timeout, api_key=api_key)
+
+    async def run_all() -> list:  # type: ignore[type-arg]
+        await check_reachable_or_raise(options)
+        out = []
+        for c in levels_wanted:
+            level, records = await run_level(options, items, c)
+            out.append(level)
+            lat = level.latency_s
+            stderr.print(
+                f"  concurrency {c}: {level.ok}/{level.requests} ok, {level.throughput_audio_s_per_s:.2f} audio s/s"
+                + (f", p50 {lat.p50:.2f} s, p95 {lat.p95:.2f} s" if lat else "")
+                + (f", errors {dict((k, v) for k, v in level.status_counts.items() if k != '200')}" if level.errors else "")
+            )
+            if level.ok == 0:
+                detail = next((r.detail for r in records if r.detail), None)
+                statuses = ", ".join(f"{k} x{v}" for k, v in level.status_counts.items())
+                raise EndpointUnreachableError(
+                    f"no request to {url} succeeded at concurrency {c} ({statuses})" + (f": {detail}" if detail else "")
+                )
+        return out
+
+    stderr.print(f"load test of {url} ({api}): levels {levels_wanted}, at most {requests} requests or "
+                 f"{duration:g} s each, {len(items)} files")
+    try:
+        levels = asyncio.run(run_all())
+    except EndpointUnreachableError as exc:
+        fail(str(exc))
+    result = ServerBenchResult(
+        created_at=datetime.now(timezone.utc), command=command, host=host_info(gpus=[]),
+        settings=ServerBenchSettings(url=url, api=api, model=model, language=language, max_requests=requests,  # type: ignore[arg-type]
+                                     max_duration_s=duration, request_timeout_s=request_timeout),
+        files=files, levels=levels,
+    )
+    markdown = server_markdown(result)
+    _write_outputs(result, markdown, _output_dir(output_dir, "server"), plots=plots)
+    typer.echo(markdown)
+
+
+@bench_app.command("recommend")
+def recommend_command(
+    result_file: Annotated[Path, typer.Argument(help="result.json of `stenod bench engines`.")],
+    target_audio_hours_per_hour: Annotated[float, typer.Option("--target-audio-hours-per-hour", min=0.0, help="Load to carry, e.g. 100 = 100 hours of audio per hour.")] = 10.0,
+    latency_budget_s: Annotated[float, typer.Option("--latency-budget-s", min=0.0, help="Longest acceptable processing time of one request.")] = 10.0,
+    request_audio_s: Annotated[float, typer.Option("--request-audio-s", min=0.0, help="Typical request length in audio seconds.")] = 30.0,
+    cores: Annotated[int, typer.Option("--cores", min=0, help="Cores per machine (0 = the measured machine's).")] = 0,
+    max_memory_gb: Annotated[float, typer.Option("--max-memory-gb", min=0.0, help="Memory per machine (0 = the measured machine's).")] = 0.0,
+    utilization: Annotated[float, typer.Option("--utilization", min=0.05, max=1.0, help="Planned busy fraction of each slot.")] = 0.7,
+    wer_tolerance: Annotated[float, typer.Option("--wer-tolerance", min=0.0, help="WER difference (0.005 = 0.5 points) treated as equal.")] = 0.005,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the recommendation as JSON.")] = False,
+) -> None:
+    """Suggest model, threads per slot, slots per machine and machines for a target load, from measured RTF and memory."""
+    from stenod.bench.recommend import SizingTarget, recommend
+    from stenod.bench.schema import EngineBenchResult
+
+    result = _read_result(result_file)
+    if not isinstance(result, EngineBenchResult):
+        fail(f"{result_file} is a server load test; recommend needs a `stenod bench engines` result", code=2)
+    target = SizingTarget(
+        audio_hours_per_hour=target_audio_hours_per_hour, latency_budget_s=latency_budget_s,
+        request_audio_s=request_audio_s, cores_per_machine=cores, max_memory_gb=max_memory_gb,
+        utilization=utilization, wer_tolerance=wer_tolerance,
+    )
+    try:
+        rec = recommend(result, target)
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    if as_json:
+        c = rec.chosen
+        typer.echo(json.dumps({
+            "chosen": None if c is None else {
+                "model": c.run.model, "engine": c.run.engine, "device": c.run.device,
+                "compute_type": c.run.compute_type, "threads_per_slot": c.run.threads, "slots_per_machine": c.slots,
+                "machines": c.machines, "capacity_audio_s_per_s": c.capacity_audio_s_per_s,
+                "latency_s": c.latency_s, "memory_mb": c.memory_mb, "wer": c.run.wer,
+            },
+            "reasons": rec.reasons,
+        }, indent=2))
+    else:
+        for line in rec.reasons:
+            typer.echo(f"- {line}")
+        typer.echo("")
+        typer.echo("| configuration | RTF | slots | audio s/s per machine | latency s | memory MB | WER % | machines | fits |")
+        typer.echo("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for c in sorted(rec.candidates, key=lambda c: (c.machines, c.latency_s)):
+            wer_text = "-" if c.run.wer is None else f"{100 * c.run.wer:.1f}"
+            mark = "**chosen**" if c is rec.chosen else ("yes" if c.fits else f"no: {c.why_not}")
+            typer.echo(f"| {c.label} | {c.run.rtf.median:.3f} | {c.slots} | {c.capacity_audio_s_per_s:.1f} | "  # type: ignore[union-attr]
+                       f"{c.latency_s:.1f} | {c.memory_mb:.0f} | {wer_text} | {c.machines} | {mark} |")
+        if rec.chosen is not None:
+            c = rec.chosen
+            typer.echo(f"\nRecommendation: model {c.run.model} ({c.run.engine}, {c.run.device}/{c.run.compute_type}), "
+                       f"{c.run.threads} thread(s) per slot, {c.slots} slot(s) per machine, {c.machines} machine(s).")
+            typer.echo(f"  e.g. stenod serve --model {c.run.model}  with STENOD_MODEL__THREADS={c.run.threads} "
+                       f"STENOD_SERVER__SLOTS={c.slots} STENOD_MODEL__COMPUTE_TYPE={c.run.compute_type}")
+    if rec.chosen is None:
+        raise typer.Exit(1)
