@@ -144,6 +144,7 @@ _CT2_DTYPES: dict[int, np.dtype] = {
 # Pre-v4 files stored an item size instead of a dtype id (model.cc get_dtype_from_item_size).
 _CT2_LEGACY_ITEM_SIZES: dict[int, np.dtype] = {4: np.dtype("<f4"), 2: np.dtype("<i2"), 1: np.dtype("i1")}
 _CT2_MAX_RANK = 8
+_CT2_MIN_VARIABLE_BYTES = 2 + 1 + 1 + 1 + 4  # name length, 1-byte name (NUL), rank, dtype, byte count
 
 
 class _Ct2Cursor:
@@ -259,8 +260,11 @@ def read_ct2_model(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     cur = _Ct2Cursor(data, path)
     header = _read_ct2_header(cur)
     count = cur.unpack("<I", "variable count")
-    if count > len(data):  # every variable needs several header bytes; catches garbage counts early
-        raise cur.fail(f"implausible variable count {count}")
+    if count * _CT2_MIN_VARIABLE_BYTES > len(data) - cur.pos:  # garbage count or cut-off file
+        raise cur.fail(
+            f"file is truncated or corrupt: {count} variables cannot fit in the remaining "
+            f"{len(data) - cur.pos} bytes"
+        )
     variables: dict[str, np.ndarray] = {}
     for _ in range(count):
         name, array = _read_ct2_variable(cur, header.binary_version)
@@ -1068,6 +1072,8 @@ def validate_ggml_file(path: str | os.PathLike[str]) -> GgmlFileInfo:
         tensors: list[GgmlTensorInfo] = []
         seen: set[str] = set()
         while cur.pos < size:
+            if size - cur.pos < 12 and len(seen) == len(expected):
+                raise cur.fail(f"{size - cur.pos} unexpected trailing bytes after the last tensor")
             t = _read_ggml_tensor(cur)
             if t.name in seen:
                 raise cur.fail(f"duplicate tensor {t.name!r}")
