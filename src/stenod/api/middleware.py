@@ -75,17 +75,28 @@ class UploadLimitMiddleware:
             await self._reject(send, declared)
             return
         received = 0
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            # Past the limit: answer 413 ourselves, then tell the app the client is gone so it
+            # stops parsing (raising here would be turned into a 400 by the form parser).
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise UploadTooLargeError(self._message(received), param="file")
+                    refused = True
+                    await self._reject(send, received)
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
 
     def _message(self, size: int) -> str:
         return f"upload of {size / 1e6:.1f} MB exceeds the limit of {self.limit_mb:g} MB"

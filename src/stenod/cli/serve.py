@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -20,13 +22,18 @@ class _DrainingServer(uvicorn.Server):
     """Marks the app as draining the moment a signal arrives, so /health and /ready turn 503 and
     new transcription requests on kept-alive connections are refused while in-flight ones finish."""
 
-    def __init__(self, config: uvicorn.Config, on_drain: "callable") -> None:  # type: ignore[valid-type]
+    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None]) -> None:
         super().__init__(config)
         self._on_drain = on_drain
 
     def handle_exit(self, sig: int, frame: object) -> None:
         self._on_drain()
         super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        # uvicorn re-raises captured signals after shutdown, so the process would die "by SIGTERM".
+        # A drained shutdown is a clean one: exit 0, which is what systemd and Kubernetes expect.
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list) and sig == signal.SIGTERM:
+            captured[:] = [s for s in captured if s != signal.SIGTERM]
 
 
 def serve_command(
