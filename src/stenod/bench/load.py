@@ -21,6 +21,7 @@ import asyncio
 import ipaddress
 import logging
 import mimetypes
+import socket
 import statistics
 import time
 from collections import Counter
@@ -112,6 +113,17 @@ def _form(options: LoadOptions, item: LoadItem) -> dict[str, str]:
 
 
 def _describe(exc: BaseException) -> str:
+    """One line for a transport error; the OS reason (connection refused, unknown host) where the
+    exception chain has one, since httpx's own message is often just "All connection attempts failed"."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return f"unknown host ({seen.strerror or seen})"
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror.lower()
+        seen = seen.__cause__ or seen.__context__
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
 
@@ -164,10 +176,9 @@ async def check_reachable_or_raise(options: LoadOptions, *, timeout_s: float = 5
         try:
             await client.get(options.url.rstrip("/") + "/")
         except httpx.TransportError as exc:
-            reason = _describe(exc)
-            if "refused" in reason.lower() or "errno 111" in reason.lower():
-                reason = "connection refused"
-            raise EndpointUnreachableError(f"cannot reach {options.url}: {reason}; is the server running?") from exc
+            raise EndpointUnreachableError(
+                f"cannot reach {options.url}: {_describe(exc)}; is the server running?"
+            ) from exc
 
 
 def percentiles(values: Sequence[float]) -> Percentiles:

@@ -1,0 +1,98 @@
+"""``stenod bench recommend``: sizing from measured RTF, memory and WER."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from stenod.cli.main import app
+
+# model, compute, threads, RTF, peak RSS MB, WER (on a 2-core machine)
+ROWS = [
+    ("tiny.en", "int8", 1, 0.05, 300.0, 0.060),
+    ("tiny.en", "int8", 2, 0.035, 310.0, 0.060),
+    ("base", "int8", 1, 0.12, 450.0, 0.045),
+    ("base", "int8", 2, 0.08, 460.0, 0.045),
+    ("base", "float32", 1, 0.25, 700.0, 0.044),
+]
+
+
+@pytest.fixture
+def result_file(tmp_path: Path, engine_result: Callable[..., object]) -> Path:
+    path = tmp_path / "engines.json"
+    path.write_text(engine_result(ROWS).model_dump_json())  # type: ignore[attr-defined]
+    return path
+
+
+def _recommend(path: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    result = CliRunner().invoke(app, ["bench", "recommend", str(path), "--json", *args])
+    return result.exit_code, json.loads(result.output)
+
+
+def test_picks_the_most_accurate_model_that_fits_and_the_cheapest_way_to_run_it(result_file: Path) -> None:
+    code, rec = _recommend(result_file, "--target-audio-hours-per-hour", "10", "--latency-budget-s", "10")
+    assert code == 0
+    chosen = rec["chosen"]
+    # base float32 is 0.1 point better but within tolerance of base int8, which is twice as fast
+    assert (chosen["model"], chosen["compute_type"]) == ("base", "int8")
+    # 2 cores: 2 slots x 1 thread (2 x 1/0.12 x 0.7 = 11.7 audio s/s) beat 1 slot x 2 threads (8.75)
+    assert chosen["threads_per_slot"] == 1 and chosen["slots_per_machine"] == 2
+    assert chosen["capacity_audio_s_per_s"] == pytest.approx(2 / 0.12 * 0.7)
+    assert chosen["machines"] == 1
+    assert chosen["latency_s"] == pytest.approx(0.12 * 30)
+    # weights once plus one working set (peak - after load = 50 MB) per extra slot
+    assert chosen["memory_mb"] == pytest.approx(450 + 50)
+
+
+def test_more_load_means_more_machines(result_file: Path) -> None:
+    _, rec = _recommend(result_file, "--target-audio-hours-per-hour", "100", "--latency-budget-s", "10")
+    assert rec["chosen"]["model"] == "base"
+    assert rec["chosen"]["machines"] == 9  # ceil(100 / 11.67)
+
+
+def test_tight_latency_budget_falls_back_to_a_faster_model(result_file: Path) -> None:
+    # base needs >= 0.08 x 30 = 2.4 s per 30 s request; tiny.en 1.05 s at 2 threads
+    _, rec = _recommend(result_file, "--latency-budget-s", "2")
+    assert rec["chosen"]["model"] == "tiny.en"
+    assert any("latency" in r for r in rec["reasons"])
+
+
+def test_memory_limit_excludes_configurations(result_file: Path) -> None:
+    _, rec = _recommend(result_file, "--max-memory-gb", "0.4")
+    assert rec["chosen"]["model"] == "tiny.en"
+    assert rec["chosen"]["memory_mb"] <= 0.4 * 1024
+
+
+def test_more_cores_give_more_slots(result_file: Path) -> None:
+    # 16 x 1 thread: 16 / 0.12 x 0.7 = 93 audio s/s, one machine; 8 x 2 threads: 70, two machines
+    _, rec = _recommend(result_file, "--cores", "16", "--target-audio-hours-per-hour", "90")
+    assert rec["chosen"]["slots_per_machine"] == 16 and rec["chosen"]["machines"] == 1
+    # when both need the same number of machines, the lower latency (more threads per call) wins
+    _, rec = _recommend(result_file, "--cores", "16", "--target-audio-hours-per-hour", "100")
+    assert rec["chosen"]["machines"] == 2 and rec["chosen"]["threads_per_slot"] == 2
+
+
+def test_nothing_fits_is_explained_with_exit_1(result_file: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "recommend", str(result_file), "--latency-budget-s", "0.5"])
+    assert result.exit_code == 1
+    assert "no measured configuration fits" in result.output
+    assert "tiny.en faster-whisper cpu/int8 t=2" in result.output  # the fastest one is named
+
+
+def test_table_output_names_the_choice(result_file: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "recommend", str(result_file)])
+    assert result.exit_code == 0
+    assert "Recommendation: model base (faster-whisper, cpu/int8), 1 thread(s) per slot, 2 slot(s) per machine, 1 machine(s)." in result.output
+    assert "**chosen**" in result.output
+
+
+def test_server_result_is_refused(tmp_path: Path, server_result: Callable[..., object]) -> None:
+    path = tmp_path / "server.json"
+    path.write_text(server_result([(1, 10.0, 1.0, 0)]).model_dump_json())  # type: ignore[attr-defined]
+    result = CliRunner().invoke(app, ["bench", "recommend", str(path)])
+    assert result.exit_code == 2
+    assert "needs a `stenod bench engines` result" in result.output
