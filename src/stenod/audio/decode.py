@@ -27,6 +27,8 @@ _TRUNCATION_TOLERANCE_S = 1.0
 """A file whose decodable audio falls short of its declared duration by more than this (and 10 %)
 is reported as truncated rather than silently transcribed in part."""
 
+_WAV_HEADER_READ_BYTES = 4096
+
 AudioSource = str | os.PathLike[str] | BinaryIO
 
 
@@ -56,7 +58,8 @@ class DecodedAudio:
         return len(self.samples) / SAMPLE_RATE
 
 
-def _name(source: AudioSource) -> str:
+def source_name(source: AudioSource) -> str:
+    """The path as given, or a file object's ``name``; error messages start with it."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
     return getattr(source, "name", "<upload>") or "<upload>"
@@ -79,7 +82,7 @@ def _check_not_empty(source: AudioSource) -> None:
     size = source.tell() - pos
     source.seek(pos)
     if size == 0:
-        raise EmptyAudioError(f"{_name(source)}: file is empty (0 bytes)")
+        raise EmptyAudioError(f"{source_name(source)}: file is empty (0 bytes)")
 
 
 def _open(source: AudioSource) -> av.container.InputContainer:
@@ -89,9 +92,9 @@ def _open(source: AudioSource) -> av.container.InputContainer:
         # metadata_errors="ignore": broken tags must not make good audio unreadable.
         return av.open(src, mode="r", metadata_errors="ignore")
     except PermissionError as exc:
-        raise AudioDecodeError(f"{_name(source)}: permission denied") from exc
+        raise AudioDecodeError(f"{source_name(source)}: permission denied") from exc
     except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise AudioDecodeError(f"{_name(source)}: not a readable audio file ({_reason(exc)})") from exc
+        raise AudioDecodeError(f"{source_name(source)}: not a readable audio file ({_reason(exc)})") from exc
 
 
 def _reason(exc: BaseException) -> str:
@@ -113,6 +116,41 @@ def _declared_duration(container: av.container.InputContainer, stream: av.audio.
     return None
 
 
+def _wav_header_duration(source: AudioSource) -> float | None:
+    """Duration a WAV file's RIFF header declares (data chunk bytes / bytes per second).
+
+    FFmpeg's WAV demuxer clamps the data chunk to the bytes actually present, so a WAV cut short
+    reports the shorter length as its duration and would slip past the truncation check. ``None``
+    for other formats, streamed WAVs (size 0 or 0xFFFFFFFF) and headers longer than we read.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            head = f.read(_WAV_HEADER_READ_BYTES)
+    elif getattr(source, "seekable", lambda: False)():
+        pos = source.tell()
+        source.seek(0)
+        head = source.read(_WAV_HEADER_READ_BYTES)
+        source.seek(pos)
+    else:
+        return None
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    byte_rate = 0
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk_id = head[pos : pos + 4]
+        size = int.from_bytes(head[pos + 4 : pos + 8], "little")
+        body = pos + 8
+        if chunk_id == b"fmt " and body + 12 <= len(head):
+            byte_rate = int.from_bytes(head[body + 8 : body + 12], "little")
+        elif chunk_id == b"data":
+            if size in (0, 0xFFFFFFFF) or byte_rate <= 0:
+                return None
+            return size / byte_rate
+        pos = body + size + (size & 1)
+    return None
+
+
 def probe_audio(source: AudioSource) -> AudioProbe:
     """Read the container header: format, codec, rate, channels, declared duration.
 
@@ -121,7 +159,7 @@ def probe_audio(source: AudioSource) -> AudioProbe:
         AudioDecodeError: unreadable, not a media file, or no audio stream.
     """
     with _open(source) as container:
-        stream = _audio_stream(container, _name(source))
+        stream = _audio_stream(container, source_name(source))
         return AudioProbe(
             format_name=container.format.name,
             codec=stream.codec_context.name,
@@ -151,10 +189,12 @@ def decode_audio(
         AudioDecodeError: not audio, corrupt, or truncated.
         AudioTooLongError: longer than ``max_duration_s``.
     """
-    name = _name(source)
+    name = source_name(source)
     with _open(source) as container:
         stream = _audio_stream(container, name)
         declared = _declared_duration(container, stream)
+        if container.format.name == "wav":
+            declared = max(declared or 0.0, _wav_header_duration(source) or 0.0) or None
         if max_duration_s is not None and declared is not None and declared > max_duration_s:
             raise AudioTooLongError(
                 f"{name}: audio is {declared:.1f} s long; the limit is {max_duration_s:g} s"

@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from stenod.audio.decode import AudioSource, DecodedAudio, decode_audio, probe_audio
+from stenod.audio.decode import AudioSource, DecodedAudio, decode_audio, probe_audio, source_name
 from stenod.engines.base import Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import DiarizationInputError
 from stenod.service.diarize import diarize_by_channel
@@ -41,9 +41,8 @@ def load_audio(source: AudioSource, *, diarize: bool, max_duration_s: float) -> 
     if diarize:
         probe = probe_audio(source)
         if probe.channels < 2:
-            name = getattr(source, "name", None) or str(source)
             raise DiarizationInputError(
-                f"{name}: diarization needs a two-channel recording (one speaker per channel); "
+                f"{source_name(source)}: diarization needs a two-channel recording (one speaker per channel); "
                 f"this file has {probe.channels} channel",
                 param="diarize",
             )

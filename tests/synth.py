@@ -1,0 +1,51 @@
+"""Test audio in real containers, made with FFmpeg's encoders through PyAV, and synthetic signals.
+Plain WAV writers and damaged files are in :mod:`tests.media`; nothing here is stored in the repo."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+RATE = 16_000
+
+
+def encode(
+    path: Path,
+    samples: np.ndarray,
+    *,
+    codec: str,
+    rate: int,
+    layout: str = "mono",
+    container_format: str | None = None,
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Encode 16 kHz float32 ``samples`` (``(channels, n)``, channels matching ``layout``) with
+    FFmpeg's ``codec`` at ``rate`` into ``path``."""
+    data = np.ascontiguousarray(np.atleast_2d(samples), dtype=np.float32)
+    with av.open(path if hasattr(path, "write") else str(path), "w", format=container_format) as out:
+        stream = out.add_stream(codec, rate=rate, options=options or {})
+        stream.layout = layout
+        ctx = stream.codec_context
+        resampler = av.AudioResampler(
+            format=ctx.codec.audio_formats[0].name, layout=layout, rate=rate, frame_size=ctx.frame_size or 1024
+        )
+        frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=layout)
+        frame.sample_rate = RATE
+        frame.pts = 0
+        frame.time_base = Fraction(1, RATE)
+        for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
+            out.mux(stream.encode(chunk))
+        out.mux(stream.encode(None))
+    return path
+
+
+def white_noise(seconds: float, *, amplitude: float = 0.1, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(int(seconds * RATE)) * amplitude).astype(np.float32)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE), dtype=np.float32)
