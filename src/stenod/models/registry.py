@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 ModelFormat = Literal["ctranslate2", "ggml"]
 GGML_MAGIC = b"lmgg"  # 0x67676d6c little-endian, as whisper.cpp writes it
+MULTILINGUAL_MIN_VOCAB = 51865
+"""whisper.cpp's own test: English-only Whisper vocabularies have 51864 tokens."""
 
 # faster-whisper's hub aliases (faster_whisper.utils._MODELS), listed so `models list` can show them.
 HUB_MODELS: tuple[str, ...] = (
@@ -80,18 +82,26 @@ def _resolve_local(name: str, path: Path) -> ResolvedModel:
 
 
 def _ct2_multilingual(path: Path) -> bool:
+    """Tell from the vocabulary size; config.json's ``lang_ids`` cannot tell, because CTranslate2's
+    converter writes them for English-only models too."""
     try:
-        config = json.loads((path / "config.json").read_text())
+        if (path / "vocabulary.txt").is_file():
+            with (path / "vocabulary.txt").open("rb") as f:
+                n_vocab = sum(1 for _ in f)
+        elif (path / "vocabulary.json").is_file():
+            n_vocab = len(json.loads((path / "vocabulary.json").read_text(encoding="utf-8")))
+        else:
+            return True
     except (OSError, ValueError):
         return True
-    return len(config.get("lang_ids") or []) > 1
+    return n_vocab >= MULTILINGUAL_MIN_VOCAB
 
 
 def _ggml_multilingual(path: Path) -> bool:
     with path.open("rb") as f:
         f.seek(4)
         n_vocab = int.from_bytes(f.read(4), "little")
-    return n_vocab >= 51865  # whisper.cpp's own test: English-only vocabularies have 51864 tokens
+    return n_vocab >= MULTILINGUAL_MIN_VOCAB
 
 
 def _offline_message(name: str) -> str:
