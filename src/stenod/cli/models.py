@@ -35,11 +35,15 @@ def list_command(
     if as_json:
         typer.echo(json.dumps([asdict(e) for e in entries], indent=2))
         return
-    table = Table("model", "default", "source", "available", "size", "languages", "path")
+    table = Table("model", "default", "source", "available", "size", "languages")
+    table.add_column("path", overflow="fold")  # wrapped, never cut to "…": the path is the point
     for e in entries:
         table.add_row(e.name, "*" if e.default else "", e.source, "yes" if e.available else "no",
                       _size(e.size_bytes), e.languages, e.path or "-")
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped into grep or a file: one line per model, nothing folded
+        console = Console(width=1000)
+    console.print(table)
 
 
 @models_app.command("info")

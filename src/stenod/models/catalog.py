@@ -54,7 +54,8 @@ def model_entry(name: str, *, default: str, cache_dir: Path, offline: bool = Tru
         if name in HUB_MODELS:
             return ModelEntry(
                 name=name, source="hub", available=False, path=None, size_bytes=None,
-                languages="en" if name.endswith(".en") else "multilingual (99)",
+                # distil-whisper's large checkpoints keep the multilingual vocabulary but are English-only
+                languages="en" if name.endswith(".en") or name.startswith("distil-large") else "multilingual (99)",
                 description="downloaded from the model hub on first use (needs network)",
                 default=name == default,
             )
