@@ -49,3 +49,24 @@ def white_noise(seconds: float, *, amplitude: float = 0.1, seed: int = 0) -> np.
 
 def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * RATE), dtype=np.float32)
+
+
+def two_speaker_call(path: Path) -> tuple[Path, float]:
+    """A two-channel "call": speaker A (LJ Speech) on the left with the right channel silent, a 2 s
+    pause, then speaker B (a LibriVox reader) on the right only. Returns the WAV and the time
+    between the two turns."""
+    from stenod.audio.decode import decode_audio
+    from tests.conftest import CORPUS
+    from tests.media import write_wav
+
+    a = decode_audio(CORPUS / "ljspeech-lj001/audio/LJ001-0002.wav").samples
+    b = decode_audio(CORPUS / "en-misc-short/audio/sense_and_sensibility_01_austen_64kb-0880.wav").samples
+    lead, gap = silence(0.5), silence(2.0)
+    left = np.concatenate([lead, a, gap, np.zeros_like(b)])
+    right = np.concatenate([lead, np.zeros_like(a), gap, b])
+    junction_s = (len(lead) + len(a) + len(gap) / 2) / RATE
+    return write_wav(path, np.stack([left, right], axis=1), channels=2), junction_s
+
+
+SPEAKER_A_TEXT = "in being comparatively modern"
+SPEAKER_B_TEXT = "he was not an ill disposed young man"
