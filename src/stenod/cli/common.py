@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from stenod.errors import StenodError
 from stenod.settings import Settings, load_settings
@@ -33,12 +34,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 def fail(message: str, *, code: int = 1) -> NoReturn:
-    stderr.print(f"[red]error:[/red] {message}", markup=True)
+    stderr.print(f"[red]error:[/red] {escape(message)}", markup=True)  # a file named "[x].wav" stays as is
     raise typer.Exit(code)
 
 
 def report_error(exc: StenodError) -> None:
-    stderr.print(f"[red]error:[/red] {exc.message}", markup=True)
+    stderr.print(f"[red]error:[/red] {escape(exc.message)}", markup=True)
 
 
 def configure_cli_logging(level: str = "warning") -> None:

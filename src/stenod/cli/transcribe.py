@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from stenod.cli.common import ConfigOption, build_settings, configure_cli_logging, fail, report_error, stderr
 from stenod.engines import TranscriptionOptions, cpu_count, create_engine, temperature_schedule
@@ -117,11 +117,14 @@ def _transcribe_one(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
         TimeRemainingColumn(), console=stderr, transient=True, disable=not stderr.is_terminal,
     ) as bar:
-        task_id = bar.add_task(path.name, total=None)
+        task_ids: list[TaskID] = []  # the bar appears only once the audio is known to be long
 
         def progress(done_s: float, total_s: float) -> None:
-            if total_s >= PROGRESS_MIN_DURATION_S:
-                bar.update(task_id, completed=done_s, total=total_s)
+            if total_s < PROGRESS_MIN_DURATION_S:
+                return
+            if not task_ids:
+                task_ids.append(bar.add_task(path.name, total=total_s))
+            bar.update(task_ids[0], completed=done_s)
 
         return transcribe_source(
             engine, path, options, max_duration_s=settings.audio.max_duration_s,
@@ -147,5 +150,6 @@ def _summary(path: Path, result: TranscriptionResult) -> None:
     speed = f"{1 / rtf:.1f}x real time" if rtf > 0 else "-"
     stderr.print(
         f"{path.name}: {result.audio_duration_s:.1f} s audio in {result.processing_s:.2f} s "
-        f"(RTF {rtf:.3f}, {speed}), language {result.transcript.language}"
+        f"(RTF {rtf:.3f}, {speed}), language {result.transcript.language}",
+        markup=False,
     )

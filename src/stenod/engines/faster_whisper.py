@@ -118,6 +118,8 @@ class FasterWhisperEngine:
         else:
             segments_iter, info = self._model.transcribe(audio, vad_filter=options.vad_enabled(duration), **kwargs)
         segments: list[Segment] = []
+        if progress is not None:
+            progress(0.0, duration)  # before the first window, so a progress bar shows at once
         for seg in segments_iter:
             if cancel is not None and cancel.is_set():
                 raise CancelledError("transcription cancelled")
