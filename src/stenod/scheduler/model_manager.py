@@ -163,19 +163,21 @@ class ModelManager:
         now = time.monotonic()
         with self._lock:
             self._loaded[name] = LoadedModel(name, engine, now, now, load_time_s=load_time)
-            evicted = self._evict_over_capacity_locked()
+            evicted = self._evict_over_capacity_locked(keep=name)
         for old in evicted:
             self._close(old)
         if self._on_load is not None:
             self._on_load(name, load_time)
 
-    def _evict_over_capacity_locked(self) -> list[LoadedModel]:
+    def _evict_over_capacity_locked(self, *, keep: str) -> list[LoadedModel]:
+        """Unload least-recently-used idle models until within capacity; never the default, a
+        model in use, or ``keep`` (the one just loaded for a waiting request)."""
         evicted: list[LoadedModel] = []
         for name in list(self._loaded):
             if len(self._loaded) <= self._max_loaded:
                 break
             model = self._loaded[name]
-            if model.in_use == 0 and name != self.default_name:
+            if model.in_use == 0 and name not in (self.default_name, keep):
                 evicted.append(self._loaded.pop(name))
         return evicted
 
