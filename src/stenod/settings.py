@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -31,12 +32,15 @@ def _default_cache_dir() -> Path:
 
 
 class ModelSettings(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     name: str = "base"
     """Default model: a bundled name (``base``, ``tiny.en``), a hub name (``small``, ``large-v3``,
     ``Systran/faster-whisper-small``), a CTranslate2 model folder, or a ggml ``.bin`` file."""
     engine: EngineName = "auto"
     """``auto`` picks whisper.cpp for ggml files and faster-whisper otherwise."""
     device: Device = "auto"
+    """``auto`` uses CUDA when CTranslate2 sees a GPU, else the CPU."""
     compute_type: ComputeType = "auto"
     """``auto``: int8 on CPU (about 2x float32 at the same accuracy here), float16 on CUDA."""
     threads: int = Field(default=0, ge=0)
@@ -52,6 +56,8 @@ class ModelSettings(BaseModel):
 
 
 class AudioSettings(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     max_duration_s: float = Field(default=4 * 3600, gt=0)
     """Longest audio accepted, checked from the container header before decoding."""
     max_file_mb: float = Field(default=200.0, gt=0)
@@ -59,8 +65,12 @@ class AudioSettings(BaseModel):
 
 
 class ServerSettings(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     host: str = "127.0.0.1"
+    """Bind address; loopback by default, ``0.0.0.0`` to serve the network."""
     port: int = Field(default=8080, ge=0, le=65535)
+    """TCP port (whisper.cpp's server default)."""
     slots: int = Field(default=0, ge=0)
     """Concurrent inference slots sharing one copy of the weights; 0 picks from the cores."""
     queue_size: int = Field(default=32, ge=0)
@@ -74,9 +84,11 @@ class ServerSettings(BaseModel):
     model_idle_ttl_s: float = Field(default=0.0, ge=0)
     """Unload a non-default model after this many idle seconds; 0 keeps models loaded."""
     max_loaded_models: int = Field(default=2, ge=1)
-    api_keys: list[SecretStr] = Field(default_factory=list)
-    """Bearer keys accepted by the API; empty means no authentication (loopback use)."""
-    cors_origins: list[str] = Field(default_factory=list)
+    """Models kept in memory at once; the least recently used idle one is unloaded first."""
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Bearer keys accepted by the API, comma-separated; empty means no authentication."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Origins allowed to call the API from a browser, comma-separated; empty disables CORS."""
     print_progress: bool = False
     """Log transcription progress of each request."""
 
@@ -89,12 +101,18 @@ class ServerSettings(BaseModel):
 
 
 class LogSettings(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level logged by ``stenod serve``."""
     format: LogFormat = "json"
+    """``json``: one JSON object per line with the request id; ``console`` for humans."""
 
 
 class BatchSettings(BaseModel):
     """``stenod batch``: directory transcription (env ``STENOD_BATCH__*``, TOML ``[batch]``)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     workers: int = Field(default=0, ge=0)
     """Local worker processes, each loading the model once; 0 picks from the cores (one per
@@ -126,6 +144,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         validate_default=True,
+        use_attribute_docstrings=True,
     )
 
     model: ModelSettings = Field(default_factory=ModelSettings)

@@ -7,6 +7,7 @@ import typer
 from stenod import __version__
 from stenod.cli.batch import batch_command
 from stenod.cli.bench import bench_app
+from stenod.cli.config import config_app
 from stenod.cli.models import models_app
 from stenod.cli.serve import serve_command
 from stenod.cli.transcribe import transcribe_command
@@ -23,6 +24,7 @@ app.command("batch")(batch_command)
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.command("serve")(serve_command)
+app.add_typer(config_app, name="config")
 
 
 def _version(value: bool) -> None:
