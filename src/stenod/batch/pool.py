@@ -81,11 +81,24 @@ def _worker_init(config: WorkerConfig) -> None:
     global _worker_engine, _worker_config, _worker_load_error
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    _use_thread_lock_for_tqdm()
     _worker_config = config
     try:
         _worker_engine = _load_engine(config)
     except StenodError as exc:
         _worker_load_error = exc.message
+
+
+def _use_thread_lock_for_tqdm() -> None:
+    """faster-whisper's tqdm otherwise creates a multiprocessing RLock (a POSIX semaphore) in each
+    worker; a worker terminated on abandon never frees it, and the resource tracker then prints
+    "leaked semaphore objects" at exit. A worker needs no cross-process lock for a progress bar
+    it never shows. See https://github.com/tqdm/tqdm/pull/1677."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    tqdm.set_lock(threading.RLock())
 
 
 def _worker_transcribe(path: str) -> WorkOutcome:
@@ -160,12 +173,13 @@ class ProcessPoolRunner:
             terminate()
             return
         processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
         for proc in processes:
             if proc.is_alive():
                 proc.terminate()
         for proc in processes:
             proc.join(timeout=5)
+        # The pool notices its dead workers, fails their futures and cleans up its queues.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class InProcessRunner:
