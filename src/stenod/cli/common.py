@@ -38,8 +38,12 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def report_error(exc: StenodError) -> None:
-    stderr.print(f"[red]error:[/red] {escape(exc.message)}", markup=True)
+def report_error(exc: StenodError, *, subject: object | None = None) -> None:
+    """One line on stderr; ``subject`` (a file) is named first unless the message already does."""
+    message = exc.message
+    if subject is not None and not message.startswith(str(subject)):
+        message = f"{subject}: {message}"
+    stderr.print(f"[red]error:[/red] {escape(message)}", markup=True)
 
 
 def configure_cli_logging(level: str = "warning") -> None:

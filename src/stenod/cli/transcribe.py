@@ -85,7 +85,7 @@ def transcribe_command(
             try:
                 result = _transcribe_one(engine_obj, path, options, settings, diarize=diarize)
             except StenodError as exc:
-                report_error(exc if str(path) in exc.message else _prefixed(exc, path))
+                report_error(exc, subject=path)
                 failures += 1
                 continue
             _emit(result, path, formats, output_dir, word_timestamps)
@@ -94,11 +94,6 @@ def transcribe_command(
         engine_obj.close()
     if failures:
         raise typer.Exit(1)
-
-
-def _prefixed(exc: StenodError, path: Path) -> StenodError:
-    exc.message = f"{path}: {exc.message}"
-    return exc
 
 
 def _load_engine(settings: Settings) -> Engine:
