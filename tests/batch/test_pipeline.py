@@ -17,7 +17,7 @@ from stenod.formats import ResponseFormat
 from stenod.models import resolve_model_or_raise
 from stenod.settings import ModelSettings
 from stenod.transcript import Transcript
-from tests.batch.conftest import BAD_FILES, LIBRI
+from tests.batch.conftest import BAD_FILES, LIBRI, MISC, make_good_dir
 
 FORMATS: list[ResponseFormat] = ["json", "srt", "vtt", "text"]
 
@@ -71,28 +71,31 @@ def test_bad_files_are_reported_and_the_batch_continues(tiny_engine: object, cac
 
 
 def test_resume_skips_done_files_and_retry_failed_redoes_only_failures(
-    tiny_engine: object, cache_dir: Path, mixed_dir: Path, tmp_path: Path
+    tiny_engine: object, cache_dir: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "out"
-    _run(tiny_engine, cache_dir, mixed_dir, out)
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_good_dir(src, {"a_libri.flac": LIBRI / "1447-130550-0000.flac", "c_austen.wav": MISC / "sense_and_sensibility_01_austen_64kb-0880.wav",
+                        "e_take.dat": LIBRI / "403-126855-0000.flac"})
+    (src / "d_notes.wav").write_text("not audio", encoding="utf-8")
+    _run(tiny_engine, cache_dir, src, out)
     first = _finished_at(out)
     output_mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.txt")}
 
-    again = _run(tiny_engine, cache_dir, mixed_dir, out)  # nothing to do
-    assert again.summary.run_files == 0 and again.summary.files_from_earlier_run == 7
-    assert again.summary.files_failed == 3  # failures are kept, not retried
+    again = _run(tiny_engine, cache_dir, src, out)  # nothing to do
+    assert again.summary.run_files == 0 and again.summary.files_from_earlier_run == 4
+    assert again.summary.files_failed == 1  # failures are kept, not retried
     assert _finished_at(out) == first
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.txt")} == output_mtimes
 
     # A deleted output and a changed source are redone; a failure is retried only on request.
     (out / "c_austen.srt").unlink()
-    (mixed_dir / "e_take.dat").unlink()  # the recording is replaced by another one
-    (mixed_dir / "e_take.dat").symlink_to((LIBRI / "1624-142933-0000.flac").resolve())
-    retried = _run(tiny_engine, cache_dir, mixed_dir, out, retry_failed=True)
+    (src / "e_take.dat").unlink()  # the recording is replaced by another one
+    (src / "e_take.dat").symlink_to((LIBRI / "19-198-0000.flac").resolve())
+    retried = _run(tiny_engine, cache_dir, src, out, retry_failed=True)
     after = _finished_at(out)
     redone = {name for name in first if after[name] != first[name]}
-    assert redone == {"c_austen.wav", "e_take.dat", "b_corrupt.flac", "d_notes.wav", "f_empty.mp3"}
-    assert retried.summary.run_files == 5 and retried.summary.files_failed == 3
+    assert redone == {"c_austen.wav", "e_take.dat", "d_notes.wav"}
+    assert retried.summary.run_files == 3 and retried.summary.files_failed == 1
     assert (out / "c_austen.srt").is_file()
 
 

@@ -1,0 +1,134 @@
+"""``stenod batch`` as a user runs it: real processes, exit codes, messages, files on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from stenod.cli.main import app
+from tests.batch.conftest import LIBRI, MISC, make_good_dir, stenod_exe
+
+DEADLINE_S = 120.0
+CORPUS_LONG = LIBRI.parent.parent / "longform-en" / "audio" / "earnings22_1_4482311_3_62.wav"
+
+
+def _env(cache_dir: Path) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "STENOD_MODEL__CACHE_DIR": str(cache_dir), "COLUMNS": "200"}
+
+
+def _batch(args: list[str], cache_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([stenod_exe(), "batch", *args], capture_output=True, text=True, env=_env(cache_dir),
+                          timeout=DEADLINE_S)
+
+
+def _leftovers(out: Path) -> list[str]:
+    """Temp files or outputs without their siblings: what a clean stop must never leave."""
+    return [p.name for p in out.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
+
+
+def test_two_workers_end_to_end_with_a_corrupt_file_in_the_middle(mixed_dir: Path, tmp_path: Path,
+                                                                   cache_dir: Path) -> None:
+    out = tmp_path / "out"
+    done = _batch([str(mixed_dir), "-o", str(out), "--recursive", "--workers", "2", "-m", "tiny.en",
+                   "--formats", "txt,srt"], cache_dir)
+    assert done.returncode == 1, done.stderr  # some files failed
+    assert "failed b_corrupt.flac: audio is truncated or corrupt" in done.stderr
+    assert "failed d_notes.wav: not a readable audio file" in done.stderr
+    assert "failed f_empty.mp3: file is empty (0 bytes)" in done.stderr
+    assert "2 worker processes x 1 thread" in done.stderr
+    assert "7: 4 ok, 3 failed" in done.stdout
+    assert sorted(p.name for p in out.glob("*.txt")) == ["a_libri.txt", "c_austen.txt", "e_take.txt"]
+    assert (out / "sub" / "a_libri.srt").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["files_ok"], summary["files_failed"], summary["files_total"]) == (4, 3, 7)
+
+    rerun = _batch([str(mixed_dir), "-o", str(out), "--recursive", "-m", "tiny.en", "--formats", "txt,srt"], cache_dir)
+    assert rerun.returncode == 1  # the failures still stand
+    assert "0 to transcribe" in rerun.stderr
+    assert "rerun with --retry-failed" in rerun.stderr
+
+
+def test_ctrl_c_finishes_in_flight_work_and_a_rerun_completes_the_rest(tmp_path: Path, cache_dir: Path) -> None:
+    src = make_good_dir(tmp_path / "in", {
+        "1.flac": LIBRI / "1447-130550-0000.flac", "2.flac": LIBRI / "403-126855-0000.flac",
+        "3.flac": LIBRI / "19-198-0000.flac", "4.wav": MISC / "sense_and_sensibility_01_austen_64kb-0880.wav",
+        "5.wav": MISC / "sense_and_sensibility_01_austen_64kb-0930.wav",
+    })
+    out = tmp_path / "out"
+    args = [str(src), "-o", str(out), "--workers", "1", "-m", "tiny.en"]
+    proc = subprocess.Popen([stenod_exe(), "batch", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env(cache_dir))
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + DEADLINE_S
+    while not (manifest.is_file() and manifest.read_text().strip()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C after the first file finished
+    stdout, stderr = proc.communicate(timeout=DEADLINE_S)
+
+    assert proc.returncode == 130, stderr
+    assert "Ctrl-C: finishing the files in flight" in stderr
+    assert "(interrupted)" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["files_pending"] >= 1
+    assert summary["files_ok"] + summary["files_pending"] == 5
+    assert _leftovers(out) == []
+    done = {f["filename"] for f in summary["files"] if f["status"] == "ok"}
+    for name in done:  # every finished file has all its outputs; nothing else has any
+        assert all((out / f"{Path(name).stem}.{ext}").is_file() for ext in ("json", "srt", "vtt", "txt"))
+    assert len(list(out.glob("*.txt"))) == len(done)
+
+    rerun = _batch(args, cache_dir)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(done)} already done or kept, {5 - len(done)} to transcribe" in rerun.stderr
+    final = json.loads((out / "summary.json").read_text())
+    assert (final["files_ok"], final["files_from_earlier_run"], final["interrupted"]) == (5, len(done), False)
+    assert len(list(out.glob("*.txt"))) == 5
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_abandons_in_flight_files_without_partial_outputs(tmp_path: Path, cache_dir: Path) -> None:
+    src = make_good_dir(tmp_path / "in", {"a.flac": LIBRI / "1447-130550-0000.flac",
+                                          "b.wav": CORPUS_LONG, "c.wav": CORPUS_LONG})
+    out = tmp_path / "out"
+    proc = subprocess.Popen([stenod_exe(), "batch", str(src), "-o", str(out), "--workers", "2", "-m", "tiny.en"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(cache_dir))
+    manifest = out / "manifest.jsonl"
+    deadline = time.monotonic() + DEADLINE_S
+    while not (manifest.is_file() and manifest.read_text().strip()):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=DEADLINE_S)
+    assert proc.returncode == 130
+    assert "abandoning" in stderr and "leaked" not in stderr
+    assert _leftovers(out) == [] and not list(out.glob("b.*")) and not list(out.glob("c.*"))
+    assert json.loads((out / "summary.json").read_text())["files_pending"] == 2
+
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["/no/such/folder", "-o", "{out}"], "not a folder"),
+        (["{src}", "-o", "{out}", "--formats", "txt,docx"], "unknown format 'docx'"),
+        (["{src}", "-o", "{out}", "--language", "klingon"], "unknown language code"),
+        (["{src}", "-o", "{out}", "--task", "summarize"], "--task must be transcribe or translate"),
+        (["{src}", "-o", "{out}", "--server", "http://x", "--batch-size", "8"], "cannot be combined with --server"),
+    ],
+)
+def test_bad_usage_exits_2(args: list[str], message: str, tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    argv = [a.format(src=tmp_path / "src", out=tmp_path / "out") for a in args]
+    result = CliRunner().invoke(app, ["batch", *argv])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
