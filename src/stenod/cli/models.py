@@ -1,8 +1,9 @@
-"""``stenod models list | info``."""
+"""``stenod models list | info | convert``."""
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,7 @@ from rich.table import Table
 from stenod.cli.common import ConfigOption, build_settings, fail
 from stenod.errors import StenodError
 from stenod.models.catalog import list_models, model_entry
+from stenod.models.ggml_cache import GGML_QUANTIZATIONS
 
 models_app = typer.Typer(help="List, inspect and convert models.", no_args_is_help=True)
 
@@ -59,3 +61,42 @@ def info_command(
     except StenodError as exc:
         fail(exc.message)
     typer.echo(json.dumps(asdict(entry), indent=2))
+
+
+@models_app.command("convert")
+def convert_command(
+    src: Annotated[str, typer.Argument(help="A bundled name (tiny.en, base) or a CTranslate2 Whisper folder (model.bin, config.json, vocabulary).")],
+    to: Annotated[str, typer.Option("--to", help="Target format; ggml (whisper.cpp) is the only one.")] = "ggml",
+    quantize: Annotated[str, typer.Option("--quantize", "-q", help="f16, q8_0 or q5_0 (weights of the 2-D matrices).")] = "f16",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: ./ggml-<name>-<quant>.bin).")] = None,
+    config: Annotated[Path | None, ConfigOption] = None,
+) -> None:
+    """Convert a CTranslate2 Whisper model into a whisper.cpp ggml file (validated before it is written)."""
+    from stenod.models import resolve_model_or_raise
+    from stenod.models.ggml_convert import GgmlConversionError, convert_ct2_to_ggml, validate_ggml_file
+
+    if to != "ggml":
+        fail(f"--to {to!r} is not supported; the only target is ggml", code=2)
+    if quantize not in GGML_QUANTIZATIONS:
+        fail(f"--quantize must be one of {', '.join(GGML_QUANTIZATIONS)}, not {quantize!r}", code=2)
+    settings = build_settings(config)
+    try:
+        resolved = resolve_model_or_raise(src, cache_dir=settings.model.cache_dir, offline=settings.offline)
+    except StenodError as exc:
+        fail(exc.message)
+    if resolved.format == "ggml":
+        fail(f"{src} is already a ggml file")
+    name = resolved.name if resolved.source == "bundled" else Path(src).expanduser().resolve().name
+    out = output if output is not None else Path(f"ggml-{name}-{quantize}.bin")
+    started = time.perf_counter()
+    try:
+        convert_ct2_to_ggml(resolved.path, out, quantize=quantize)  # type: ignore[arg-type]
+        info = validate_ggml_file(out)
+    except GgmlConversionError as exc:
+        fail(f"cannot convert {src}: {exc}")
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+    typer.echo(
+        f"wrote {out} ({info.file_size / 1e6:.1f} MB, {info.weight_type}, {len(info.tensors)} tensors, "
+        f"{'multilingual' if resolved.multilingual else 'English-only'}) in {time.perf_counter() - started:.1f} s"
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stenod.engines.base import Engine, EngineConfig
 from stenod.errors import ModelLoadError, UnsupportedParameterError
@@ -79,11 +79,7 @@ def choose_engine(requested: str, model: ResolvedModel) -> str:
             f"{model.path} is a ggml file; it needs --engine whisper.cpp (or a CTranslate2 model folder)",
             param="engine",
         )
-    if requested == "whisper.cpp" and model.format != "ggml":
-        raise UnsupportedParameterError(
-            f"the whisper.cpp engine needs a ggml .bin file; convert with `stenod models convert {model.name} --to ggml`",
-            param="engine",
-        )
+    # whisper.cpp with a CTranslate2 model is fine: create_engine converts it to a cached ggml file.
     return requested
 
 
@@ -94,10 +90,12 @@ def create_engine(
     threads: int,
     concurrency: int = 1,
 ) -> Engine:
-    """Build the engine for ``model``. Loading happens here (seconds for large models).
+    """Build the engine for ``model``. Loading happens here (seconds for large models). For
+    whisper.cpp, a CTranslate2 model is first converted to a ggml file in
+    ``settings.cache_dir/ggml`` (once; q8_0 for int8 compute types, f16 for float ones).
 
     Raises:
-        ModelLoadError: the weights could not be loaded.
+        ModelLoadError: the weights could not be loaded (or converted to ggml).
         UnsupportedParameterError: the engine cannot run this model format.
     """
     engine_name = choose_engine(settings.engine, model)
@@ -122,5 +120,12 @@ def create_engine(
             raise ModelLoadError(
                 "the whisper.cpp engine needs pywhispercpp: pip install 'stenod[whispercpp]'"
             ) from exc
+        if model.format != "ggml":
+            from stenod.models.ggml_cache import ensure_ggml_model_or_raise, ggml_quantization_for
+
+            ggml = ensure_ggml_model_or_raise(
+                model, cache_dir=settings.cache_dir, quantize=ggml_quantization_for(config.compute_type)
+            )
+            config = replace(config, model_path=str(ggml.path))
         return WhisperCppEngine(config)
     raise UnsupportedParameterError(f"unknown engine {engine_name!r}; choose one of {', '.join(ENGINE_NAMES)}")
