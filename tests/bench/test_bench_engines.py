@@ -65,6 +65,8 @@ def test_rtf_is_inference_time_over_audio_duration(tiny_run: tuple[str, Path]) -
     # one pass is the sum of the files' times, so its median lies within the files' summed range
     assert sum(f.inference_s.min for f in run.files) <= run.inference_s.median + 1e-9
     assert run.inference_s.median <= sum(f.inference_s.max for f in run.files) + 1e-9
+    assert run.cpu_s is not None and run.cpu_rtf is not None and run.cpu_s.median > 0
+    assert run.cpu_rtf.median == pytest.approx(run.cpu_s.median / run.audio_s, rel=1e-6)
     assert run.speed_x == pytest.approx(1 / run.rtf.median)
     assert run.total_s == pytest.approx(run.load_s + run.decode_s + run.inference_s.median)
 

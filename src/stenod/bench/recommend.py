@@ -7,9 +7,11 @@ device, compute type, threads ``t``) on a machine with ``cores`` cores:
 
 * ``slots = cores // t`` concurrent calls (one per GPU for CUDA runs), sharing one copy of the
   weights as ``stenod serve`` does;
-* ``capacity = slots x (1 / RTF) x utilization`` audio seconds per second per machine, where RTF
-  is the measured median (one call at a time) and ``utilization`` (default 0.7) leaves headroom
-  for queueing and for calls slowing each other down when every core is busy;
+* ``capacity = min(slots / RTF, cores / cpu_RTF) x utilization`` audio seconds per second per
+  machine, where RTF is the measured median wall-clock RTF of one call at a time, cpu_RTF the CPU
+  seconds it spent per audio second (slots cannot together use more CPU than the machine has),
+  and ``utilization`` (default 0.7) leaves headroom for queueing and for calls slowing each other
+  down when every core is busy;
 * ``latency = RTF x request_audio_s``: the service time of a typical request when a slot is free;
   it must fit the latency budget;
 * ``memory = peak_rss + (slots - 1) x (peak_rss - rss_after_load)``: one copy of the weights plus
@@ -77,7 +79,10 @@ def _candidate(run: EngineRun, target: SizingTarget, cores: int, max_memory_mb: 
     assert run.rtf is not None and run.peak_rss_mb is not None  # noqa: S101 (filtered by the caller)
     rtf = run.rtf.median
     slots = 1 if run.device == "cuda" else max(1, cores // run.threads)
-    capacity = slots * (1.0 / rtf) * target.utilization if rtf > 0 else math.inf
+    capacity = slots * (1.0 / rtf) if rtf > 0 else math.inf
+    if run.device != "cuda" and run.cpu_rtf is not None and run.cpu_rtf.median > 0:
+        capacity = min(capacity, cores / run.cpu_rtf.median)
+    capacity *= target.utilization
     latency = rtf * target.request_audio_s
     working_set = max(0.0, run.peak_rss_mb - (run.rss_after_load_mb or run.peak_rss_mb))
     memory = run.peak_rss_mb + (slots - 1) * working_set
@@ -138,7 +143,9 @@ def recommend(result: EngineBenchResult, target: SizingTarget) -> Recommendation
     assert r.rtf is not None  # noqa: S101
     reasons.append(
         f"{chosen.label}: RTF {r.rtf.median:.3f} -> one slot does {1 / r.rtf.median:.1f} audio s per s; "
-        f"{cores} cores / {r.threads} threads = {chosen.slots} slots -> {chosen.capacity_audio_s_per_s:.1f} audio s per s "
+        + (f"CPU {r.cpu_rtf.median:.3f} s per audio s caps a machine at {cores / r.cpu_rtf.median:.1f}; "
+           if r.cpu_rtf is not None and r.cpu_rtf.median > 0 and r.device != "cuda" else "")
+        + f"{cores} cores / {r.threads} threads = {chosen.slots} slots -> {chosen.capacity_audio_s_per_s:.1f} audio s per s "
         f"per machine at {target.utilization:.0%}; {target.audio_hours_per_hour:g} / {chosen.capacity_audio_s_per_s:.1f} "
         f"-> {chosen.machines} machine(s); request latency about {chosen.latency_s:.1f} s; memory about "
         f"{chosen.memory_mb:.0f} MB per machine"

@@ -38,13 +38,15 @@ def _best_rtf_by_model(runs: list[EngineRun]) -> dict[tuple[str, str], float]:
 
 def engines_markdown(result: EngineBenchResult) -> str:
     """The RTF table: one row per configuration, median RTF with its min-max over the repeats,
-    and each row's RTF relative to the fastest configuration of the same model in this run."""
+    each row's RTF relative to the fastest configuration of the same model in this run, CPU
+    seconds per audio second, and the machine's 1-minute load average when the row finished (above
+    the core count means neighbours competed for the CPU and wall-clock numbers are inflated)."""
     best = _best_rtf_by_model(result.runs)
     rows: list[list[str]] = []
     for r in result.runs:
         if r.status != "ok" or r.rtf is None:
             rows.append([r.model, r.engine, r.device, r.compute_type, str(r.threads),
-                         *(["-"] * 7), f"error: {r.error}"])
+                         *(["-"] * 9), f"error: {r.error}"])
             continue
         rows.append([
             r.model, r.engine, r.device + (f" ({r.gpu_name})" if r.gpu_name else ""), r.compute_type, str(r.threads),
@@ -52,13 +54,16 @@ def engines_markdown(result: EngineBenchResult) -> str:
             f"{r.rtf.median:.3f} ({r.rtf.min:.3f}-{r.rtf.max:.3f})",
             _f(r.speed_x, ".1f"),
             f"{r.rtf.median / best[(r.model, r.device)]:.2f}",
+            _f(r.cpu_rtf.median if r.cpu_rtf else None),
             _f(r.total_s, ".1f"),
             _f(r.peak_rss_mb, ".0f"),
             _pct(r.wer),
+            _f(r.load_avg_1m, ".1f"),
             "ok",
         ])
     header = ["model", "engine", "device", "compute", "threads", "load s", "RTF median (min-max)",
-              "x real time", "RTF / model's best", "total s", "peak RSS MB", "WER %", "status"]
+              "x real time", "RTF / model's best", "CPU s / audio s", "total s", "peak RSS MB", "WER %",
+              "load avg", "status"]
     s = result.settings
     audio_s = sum(f.audio_s for f in result.files)
     note = (
@@ -82,14 +87,15 @@ def threads_pivot_markdown(result: EngineBenchResult) -> str:
             keys.append(key)
         cells[(*key, r.threads)] = r
     header = ["model", "engine", "device", "compute", *[f"RTF t={t}" for t in threads],
-              *[f"RSS MB t={t}" for t in threads], "WER %"]
+              *[f"CPU s/audio s t={t}" for t in threads], *[f"RSS MB t={t}" for t in threads], "WER %"]
     rows: list[list[str]] = []
     for key in keys:
         runs = [cells.get((*key, t)) for t in threads]
         rtfs = [_f(r.rtf.median) if r is not None and r.rtf is not None else "-" for r in runs]
+        cpu = [_f(r.cpu_rtf.median) if r is not None and r.cpu_rtf is not None else "-" for r in runs]
         rss = [_f(r.peak_rss_mb, ".0f") if r is not None else "-" for r in runs]
         wers = [r.wer for r in runs if r is not None and r.wer is not None]
-        rows.append([*key, *rtfs, *rss, _pct(wers[0]) if wers else "-"])
+        rows.append([*key, *rtfs, *cpu, *rss, _pct(wers[0]) if wers else "-"])
     return _table(header, rows, align_right_from=4)
 
 
@@ -137,13 +143,14 @@ class RatioRow:
     ratios: dict[str, float | None]
 
 
-ENGINE_METRICS = ("rtf", "load_s", "peak_rss_mb", "wer")
+ENGINE_METRICS = ("rtf", "cpu_rtf", "load_s", "peak_rss_mb", "wer")
 SERVER_METRICS = ("throughput_audio_s_per_s", "p50_s", "p95_s", "p99_s", "error_rate", "wer")
 
 
 def _engine_values(r: EngineRun) -> dict[str, float | None]:
     return {
         "rtf": r.rtf.median if r.rtf else None,
+        "cpu_rtf": r.cpu_rtf.median if r.cpu_rtf else None,
         "load_s": r.load_s if r.status == "ok" else None,
         "peak_rss_mb": r.peak_rss_mb,
         "wer": r.wer,

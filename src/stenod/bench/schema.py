@@ -13,6 +13,8 @@ Definitions used throughout (also in docs/BENCHMARKS.md):
   ``speed_x = 1 / rtf``. For a configuration, one *pass* transcribes every file once and its RTF
   is the pass's summed inference time over the summed audio duration; the median, min and max are
   over the repeated passes.
+* ``cpu_rtf``: process CPU seconds (user + system, every thread) per audio second of a pass. On a
+  shared machine wall-clock RTF grows with the neighbours' load; CPU time much less so.
 * ``peak_rss_mb``: the worker process's peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``)
   measured in the child at the end of its run, so it covers loading and every pass.
 """
@@ -132,6 +134,12 @@ class EngineRun(_Model):
     """Summed ``transcribe`` time of one pass over all files, per repeat."""
     rtf: Spread | None = None
     """``inference_s / audio_s`` per pass."""
+    cpu_s: Spread | None = None
+    """Process CPU time (user + system, all threads) of one pass, per repeat."""
+    cpu_rtf: Spread | None = None
+    """``cpu_s / audio_s``: CPU seconds spent per audio second. Unlike ``rtf`` it barely moves when
+    other processes compete for the cores, and ``cores / cpu_rtf`` bounds what a fully busy machine
+    can transcribe (audio seconds per second)."""
     speed_x: float | None = None
     """``1 / rtf.median``: audio seconds per processing second for one call at a time."""
     total_s: float | None = None

@@ -69,6 +69,11 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _error_run(job: WorkerJob, message: str, started: float) -> EngineRun:
     return EngineRun(
         model=job.model, engine=job.engine, device=job.device, compute_type=job.compute_type,
@@ -125,12 +130,15 @@ def run_job(job: WorkerJob, *, started: float) -> EngineRun:
         warmup_s = time.perf_counter() - t
         times: list[list[float]] = [[] for _ in job.files]
         texts: list[str] = ["" for _ in job.files]
+        pass_cpu: list[float] = []
         for _ in range(job.repeats):
+            cpu_start = _cpu_s()
             for i, f in enumerate(job.files):
                 t = time.perf_counter()
                 transcript = engine.transcribe(audio[i], options_for(f))
                 times[i].append(time.perf_counter() - t)
                 texts[i] = transcript.text
+            pass_cpu.append(_cpu_s() - cpu_start)
     except StenodError as exc:
         return _error_run(job, exc.message, started)
     finally:
@@ -156,7 +164,8 @@ def run_job(job: WorkerJob, *, started: float) -> EngineRun:
         model=job.model, engine=job.engine, device=job.device, compute_type=job.compute_type,
         threads=job.threads, status="ok", gpu_name=job.gpu_name,
         load_s=load_s, decode_s=decode_s, warmup_s=warmup_s, audio_s=total_audio_s,
-        inference_s=inference, rtf=rtf, speed_x=1 / rtf.median if rtf.median > 0 else None,
+        inference_s=inference, rtf=rtf, cpu_s=Spread.of(pass_cpu),
+        cpu_rtf=Spread.of([c / total_audio_s for c in pass_cpu]), speed_x=1 / rtf.median if rtf.median > 0 else None,
         total_s=load_s + decode_s + inference.median,
         rss_before_load_mb=round(rss_before, 1), rss_after_load_mb=round(rss_after, 1), peak_rss_mb=round(peak, 1),
         wer=corpus_wer, wer_files=len(scored), wall_s=time.perf_counter() - started,

@@ -153,21 +153,34 @@ def engines_command(
             stderr.print(f"  {cfg.label}: [red]error[/red]: {run.error}", markup=True)
 
     gpu = host.gpu_names[0] if host.gpu_names else None
+    out_dir = _output_dir(output_dir, "engines")
+    settings_model = EngineBenchSettings(repeats=repeats, warmup=warmup, language=lang, beam_size=beam_size,
+                                         timeout_s=timeout)
+    done: list = []  # type: ignore[type-arg]
+
+    def build(runs: list) -> EngineBenchResult:  # type: ignore[type-arg]
+        measured = next((r.files for r in runs if r.files), None)
+        files = [BenchFile(file=str(item.path), audio_s=measured[i].audio_s if measured else 0.0,
+                           reference=item.reference, language=item.language) for i, item in enumerate(items)]
+        return EngineBenchResult(created_at=datetime.now(timezone.utc), command=command, host=host,
+                                 settings=settings_model, files=files, runs=runs)
+
+    def on_run(cfg, run) -> None:  # type: ignore[no-untyped-def]
+        progress(cfg, run)
+        done.append(run)
+        # Keep what is measured so far: a long grid that is interrupted still leaves a valid file.
+        from stenod.storage.atomic import write_atomic
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(out_dir / "result.json", build(done).model_dump_json(indent=2) + "\n")
+
     runs = run_matrix(
         configs, items, cache_dir=settings.model.cache_dir, offline=settings.offline, repeats=repeats,
-        warmup=warmup, language=lang, beam_size=beam_size, timeout_s=timeout, gpu_name=gpu, on_run=progress,
+        warmup=warmup, language=lang, beam_size=beam_size, timeout_s=timeout, gpu_name=gpu, on_run=on_run,
     )
-    files = []
-    for item, measured in zip(items, runs[0].files if runs and runs[0].files else [None] * len(items), strict=True):
-        files.append(BenchFile(file=str(item.path), audio_s=measured.audio_s if measured else 0.0,
-                               reference=item.reference, language=item.language))
-    result = EngineBenchResult(
-        created_at=datetime.now(timezone.utc), command=command, host=host,
-        settings=EngineBenchSettings(repeats=repeats, warmup=warmup, language=lang, beam_size=beam_size, timeout_s=timeout),
-        files=files, runs=runs,
-    )
+    result = build(runs)
     markdown = engines_markdown(result) + "\n" + threads_pivot_markdown(result)
-    _write_outputs(result, markdown, _output_dir(output_dir, "engines"), plots=plots)
+    _write_outputs(result, markdown, out_dir, plots=plots)
     typer.echo(markdown)
     if not any(r.status == "ok" for r in runs):
         fail("no configuration could run (see the errors above)")
