@@ -127,3 +127,16 @@ def test_result_of_another_schema_version_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "report", str(bad)])
     assert result.exit_code == 2
     assert "schema_version 99" in result.output
+
+
+def test_whisper_cpp_engine_is_measured_on_converted_weights(tmp_path: Path, cache_dir: Path) -> None:
+    result = CliRunner().invoke(app, [
+        "bench", "engines", "--models", "tiny.en", "--engines", "whisper.cpp", "--threads", "1",
+        "--compute-types", "int8", "--file", str(SHORT_LIBRISPEECH), "--repeats", "1", "--no-plots",
+        "--output-dir", str(tmp_path),
+    ], env={"STENOD_MODEL__CACHE_DIR": str(cache_dir)})
+    assert result.exit_code == 0, result.output
+    run = _result(tmp_path).runs[0]
+    assert (run.engine, run.status) == ("whisper.cpp", "ok"), run.error
+    assert run.rtf is not None and run.peak_rss_mb is not None and run.peak_rss_mb > 0
+    assert run.wer is not None and run.wer < 0.5

@@ -25,10 +25,6 @@ from stenod.models import ResolvedModel, resolve_model_or_raise
 
 logger = logging.getLogger(__name__)
 
-GGML_QUANTIZATION = {"int8": "q8_0", "int8_float32": "q8_0", "int8_float16": "q8_0", "float16": "f16", "float32": "f16"}
-"""whisper.cpp weights for a requested compute type: the nearest ggml storage type."""
-
-
 @dataclass(frozen=True, slots=True)
 class BenchConfig:
     """One cell of the grid."""
@@ -62,7 +58,8 @@ def expand_grid(
 
 def prepare_model_or_raise(config: BenchConfig, *, cache_dir: Path, offline: bool) -> ResolvedModel:
     """Resolve ``config.model`` to weights the engine can load; for whisper.cpp, convert a
-    CTranslate2 model to a ggml file in ``cache_dir/ggml`` once.
+    CTranslate2 model to its cached ggml file first (:mod:`stenod.models.ggml_cache`, q8_0 for int8
+    compute types, f16 for float ones), so the conversion is not timed as loading.
 
     Raises:
         ModelNotFoundError: unknown or unavailable model.
@@ -71,19 +68,11 @@ def prepare_model_or_raise(config: BenchConfig, *, cache_dir: Path, offline: boo
     resolved = resolve_model_or_raise(config.model, cache_dir=cache_dir, offline=offline)
     if config.engine != "whisper.cpp" or resolved.format == "ggml":
         return resolved
-    from stenod.errors import ModelLoadError
-    from stenod.models.ggml_convert import GgmlConversionError, convert_ct2_to_ggml
+    from stenod.models.ggml_cache import ensure_ggml_model_or_raise, ggml_quantization_for
 
-    quant = GGML_QUANTIZATION.get(config.compute_type, "f16")
-    out = cache_dir / "ggml" / f"{Path(config.model).name}-{quant}.bin"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        logger.info("converting %s to ggml %s at %s", config.model, quant, out)
-        try:
-            convert_ct2_to_ggml(resolved.path, out, quantize=quant)  # type: ignore[arg-type]
-        except GgmlConversionError as exc:
-            raise ModelLoadError(f"could not convert {config.model} to ggml: {exc}") from exc
-    return ResolvedModel(resolved.name, out, "ggml", resolved.source, resolved.multilingual)
+    return ensure_ggml_model_or_raise(
+        resolved, cache_dir=cache_dir, quantize=ggml_quantization_for(config.compute_type)
+    )
 
 
 def _error(config: BenchConfig, message: str, gpu_name: str | None, wall_s: float = 0.0) -> EngineRun:
