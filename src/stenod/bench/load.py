@@ -284,18 +284,32 @@ async def run_load(
     items: Sequence[LoadItem],
     concurrencies: Sequence[int],
     *,
-    on_level: Callable[[LoadLevel], None] | None = None,
+    on_level: Callable[[LoadLevel, list[RequestRecord]], None] | None = None,
 ) -> list[LoadLevel]:
     """Check the endpoint once, then run each concurrency level in turn.
 
+    A level in which every request failed to connect (the server went away) ends the run; a level
+    of only HTTP errors (say 429 under overload) is recorded and the next level runs.
+
     Raises:
-        EndpointUnreachableError: nothing answers at ``options.url``.
+        EndpointUnreachableError: nothing answers at ``options.url``, before or during the run.
     """
     await check_reachable_or_raise(options)
     levels: list[LoadLevel] = []
     for c in concurrencies:
-        level, _ = await run_level(options, items, c)
+        level, records = await run_level(options, items, c)
         levels.append(level)
         if on_level is not None:
-            on_level(level)
+            on_level(level, records)
+        if level.ok == 0 and set(level.status_counts) <= {CONNECT_ERROR}:
+            detail = next((r.detail for r in records if r.detail), "connection failed")
+            raise EndpointUnreachableError(f"lost {options.url} at concurrency {c}: {detail}")
     return levels
+
+
+def failure_summary(levels: Sequence[LoadLevel]) -> str:
+    """``"503 x3, timeout x1"``: every non-200 outcome over all levels."""
+    counts: Counter[str] = Counter()
+    for level in levels:
+        counts.update({k: v for k, v in level.status_counts.items() if k != "200"})
+    return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))

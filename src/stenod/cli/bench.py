@@ -277,8 +277,14 @@ def server_command(
 
     from stenod.audio import probe_audio
     from stenod.bench.host import host_info
-    from stenod.bench.load import EndpointUnreachableError, LoadItem, LoadOptions, is_loopback_url, run_level
-    from stenod.bench.load import check_reachable_or_raise
+    from stenod.bench.load import (
+        EndpointUnreachableError,
+        LoadItem,
+        LoadOptions,
+        failure_summary,
+        is_loopback_url,
+        run_load,
+    )
     from stenod.bench.report import server_markdown
     from stenod.bench.schema import BenchFile, ServerBenchResult, ServerBenchSettings
     from stenod.errors import StenodError
@@ -311,30 +317,23 @@ def server_command(
     options = LoadOptions(url=url, api=api, model=model, language=language, max_requests=requests,  # type: ignore[arg-type]
                           max_duration_s=duration, request_timeout_s=request_timeout, api_key=api_key)
 
-    async def run_all() -> list:  # type: ignore[type-arg]
-        await check_reachable_or_raise(options)
-        out = []
-        for c in levels_wanted:
-            level, records = await run_level(options, items, c)
-            out.append(level)
-            lat = level.latency_s
-            stderr.print(
-                f"  concurrency {c}: {level.ok}/{level.requests} ok, {level.throughput_audio_s_per_s:.2f} audio s/s"
-                + (f", p50 {lat.p50:.2f} s, p95 {lat.p95:.2f} s" if lat else "")
-                + (f", errors {dict((k, v) for k, v in level.status_counts.items() if k != '200')}" if level.errors else "")
-            )
-            if level.ok == 0:
-                detail = next((r.detail for r in records if r.detail), None)
-                statuses = ", ".join(f"{k} x{v}" for k, v in level.status_counts.items())
-                raise EndpointUnreachableError(
-                    f"no request to {url} succeeded at concurrency {c} ({statuses})" + (f": {detail}" if detail else "")
-                )
-        return out
+    last_detail: list[str] = []
+
+    def on_level(level, records) -> None:  # type: ignore[no-untyped-def]
+        lat = level.latency_s
+        errors = {k: v for k, v in level.status_counts.items() if k != "200"}
+        stderr.print(
+            f"  concurrency {level.concurrency}: {level.ok}/{level.requests} ok, "
+            f"{level.throughput_audio_s_per_s:.2f} audio s/s"
+            + (f", p50 {lat.p50:.2f} s, p95 {lat.p95:.2f} s" if lat else "")
+            + (f", errors {errors}" if errors else "")
+        )
+        last_detail[:] = [r.detail for r in records if r.detail][:1] or last_detail
 
     stderr.print(f"load test of {url} ({api}): levels {levels_wanted}, at most {requests} requests or "
                  f"{duration:g} s each, {len(items)} files")
     try:
-        levels = asyncio.run(run_all())
+        levels = asyncio.run(run_load(options, items, levels_wanted, on_level=on_level))
     except EndpointUnreachableError as exc:
         fail(str(exc))
     result = ServerBenchResult(
@@ -346,6 +345,9 @@ def server_command(
     markdown = server_markdown(result)
     _write_outputs(result, markdown, _output_dir(output_dir, "server"), plots=plots)
     typer.echo(markdown)
+    if not any(level.ok for level in levels):
+        fail(f"no request to {url} succeeded ({failure_summary(levels)})"
+             + (f": {last_detail[0]}" if last_detail else ""))
 
 
 @bench_app.command("recommend")
