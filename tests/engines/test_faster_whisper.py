@@ -39,6 +39,7 @@ def test_temperature_schedule() -> None:
     "signal", [silence(60.0), white_noise(60.0, amplitude=0.1)], ids=["digital-silence", "white-noise"]
 )
 def test_non_speech_gives_empty_text(base_engine: object, signal: np.ndarray) -> None:
+    # Default options: VAD turns itself on for 60 s. Without it base says "you you" to silence.
     transcript = base_engine.transcribe(signal, TranscriptionOptions(language="en"))  # type: ignore[attr-defined]
     assert transcript.text == ""
     assert transcript.duration == pytest.approx(60.0)
