@@ -86,3 +86,12 @@ def test_info_unknown(run) -> None:  # type: ignore[no-untyped-def]
     assert result.exit_code == 1
     assert "unknown model 'no-such-model'" in result.stderr
     assert result.stdout == ""
+
+
+def test_list_with_unwritable_cache(tmp_path: Path) -> None:
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(app, ["models", "list"], env={"STENOD_MODEL__CACHE_DIR": str(blocker)})
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.stderr.startswith("error: cannot assemble bundled model 'base' into ")
+    assert len(result.stderr.splitlines()) == 1

@@ -171,6 +171,16 @@ def test_path_that_is_not_a_model(tmp_path: Path, cache_dir: Path) -> None:
                                      "(model.bin, config.json, tokenizer.json) or a whisper.cpp ggml .bin file"]
 
 
+def test_unwritable_cache_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    result = stenod("transcribe", str(SHORT), cache_dir=blocker)
+    assert result.returncode == 1 and result.stdout == ""
+    assert_clean_stderr(result.stderr)
+    (line,) = errors(result.stderr)
+    assert line.startswith(f"error: cannot assemble bundled model 'base' into {blocker}/models/")
+
+
 # --- bad input: one run with every bad file and a good one in the middle ----------------------
 
 BAD_CASES = {

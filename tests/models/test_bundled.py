@@ -80,3 +80,11 @@ def test_damaged_parts_fail_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (folder,) = (cache / "models").iterdir()
     assert not (folder / "model.bin").exists()
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("a file where the cache folder should be")
+    with pytest.raises(ModelLoadError, match=r"cannot assemble bundled model 'base' into .*: Not a directory; "
+                                             r"set model.cache_dir \(STENOD_MODEL__CACHE_DIR\) to a writable folder"):
+        bundled_model_path("base", not_a_dir)

@@ -32,8 +32,11 @@ def list_command(
 ) -> None:
     """Models known to stenod: source, where the weights are, size, languages, default."""
     settings = build_settings(config)
-    entries = [e for e in list_models(default=settings.model.name, cache_dir=settings.model.cache_dir)
-               if all_models or e.available or e.default]
+    try:
+        known = list_models(default=settings.model.name, cache_dir=settings.model.cache_dir)
+    except StenodError as exc:  # e.g. bundled base cannot be assembled into the cache folder
+        fail(exc.message)
+    entries = [e for e in known if all_models or e.available or e.default]
     if as_json:
         typer.echo(json.dumps([asdict(e) for e in entries], indent=2))
         return

