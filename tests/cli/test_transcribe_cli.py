@@ -106,6 +106,27 @@ def test_output_dir_writes_every_format(tmp_path: Path, cache_dir: Path) -> None
     assert (out / "quiet.vtt").read_text() == "WEBVTT\n\n"
 
 
+def test_output_dir_that_is_a_file(tmp_path: Path, cache_dir: Path) -> None:
+    blocker = tmp_path / "out"
+    blocker.write_text("a file")
+    result = stenod("transcribe", "-m", "tiny.en", "-o", str(blocker), str(SHORT), cache_dir=cache_dir)
+    assert result.returncode == 1 and result.stdout == ""
+    assert_clean_stderr(result.stderr)
+    assert errors(result.stderr) == [f"error: cannot create output folder {blocker}: File exists"]
+
+
+def test_unwritable_output_file_fails_that_file_only(tmp_path: Path, cache_dir: Path) -> None:
+    out = tmp_path / "out"
+    (out / "LJ001-0002.txt").mkdir(parents=True)  # something already sits where the output goes
+    result = stenod("transcribe", "-m", "tiny.en", "-o", str(out), str(SHORT), str(JFK), cache_dir=cache_dir)
+    assert result.returncode == 1
+    assert_clean_stderr(result.stderr)
+    assert errors(result.stderr) == [f"error: {SHORT}: cannot write output to {out}: Is a directory"]
+    assert normalize((out / "jfk.txt").read_text()) == normalize(JFK_TEXT)
+    assert sorted(p.name for p in out.iterdir()) == ["LJ001-0002.txt", "jfk.txt"]  # no temp files left
+    assert list(summaries(result.stderr)) == ["jfk.flac"]
+
+
 def test_decoding_flags(cache_dir: Path) -> None:
     result = stenod(
         "transcribe", "-m", "tiny.en", "--language", "en", "--task", "transcribe", "--beam-size", "2",

@@ -60,6 +60,11 @@ def transcribe_command(
     if task not in ("transcribe", "translate"):
         fail(f"--task must be transcribe or translate, not {task!r}", code=2)
     formats = parse_formats(output_format)
+    if output_dir is not None:  # before the model loads: a bad folder should not cost a load
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fail(f"cannot create output folder {output_dir}: {exc.strerror or exc}")
     settings = build_settings(
         config,
         model={"name": model, "engine": engine, "threads": threads, "compute_type": compute_type,
@@ -88,7 +93,12 @@ def transcribe_command(
                 report_error(exc, subject=path)
                 failures += 1
                 continue
-            _emit(result, path, formats, output_dir, word_timestamps)
+            try:
+                _emit(result, path, formats, output_dir, word_timestamps)
+            except OSError as exc:  # disk full, folder removed or made read-only mid-run
+                report_error(StenodError(f"cannot write output to {output_dir}: {exc.strerror or exc}"), subject=path)
+                failures += 1
+                continue
             _summary(path, result)
     finally:
         engine_obj.close()
