@@ -96,7 +96,8 @@ def transcribe_command(
             try:
                 _emit(result, path, formats, output_dir, word_timestamps)
             except OSError as exc:  # disk full, folder removed or made read-only mid-run
-                report_error(StenodError(f"cannot write output to {output_dir}: {exc.strerror or exc}"), subject=path)
+                target = output_dir or "stdout"
+                report_error(StenodError(f"cannot write output to {target}: {exc.strerror or exc}"), subject=path)
                 failures += 1
                 continue
             _summary(path, result)
