@@ -138,14 +138,18 @@ class _Reporter:
         self.console.print(message, highlight=False)
 
 
+SERVER_DEFAULT_MODEL = "whisper-1"
+"""Sent with --server when no --model is given: OpenAI's name, which stenod serve maps to its default."""
+
+
 def _make_runner(
-    settings: Settings, *, server: str | None, language: str | None, task: str, options: TranscriptionOptions,
-    pending: int,
+    settings: Settings, *, server: str | None, server_model: str | None, language: str | None, task: str,
+    options: TranscriptionOptions, pending: int,
 ) -> Runner:
     b = settings.batch
     if server:
         client = ServerClient(ServerOptions(
-            base_url=server, model=settings.model.name, language=language, task=task,  # type: ignore[arg-type]
+            base_url=server, model=server_model or SERVER_DEFAULT_MODEL, language=language, task=task,  # type: ignore[arg-type]
             concurrency=b.server_concurrency, retries=b.server_retries, backoff_s=b.server_backoff_s,
             max_backoff_s=b.server_max_backoff_s, timeout_s=b.server_timeout_s,
             api_key=b.server_api_key.get_secret_value() if b.server_api_key else None,
@@ -176,7 +180,7 @@ def batch_command(
     workers: Annotated[int | None, typer.Option("--workers", "-w", min=0, help="Local worker processes, each loading the model once (0 = choose from the cores).")] = None,
     threads: Annotated[int | None, typer.Option("--threads", "-t", min=0, help="CPU threads per worker (0 = cores // workers).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=0, help="Use one process with faster-whisper's batched pipeline, this many windows at once.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="base, tiny.en, a hub name, a model folder or a ggml file (with --server: the server's model name).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="base, tiny.en, a hub name, a model folder or a ggml file (with --server: the name sent; default: the server's default model).")] = None,
     engine: Annotated[str | None, typer.Option("--engine", help="auto, faster-whisper or whisper.cpp.")] = None,
     compute_type: Annotated[str | None, typer.Option("--compute-type", help="auto, int8, float32, float16.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
@@ -231,8 +235,8 @@ def batch_command(
         stderr.print(f"stenod batch: no recordings found in {input_dir}"
                      + ("" if recursive else " (use --recursive for sub-folders)"), highlight=False)
     try:
-        runner = _make_runner(settings, server=server, language=lang, task=task, options=options,
-                              pending=len(plan.pending))
+        runner = _make_runner(settings, server=server, server_model=model, language=lang, task=task,
+                              options=options, pending=len(plan.pending))
     except StenodError as exc:
         fail(exc.message, code=EXIT_FAILED)
 
