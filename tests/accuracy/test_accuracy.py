@@ -6,12 +6,14 @@ decoding, resampling or options shows up while run-to-run noise does not.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
-from tests.conftest import JFK, JFK_TEXT, corpus_set
-from tests.wer_utils import normalize, wer
 
 from stenod.audio.decode import decode_audio
 from stenod.engines import TranscriptionOptions
+from tests.conftest import JFK, JFK_TEXT, corpus_set
+from tests.wer_utils import normalize, wer
 
 pytestmark = pytest.mark.accuracy
 
@@ -31,10 +33,14 @@ def _set_wer(engine: object, name: str) -> float:
     ("corpus", "max_wer"),
     [("librispeech-clean100-a", 0.07), ("ljspeech-lj001", 0.085)],
 )
-def test_base_corpus_wer(base_engine: object, corpus: str, max_wer: float) -> None:
-    wer = _set_wer(base_engine, corpus)
-    print(f"\nWER base {corpus}: {wer:.2%}")
-    assert wer <= max_wer
+def test_base_corpus_wer(
+    base_engine: object, corpus: str, max_wer: float, record_property: Callable[[str, object], None]
+) -> None:
+    assert base_engine.info().compute_type == "int8"  # type: ignore[attr-defined]
+    rate = _set_wer(base_engine, corpus)
+    record_property("wer", rate)
+    print(f"\nWER base {corpus}: {rate:.2%}")
+    assert rate <= max_wer
 
 
 @pytest.mark.parametrize("engine_fixture", ["base_engine", "tiny_engine"])

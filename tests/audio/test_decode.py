@@ -10,14 +10,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
+from stenod.audio.decode import decode_audio, probe_audio
+from stenod.engines import TranscriptionOptions
+from stenod.errors import AudioDecodeError, AudioTooLongError, EmptyAudioError
 from tests.conftest import CORPUS, JFK, JFK_TEXT
 from tests.media import text_file, truncated_copy, write_wav, zero_length_wav
 from tests.synth import encode
 from tests.wer_utils import normalize, wer
-
-from stenod.audio.decode import SAMPLE_RATE, decode_audio, probe_audio
-from stenod.engines import TranscriptionOptions
-from stenod.errors import AudioDecodeError, AudioTooLongError, EmptyAudioError
 
 # One file for each (container, codec, sample rate, channels) the corpus holds.
 CORPUS_KINDS = {
