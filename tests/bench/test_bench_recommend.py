@@ -96,3 +96,14 @@ def test_server_result_is_refused(tmp_path: Path, server_result: Callable[..., o
     result = CliRunner().invoke(app, ["bench", "recommend", str(path)])
     assert result.exit_code == 2
     assert "needs a `stenod bench engines` result" in result.output
+
+
+def test_equal_machine_count_prefers_lower_wer_over_lower_latency(
+    tmp_path: Path, engine_result: Callable[..., object]
+) -> None:
+    path = tmp_path / "tie.json"
+    # both need one machine for 5 audio h/h; tiny is faster, base is 0.3 points more accurate
+    path.write_text(engine_result([("tiny.en", "int8", 1, 0.10, 300.0, 0.044),
+                                   ("base", "int8", 1, 0.15, 400.0, 0.041)]).model_dump_json())  # type: ignore[attr-defined]
+    _, rec = _recommend(path, "--target-audio-hours-per-hour", "5")
+    assert rec["chosen"]["model"] == "base" and rec["chosen"]["machines"] == 1

@@ -21,7 +21,7 @@ device, compute type, threads ``t``) on a machine with ``cores`` cores:
 
 Among configurations that fit, the one with the lowest WER wins; configurations within
 ``wer_tolerance`` of that WER are treated as equally accurate, and the one needing the fewest
-machines (then lowest latency, then least memory) is chosen. Verify the choice with
+machines is chosen (ties: lower WER, then lower latency, then less memory). Verify the choice with
 ``stenod bench server`` against a real deployment: that measures concurrency effects directly.
 """
 
@@ -138,7 +138,9 @@ def recommend(result: EngineBenchResult, target: SizingTarget) -> Recommendation
     else:
         eligible = fitting
         reasons.append("no WER measured (no references): choosing on capacity alone")
-    chosen = min(eligible, key=lambda c: (c.machines, c.latency_s, c.memory_mb, -c.capacity_audio_s_per_s))
+    chosen = min(eligible, key=lambda c: (
+        c.machines, c.run.wer if c.run.wer is not None else math.inf, c.latency_s, c.memory_mb,
+    ))
     r = chosen.run
     assert r.rtf is not None  # noqa: S101
     reasons.append(
