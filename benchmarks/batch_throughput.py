@@ -7,8 +7,9 @@ and model loading are included) in three configurations on the same files:
 - ``N workers``: one single-thread worker per core;
 - ``batched``: one process, every core, faster-whisper's BatchedInferencePipeline (``--batch-size``).
 
-Configurations are interleaved per (model, set) so that load from other processes on a shared
-machine hits them alike; read the results as side-by-side ratios. Writes a JSON result and prints a
+Configurations are interleaved per (model, set), and with ``--rounds`` > 1 every other round runs
+them in reverse order, so that load from other processes on a shared machine hits them alike; read
+the results as side-by-side ratios within a round. Writes a JSON result and prints a
 Markdown table.
 
     python benchmarks/batch_throughput.py --models tiny.en,base \\
@@ -80,17 +81,16 @@ def run_one(stenod: str, input_dir: Path, out: Path, model: str, extra: list[str
 
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| set | model | configuration | files | audio s | wall s | x real time | vs 1 worker | per-file RTF |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| round | set | model | configuration | files | audio s | wall s | x real time | vs 1 worker | per-file RTF |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    base: dict[tuple[str, str], float] = {}
+    base = {(r["round"], r["set"], r["model"]): r["end_to_end_audio_x"] for r in results
+            if r["configuration"] == "1 worker"}
     for r in results:
-        key = (r["set"], r["model"])
-        if r["configuration"] == "1 worker":
-            base[key] = r["end_to_end_audio_x"]
+        key = (r["round"], r["set"], r["model"])
         ratio = r["end_to_end_audio_x"] / base[key] if base.get(key) else float("nan")
         lines.append(
-            f"| {r['set']} | {r['model']} | {r['configuration']} | {r['files_ok']} | {r['audio_s']:.0f} | "
+            f"| {r['round']} | {r['set']} | {r['model']} | {r['configuration']} | {r['files_ok']} | {r['audio_s']:.0f} | "
             f"{r['process_s']:.1f} | {r['end_to_end_audio_x']:.1f} | {ratio:.2f} | {r['overall_rtf']:.3f} |"
         )
     return "\n".join(lines)
@@ -103,6 +103,7 @@ def main() -> int:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--limit", type=int, default=0, help="First N files of each set (0 = all).")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=1, help="Repeat; odd rounds run the configurations in reverse.")
     parser.add_argument("--output", type=Path, default=REPO / "bench-results" / "batch-throughput.json")
     args = parser.parse_args()
 
@@ -114,14 +115,16 @@ def main() -> int:
         for set_name in args.sets.split(","):
             input_dir = Path(tmp) / set_name
             n_files = link_files(args.corpus / set_name / "audio", input_dir, args.limit)
-            for model in args.models.split(","):
-                for name, extra in configurations(cores, args.batch_size):
-                    out = Path(tmp) / "out" / f"{set_name}-{model}-{len(results)}"
-                    r = run_one(stenod, input_dir, out, model, extra)
-                    r.update(set=set_name, model=model, configuration=name, files=n_files)
-                    results.append(r)
-                    print(f"{set_name} {model} {name}: {r['end_to_end_audio_x']:.1f}x real time "
-                          f"({r['process_s']:.1f} s)", file=sys.stderr, flush=True)
+            for round_no in range(1, args.rounds + 1):
+                for model in args.models.split(","):
+                    configs = configurations(cores, args.batch_size)
+                    for name, extra in (configs if round_no % 2 else configs[::-1]):
+                        out = Path(tmp) / "out" / f"{set_name}-{model}-{len(results)}"
+                        r = run_one(stenod, input_dir, out, model, extra)
+                        r.update(round=round_no, set=set_name, model=model, configuration=name, files=n_files)
+                        results.append(r)
+                        print(f"round {round_no} {set_name} {model} {name}: {r['end_to_end_audio_x']:.1f}x real "
+                              f"time ({r['process_s']:.1f} s)", file=sys.stderr, flush=True)
     report = {
         "benchmark": "batch_throughput",
         "argv": sys.argv,
