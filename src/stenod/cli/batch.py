@@ -110,12 +110,15 @@ class _Reporter:
         estimate = sum(known) / len(known) * len(pending)
         with self._lock:
             self.progress.update(self._task, total=max(estimate, self._audio_done_s))
+            self.progress.update(self._task, audio=self._audio_text())
 
     def _files_text(self) -> str:
         return f"{self._done}/{self._total} files"
 
     def _audio_text(self) -> str:
-        return f"{self._audio_done_s / 3600:.2f} h audio"
+        total = self.progress.tasks[0].total if self._task is not None else None
+        of = f" of ~{total / 3600:.2f}" if total else ""
+        return f"{self._audio_done_s / 3600:.2f}{of} h audio"
 
     def file_finished(self, source: SourceFile, result: FileResult) -> None:
         with self._lock:
