@@ -132,3 +132,16 @@ def test_bad_usage_exits_2(args: list[str], message: str, tmp_path: Path) -> Non
     result = CliRunner().invoke(app, ["batch", *argv])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_batch_size_runs_one_process_with_the_batched_pipeline(tmp_path: Path, cache_dir: Path) -> None:
+    src = make_good_dir(tmp_path / "in", {"1.flac": LIBRI / "1447-130550-0000.flac",
+                                          "2.wav": MISC / "sense_and_sensibility_01_austen_64kb-0880.wav"})
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["batch", str(src), "-o", str(out), "-m", "tiny.en", "--batch-size", "4",
+                                      "--formats", "vtt"],
+                                env={"STENOD_MODEL__CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"})
+    assert result.exit_code == 0, result.output
+    assert "batched pipeline batch size 4" in result.output
+    assert "He was not" in (out / "2.vtt").read_text()
+    assert json.loads((out / "summary.json").read_text())["files_ok"] == 2

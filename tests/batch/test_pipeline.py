@@ -30,7 +30,7 @@ def _run(engine: object, cache_dir: Path, src: Path, out: Path, *, retry_failed:
     manifest = Manifest(manifest_path(out))
     plan = plan_batch(discover_audio(src, recursive=recursive, exclude=out), manifest, input_dir=src,
                       output_dir=out, formats=FORMATS, retry_failed=retry_failed)
-    return run_batch(plan, InProcessRunner.with_engine(engine, config), manifest)  # type: ignore[arg-type]
+    return run_batch(plan, InProcessRunner(config, engine=engine), manifest)  # type: ignore[arg-type]
 
 
 def _finished_at(out: Path) -> dict[str, str]:

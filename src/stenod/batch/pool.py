@@ -186,21 +186,17 @@ class InProcessRunner:
     """One engine in this process, all threads on one file at a time; with ``batch_size`` > 1 the
     engine decodes up to that many VAD-cut windows of the file in one batch."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, *, engine: Engine | None = None) -> None:
+        """Args:
+            config: model, options and threads; the engine is loaded on the first file.
+            engine: an already-loaded engine to use instead (tests, embedding); it is not closed
+                by :meth:`shutdown`.
+        """
         self._config = config
-        self._engine: Engine | None = None
+        self._engine = engine
+        self._owns_engine = engine is None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stenod-batch")
         self._cancel = threading.Event()
-
-    @classmethod
-    def with_engine(cls, engine: Engine, config: WorkerConfig) -> InProcessRunner:
-        """Use an already-loaded engine (tests, embedding); :meth:`shutdown` will not close it."""
-        runner = cls(config)
-        runner._engine = engine
-        runner._owns_engine = False
-        return runner
-
-    _owns_engine: bool = True
 
     @property
     def capacity(self) -> int:
