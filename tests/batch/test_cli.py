@@ -124,6 +124,7 @@ def test_second_ctrl_c_abandons_in_flight_files_without_partial_outputs(tmp_path
         (["{src}", "-o", "{out}", "--language", "klingon"], "unknown language code"),
         (["{src}", "-o", "{out}", "--task", "summarize"], "--task must be transcribe or translate"),
         (["{src}", "-o", "{out}", "--server", "http://x", "--batch-size", "8"], "cannot be combined with --server"),
+        (["{src}", "-o", "{out}", "--model", "no-such-model-anywhere"], "no-such-model-anywhere"),
     ],
 )
 def test_bad_usage_exits_2(args: list[str], message: str, tmp_path: Path) -> None:

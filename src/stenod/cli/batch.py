@@ -42,7 +42,7 @@ from stenod.cli.common import ConfigOption, build_settings, configure_cli_loggin
 from stenod.cli.transcribe import parse_formats
 from stenod.engines import TranscriptionOptions, cpu_count, plan_cpu, temperature_schedule
 from stenod.engines.languages import normalize_language_or_raise
-from stenod.errors import StenodError
+from stenod.errors import ModelNotFoundError, StenodError
 from stenod.formats import ResponseFormat
 from stenod.models import resolve_model_or_raise
 from stenod.settings import Settings
@@ -230,16 +230,20 @@ def batch_command(
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         fail(f"{output_dir}: cannot create the output folder ({exc.strerror or exc})", code=EXIT_USAGE)
-    sources = discover_audio(input_dir, recursive=recursive, exclude=output_dir)
-    manifest = Manifest(manifest_path(output_dir))
-    plan = plan_batch(sources, manifest, input_dir=input_dir.resolve(), output_dir=output_dir,
-                      formats=fmt_list, retry_failed=retry_failed)
-    if not sources:
-        stderr.print(f"stenod batch: no recordings found in {input_dir}"
-                     + ("" if recursive else " (use --recursive for sub-folders)"), highlight=False)
-    try:
+    try:  # scanning 10,000 files takes a moment; Ctrl-C here has nothing to save
+        sources = discover_audio(input_dir, recursive=recursive, exclude=output_dir)
+        manifest = Manifest(manifest_path(output_dir))
+        plan = plan_batch(sources, manifest, input_dir=input_dir.resolve(), output_dir=output_dir,
+                          formats=fmt_list, retry_failed=retry_failed)
+        if not sources:
+            stderr.print(f"stenod batch: no recordings found in {input_dir}"
+                         + ("" if recursive else " (use --recursive for sub-folders)"), highlight=False)
         runner = _make_runner(settings, server=server, server_model=model, language=lang, task=task,
                               options=options, pending=len(plan.pending))
+    except KeyboardInterrupt:
+        fail("interrupted before any file was started", code=EXIT_SIGINT)
+    except ModelNotFoundError as exc:
+        fail(exc.message, code=EXIT_USAGE)
     except StenodError as exc:
         fail(exc.message, code=EXIT_FAILED)
 
