@@ -8,11 +8,18 @@ import tempfile
 from pathlib import Path
 
 
+_file_mode: int | None = None
+
+
 def _default_file_mode() -> int:
-    # mkstemp creates 0600 files; outputs should get the mode open() would give them (0666 & ~umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    """The mode ``open()`` would give a new file (0666 & ~umask); mkstemp's is 0600. Read once:
+    reading the umask means setting it, which must not race with other threads more than once."""
+    global _file_mode
+    if _file_mode is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        _file_mode = 0o666 & ~umask
+    return _file_mode
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
