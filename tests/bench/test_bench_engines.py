@@ -140,3 +140,18 @@ def test_whisper_cpp_engine_is_measured_on_converted_weights(tmp_path: Path, cac
     assert (run.engine, run.status) == ("whisper.cpp", "ok"), run.error
     assert run.rtf is not None and run.peak_rss_mb is not None and run.peak_rss_mb > 0
     assert run.wer is not None and run.wer < 0.5
+
+
+def test_cuda_without_a_gpu_is_an_error_row(tmp_path: Path, cache_dir: Path) -> None:
+    from stenod.bench.host import gpu_names
+
+    if gpu_names():
+        pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(app, [
+        "bench", "engines", "--models", "tiny.en", "--devices", "cuda", "--threads", "1",
+        "--compute-types", "float16", "--file", str(SHORT_LIBRISPEECH), "--no-plots", "--output-dir", str(tmp_path),
+    ], env={"STENOD_MODEL__CACHE_DIR": str(cache_dir)})
+    assert result.exit_code == 1
+    assert "no CUDA device found" in result.output
+    run = _result(tmp_path).runs[0]
+    assert (run.device, run.status, run.gpu_name) == ("cuda", "error", None)

@@ -101,7 +101,7 @@ def test_errors_are_counted_by_status_and_wer_is_scored(echo_server: Callable[..
 def test_cli_writes_json_markdown_and_plot(echo_server: Callable[..., str], tmp_path: Path) -> None:
     url = echo_server(delay_s=0.02, fail_every=5, fail_status=500)
     proc = _bench_server("--url", url, "--api", "whispercpp", "--concurrency", "1,2", "--file", str(JFK),
-                         "--requests", "10", "--duration", "20", "-o", str(tmp_path))
+                         "--requests", "10", "--duration", "20", "--api-key", "sk-secret-123", "-o", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     result = load_result_or_raise((tmp_path / "result.json").read_text())
     assert isinstance(result, ServerBenchResult)
@@ -112,7 +112,10 @@ def test_cli_writes_json_markdown_and_plot(echo_server: Callable[..., str], tmp_
     assert result.settings.api == "whispercpp"
     assert "| 1 | 10 | 8 | 500: 2 |" in proc.stdout
     assert (tmp_path / "load_vs_concurrency.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((tmp_path / "result.json").read_text())["kind"] == "server"
+    raw = (tmp_path / "result.json").read_text()
+    assert json.loads(raw)["kind"] == "server"
+    assert "sk-secret-123" not in raw  # the key is sent, never recorded
+    assert result.command.startswith("stenod bench server --url http://127.0.0.1:")
 
 
 def test_all_requests_failing_is_an_error(echo_server: Callable[..., str], tmp_path: Path) -> None:
