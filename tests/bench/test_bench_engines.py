@@ -155,3 +155,22 @@ def test_cuda_without_a_gpu_is_an_error_row(tmp_path: Path, cache_dir: Path) -> 
     assert "no CUDA device found" in result.output
     run = _result(tmp_path).runs[0]
     assert (run.device, run.status, run.gpu_name) == ("cuda", "error", None)
+
+
+@pytest.mark.slow
+def test_int8_costs_less_cpu_and_memory_than_float32_at_equal_accuracy(tmp_path: Path, cache_dir: Path) -> None:
+    """The measurement behind the CPU default compute type (docs/BENCHMARKS.md), on CPU time,
+    which holds on a shared machine where wall-clock RTF does not."""
+    result = CliRunner().invoke(app, [
+        "bench", "engines", "--models", "tiny.en", "--threads", "1", "--compute-types", "int8,float32",
+        "--corpus", str(CORPUS / "librispeech-clean100-a"), "--limit", "4", "--file", str(JFK),
+        "--repeats", "2", "--no-plots", "--output-dir", str(tmp_path),
+    ], env={"STENOD_MODEL__CACHE_DIR": str(cache_dir)})
+    assert result.exit_code == 0, result.output
+    int8, float32 = _result(tmp_path).runs
+    assert int8.cpu_rtf is not None and float32.cpu_rtf is not None
+    assert int8.cpu_rtf.median < float32.cpu_rtf.median
+    assert int8.peak_rss_mb is not None and float32.peak_rss_mb is not None
+    assert int8.peak_rss_mb < float32.peak_rss_mb
+    assert int8.wer is not None and float32.wer is not None
+    assert abs(int8.wer - float32.wer) < 0.02
