@@ -6,13 +6,14 @@ Each bundled CTranslate2 model is converted once to ggml f16, q8_0 and q5_0 (the
 the whisper.cpp engine uses), then every configuration runs in a fresh worker process through the
 benchmark tool's own machinery (:func:`stenod.bench.matrix.run_config`, so numbers match
 ``stenod bench engines``): faster-whisper int8 and float32, whisper.cpp f16, q8_0 and q5_0, at
-each thread count. Configurations run one after another, interleaved per model and thread count
-so that drift in machine load hits every engine alike. ``stenod bench engines`` cannot express
+each thread count. Configurations run one after another, every engine of one model and thread
+count back to back, so that drift in machine load hits them alike. ``stenod bench engines`` cannot express
 q5_0 (its compute types are CTranslate2's), hence this script.
 
 Writes ``<output-dir>/runs.json`` (the EngineRun records) and ``<output-dir>/table.md`` (a
 markdown table with ratios against faster-whisper int8 at the same model and threads) and prints
-the table.
+the table. Both files are rewritten after every configuration, so a run that is stopped early
+keeps what it measured.
 """
 
 from __future__ import annotations
@@ -75,13 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     threads = [int(t) for t in args.threads.split(",")]
     args.output_dir.mkdir(parents=True, exist_ok=True)
 
-    cells: list[tuple[str, Variant, int, BenchConfig, float]] = []
+    models: dict[str, tuple[Path, dict[str, Path]]] = {}
     for name in args.models.split(","):
         resolved = resolve_model_or_raise(name, cache_dir=cache_dir, offline=offline)
         paths = {"int8": resolved.path, "float32": resolved.path}
         for quant in ("f16", "q8_0", "q5_0"):
             paths[quant] = ensure_ggml_model_or_raise(resolved, cache_dir=cache_dir, quantize=quant).path  # type: ignore[arg-type]
-        for t in threads:
+        models[name] = (resolved.path, paths)
+    # Thread count outermost: every 1-thread cell first, so a run cut short still compares
+    # every engine and weight type at the same thread count.
+    cells: list[tuple[str, Variant, int, BenchConfig, float]] = []
+    for t in threads:
+        for name, (_, paths) in models.items():
             for v in VARIANTS:
                 if v.engine == "faster-whisper":
                     config = BenchConfig(name, v.engine, "cpu", v.weights, t)
@@ -102,14 +108,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:8} {v.engine:15} {v.weights:8} t={t}: {run.status} RTF {rtf:.3f} "
               f"WER {run.wer if run.wer is not None else float('nan'):.4f} ({time.perf_counter() - started:.0f} s)",
               file=sys.stderr, flush=True)
+        _write(args.output_dir, runs, files=len(items))  # after every cell: a cut-short run keeps its results
 
-    (args.output_dir / "runs.json").write_text(json.dumps(
+    print(_write(args.output_dir, runs, files=len(items)))
+    return 0 if all(r.status == "ok" for *_, r in runs) else 1
+
+
+def _write(output_dir: Path, runs: list[tuple[str, Variant, int, float, EngineRun]], *, files: int) -> str:
+    (output_dir / "runs.json").write_text(json.dumps(
         [{"model": n, "engine": v.engine, "weights": v.weights, "threads": t, "file_mb": round(s, 1),
           "run": r.model_dump(mode="json")} for n, v, t, s, r in runs], indent=2))
-    table = _table(runs, files=len(items), audio_s=runs[0][4].audio_s if runs else 0.0)
-    (args.output_dir / "table.md").write_text(table)
-    print(table)
-    return 0 if all(r.status == "ok" for *_, r in runs) else 1
+    table = _table(runs, files=files, audio_s=runs[0][4].audio_s if runs else 0.0)
+    (output_dir / "table.md").write_text(table)
+    return table
 
 
 def _table(runs: list[tuple[str, Variant, int, float, EngineRun]], *, files: int, audio_s: float) -> str:
@@ -118,12 +129,12 @@ def _table(runs: list[tuple[str, Variant, int, float, EngineRun]], *, files: int
         f"{files} files, {audio_s:.0f} s of audio; RTF = median inference time / audio time (lower is faster); "
         "speed vs fw-int8 = faster-whisper int8 RTF / this RTF at the same model and threads (>1 is faster).",
         "",
-        "| model | engine | weights | threads | file MB | RTF | CPU s per audio s | speed vs fw-int8 | peak RSS MB | WER % | load s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | engine | weights | threads | file MB | RTF | CPU s per audio s | speed vs fw-int8 | peak RSS MB | WER % | load s | load avg |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n, v, t, size, r in runs:
         if r.status != "ok" or r.rtf is None:
-            lines.append(f"| {n} | {v.engine} | {v.weights} | {t} | {size:.0f} | error: {r.error} | | | | | |")
+            lines.append(f"| {n} | {v.engine} | {v.weights} | {t} | {size:.0f} | error: {r.error} | | | | | | |")
             continue
         ref = base.get((n, t))
         ratio = f"{ref.rtf.median / r.rtf.median:.2f}x" if ref and ref.rtf and r.rtf.median > 0 else "-"
@@ -132,7 +143,7 @@ def _table(runs: list[tuple[str, Variant, int, float, EngineRun]], *, files: int
         wer = f"{100 * r.wer:.2f}" if r.wer is not None else "-"
         lines.append(
             f"| {n} | {v.engine} | {v.weights} | {t} | {size:.0f} | {r.rtf.median:.3f} | {cpu} | {ratio} | "
-            f"{r.peak_rss_mb or 0:.0f} | {wer} | {r.load_s:.2f} |"
+            f"{r.peak_rss_mb or 0:.0f} | {wer} | {r.load_s:.2f} | {r.load_avg_1m if r.load_avg_1m is not None else '-'} |"
         )
     return "\n".join(lines) + "\n"
 

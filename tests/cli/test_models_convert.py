@@ -42,7 +42,7 @@ def test_convert_bundled_default_name_in_cwd(tmp_path: Path, env: dict[str, str]
     out = tmp_path / "ggml-tiny.en-q5_0.bin"
     info = validate_ggml_file(out)
     assert info.weight_type == "q5_0" and info.hparams.n_vocab == 51864
-    assert f"wrote ggml-tiny.en-q5_0.bin" in result.output and "English-only" in result.output
+    assert "wrote ggml-tiny.en-q5_0.bin" in result.output and "English-only" in result.output
 
 
 def test_convert_folder_to_explicit_output(tmp_path: Path, env: dict[str, str], cache_dir: Path) -> None:

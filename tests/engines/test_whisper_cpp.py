@@ -34,7 +34,9 @@ from stenod.engines.whisper_cpp import WhisperCppEngine  # noqa: E402
 FLEURS = CORPUS / "multilingual-fleurs" / "audio"
 LIBRISPEECH = "librispeech-clean100-a"
 WER_SUBSET_FILES = 20
-"""Default suite: the first 20 files by name, for both engines; the full set is @slow."""
+"""Default suite: the first 20 files by name (221 s of audio), for both engines; the full 50-file
+set, tiny.en and base, is @slow. Measured here: faster-whisper int8 7.88 %, whisper.cpp q8_0
+7.01 % (greedy decoding is deterministic, so this does not flake on one machine)."""
 WER_TOLERANCE = 0.01
 THREADS = 1
 """ggml's worker threads spin while they wait; on 2 shared cores one thread is the fast choice."""
@@ -124,6 +126,7 @@ def _wer_pair(fw_engine: object, wcpp: WhisperCppEngine, limit: int | None) -> t
 
 def test_tiny_en_wer_matches_faster_whisper_on_subset(tiny_engine: object, wcpp_tiny: WhisperCppEngine) -> None:
     fw, cpp = _wer_pair(tiny_engine, wcpp_tiny, WER_SUBSET_FILES)
+    print(f"tiny.en WER on {WER_SUBSET_FILES} files: faster-whisper {fw:.4f}, whisper.cpp q8_0 {cpp:.4f}")
     assert abs(cpp - fw) <= WER_TOLERANCE, f"whisper.cpp WER {cpp:.4f} vs faster-whisper {fw:.4f}"
     assert cpp < 0.15
 
@@ -134,6 +137,7 @@ def test_wer_matches_faster_whisper_on_full_set(model: str, request: pytest.Fixt
     fw_engine = request.getfixturevalue("tiny_engine" if model == "tiny.en" else "base_engine")
     wcpp = request.getfixturevalue("wcpp_tiny" if model == "tiny.en" else "wcpp_base")
     fw, cpp = _wer_pair(fw_engine, wcpp, None)
+    print(f"{model} WER on the full set: faster-whisper {fw:.4f}, whisper.cpp q8_0 {cpp:.4f}")
     assert abs(cpp - fw) <= WER_TOLERANCE, f"{model}: whisper.cpp WER {cpp:.4f} vs faster-whisper {fw:.4f}"
 
 
@@ -279,7 +283,7 @@ def test_exception_in_on_segment_propagates_and_engine_survives(
     with pytest.raises(ClientGone):
         wcpp_tiny.transcribe(jfk_audio, TranscriptionOptions(), on_segment=boom)
     again = wcpp_tiny.transcribe(jfk_audio[: 16_000 * 3], TranscriptionOptions())
-    assert normalize(again.text).startswith("and so my")
+    assert "fellow americans" in normalize(again.text)
 
 
 # -- concurrency ------------------------------------------------------------------------------

@@ -19,8 +19,12 @@ Design choices:
   not safe to share between threads; the binding does not expose ``whisper_init_state`` (which
   would let states share one copy of the weights). ``whisper_full`` releases the GIL, so
   ``config.concurrency`` contexts in a pool run truly in parallel, each holding its own weights:
-  about +110 MB of RSS per extra context for tiny.en q8_0 and +170 MB for base q8_0 (measured,
-  docs/ENGINES.md). ``EngineInfo.max_concurrency`` is the number of contexts.
+  about +110 MB of RSS per extra context for tiny.en q8_0 and +170 MB for base q8_0.
+  ``EngineInfo.max_concurrency`` is the number of contexts. Measured against one context behind
+  a lock (docs/ENGINES.md): the lock with all threads per call wins on quiet cores, but ggml's
+  spinning threads collapse when other processes want the cores, while one thread per context
+  holds up; so the engine follows the CPU plan it is given (the server's default on small
+  machines is one thread per slot).
 - **Cancellation** uses whisper.cpp's abort callback, which ggml polls while it computes the
   encoder graph, so a cancel stops a long file at the latest when the next 30 s window starts
   encoding (usually sooner than the next segment callback); ``CancelledError`` is raised once
@@ -219,7 +223,7 @@ class WhisperCppEngine:
 
         Raises:
             UnsupportedParameterError: translation or a non-English language on an English-only model.
-            CancelledError: ``cancel`` was set (checked between decoder steps).
+            CancelledError: ``cancel`` was set (polled by whisper.cpp's abort callback while encoding).
         """
         self._check_options(options)
         audio = np.ascontiguousarray(audio, dtype=np.float32)
