@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import httpx
 
@@ -59,7 +60,15 @@ def test_request_id_is_returned_and_logged(server: ServerProcess) -> None:
     r = httpx.post(f"{server.url}/v1/audio/transcriptions", files={"file": ("jfk.flac", JFK.read_bytes())},
                    data={"model": "whisper-1"}, headers={"X-Request-ID": rid}, timeout=60)
     assert r.headers["X-Request-ID"] == rid
-    lines = [json.loads(line) for line in server.log().splitlines() if rid in line]
+
+    def logged() -> list[dict]:
+        return [json.loads(line) for line in server.log().splitlines() if rid in line]
+
+    # The access line is written just after the response is sent: poll, don't race it.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any("POST /v1" in line["event"] for line in logged()):
+        time.sleep(0.05)
+    lines = logged()
     events = " | ".join(line["event"] for line in lines)
     assert all(line["request_id"] == rid for line in lines)
     assert "transcribed" in events and "POST /v1/audio/transcriptions 200" in events

