@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.api.conftest import ServerProcess, start_server
 from tests.conftest import CORPUS, JFK

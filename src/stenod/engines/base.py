@@ -14,6 +14,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from stenod.errors import UnsupportedParameterError
 from stenod.transcript import Segment, Transcript
 
 Task = Literal["transcribe", "translate"]
@@ -89,6 +90,26 @@ class EngineConfig:
     compute_type: str = "int8"
     threads: int = 1
     concurrency: int = 1
+
+
+def check_model_supports_or_raise(options: TranscriptionOptions, *, model_name: str, multilingual: bool) -> None:
+    """English-only models (``*.en``) can neither translate nor transcribe other languages.
+
+    Raises:
+        UnsupportedParameterError: naming ``task`` or ``language`` as the offending parameter.
+    """
+    if multilingual:
+        return
+    if options.task == "translate":
+        raise UnsupportedParameterError(
+            f"model {model_name!r} is English-only and cannot translate; use a multilingual model such as 'base'",
+            param="task",
+        )
+    if options.language not in (None, "en"):
+        raise UnsupportedParameterError(
+            f"model {model_name!r} is English-only; language {options.language!r} needs a multilingual model such as 'base'",
+            param="language",
+        )
 
 
 class CancelledError(Exception):

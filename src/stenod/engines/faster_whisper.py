@@ -15,6 +15,7 @@ import numpy as np
 
 from stenod.engines.base import (
     CancelledError,
+    check_model_supports_or_raise,
     EngineConfig,
     EngineInfo,
     LanguageDetection,
@@ -22,7 +23,7 @@ from stenod.engines.base import (
     SegmentCallback,
     TranscriptionOptions,
 )
-from stenod.errors import ModelLoadError, UnsupportedParameterError
+from stenod.errors import ModelLoadError
 from stenod.transcript import Segment, Transcript, Word
 
 logger = logging.getLogger(__name__)
@@ -73,18 +74,7 @@ class FasterWhisperEngine:
         )
 
     def _check_options(self, options: TranscriptionOptions) -> None:
-        if self._model.model.is_multilingual:
-            return
-        if options.task == "translate":
-            raise UnsupportedParameterError(
-                f"model {self._config.model_name!r} is English-only and cannot translate; use a multilingual model such as 'base'",
-                param="task",
-            )
-        if options.language not in (None, "en"):
-            raise UnsupportedParameterError(
-                f"model {self._config.model_name!r} is English-only; language {options.language!r} needs a multilingual model such as 'base'",
-                param="language",
-            )
+        check_model_supports_or_raise(options, model_name=self._config.model_name, multilingual=self._model.model.is_multilingual)
 
     def transcribe(
         self,

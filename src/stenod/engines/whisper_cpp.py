@@ -61,6 +61,7 @@ import numpy as np
 
 from stenod.engines.base import (
     CancelledError,
+    check_model_supports_or_raise,
     EngineConfig,
     EngineInfo,
     LanguageDetection,
@@ -68,7 +69,7 @@ from stenod.engines.base import (
     SegmentCallback,
     TranscriptionOptions,
 )
-from stenod.errors import ModelLoadError, StenodError, UnsupportedParameterError
+from stenod.errors import ModelLoadError, StenodError
 from stenod.models.ggml_convert import GgmlConversionError, GgmlFileInfo, validate_ggml_file
 from stenod.transcript import Segment, Transcript, Word
 
@@ -289,18 +290,7 @@ class WhisperCppEngine:
             self._pool.put(ctx)
 
     def _check_options(self, options: TranscriptionOptions) -> None:
-        if self._multilingual:
-            return
-        if options.task == "translate":
-            raise UnsupportedParameterError(
-                f"model {self._config.model_name!r} is English-only and cannot translate; use a multilingual model such as 'base'",
-                param="task",
-            )
-        if options.language not in (None, "en"):
-            raise UnsupportedParameterError(
-                f"model {self._config.model_name!r} is English-only; language {options.language!r} needs a multilingual model such as 'base'",
-                param="language",
-            )
+        check_model_supports_or_raise(options, model_name=self._config.model_name, multilingual=self._multilingual)
 
     def _language_for(self, ctx: Any, audio: np.ndarray, options: TranscriptionOptions) -> tuple[str, float]:
         if not self._multilingual:
