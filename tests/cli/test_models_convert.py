@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from stenod.cli.main import app
-from stenod.models.ggml_convert import validate_ggml_file
+from stenod.models.ggml import validate_ggml_file
 from tests.conftest import JFK, JFK_TEXT
 from tests.wer_utils import normalize
 

@@ -337,21 +337,22 @@ _LOAD_SCRIPT = textwrap.dedent(
 
 def _write_f32_ggml(src_dir: Path, out: Path) -> None:
     """An f32 ggml file that is otherwise valid (the converter itself only writes f16/q8_0/q5_0)."""
-    from stenod.models import ggml_convert as gc
+    from stenod.models import ggml
+    from stenod.models.ggml.convert import _openai_tensors, _write_ggml
 
     model_bin = src_dir / "model.bin"
-    variables = gc.read_ct2_model(model_bin)
-    hp = gc.whisper_hparams_from_ct2(variables, ftype=0, path=model_bin)
-    tokens = gc.load_vocabulary_bytes(src_dir, hp.n_vocab)
+    variables = ggml.read_ct2_model(model_bin)
+    hp = ggml.whisper_hparams_from_ct2(variables, ftype=0, path=model_bin)
+    tokens = ggml.load_vocabulary_bytes(src_dir, hp.n_vocab)
     with out.open("wb") as f:
-        gc._write_ggml(f, hp, gc.mel_filters(hp.n_mels), tokens, gc._openai_tensors(variables, hp, model_bin), model_bin)
+        _write_ggml(f, hp, ggml.mel_filters(hp.n_mels), tokens, _openai_tensors(variables, hp, model_bin), model_bin)
 
 
 def test_corrupt_truncated_and_f32_files_fail_to_load_with_an_error(
     tiny_ggml: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
     from stenod.models import resolve_model_or_raise
-    from stenod.models.ggml_convert import validate_ggml_file
+    from stenod.models.ggml import validate_ggml_file
 
     data = tiny_ggml.read_bytes()
     truncated = tmp_path / "truncated.bin"
@@ -413,7 +414,7 @@ def test_create_engine_converts_bundled_model_once(cache_dir: Path, tiny_ggml: P
 def test_invalid_cached_file_is_converted_again(cache_dir: Path, tmp_path: Path) -> None:
     from stenod.models import resolve_model_or_raise
     from stenod.models.ggml_cache import cached_ggml_path, ensure_ggml_model_or_raise
-    from stenod.models.ggml_convert import validate_ggml_file
+    from stenod.models.ggml import validate_ggml_file
 
     resolved = resolve_model_or_raise("tiny.en", cache_dir=cache_dir, offline=True)
     own_cache = tmp_path / "cache"

@@ -76,7 +76,7 @@ def convert_command(
 ) -> None:
     """Convert a CTranslate2 Whisper model into a whisper.cpp ggml file (validated before it is written)."""
     from stenod.models import resolve_model_or_raise
-    from stenod.models.ggml_convert import GgmlConversionError, convert_ct2_to_ggml, validate_ggml_file
+    from stenod.models.ggml import GgmlConversionError, convert_ct2_to_ggml, validate_ggml_file
 
     if to != "ggml":
         fail(f"--to {to!r} is not supported; the only target is ggml", code=2)

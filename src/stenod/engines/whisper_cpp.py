@@ -5,7 +5,7 @@ Design choices:
 - **Validate before loading.** whisper.cpp aborts the whole process (``GGML_ASSERT`` -> ``abort()``)
   on some malformed files, and pywhispercpp 1.5.1 (whisper.cpp 1.8.x) aborts on f32 ggml files.
   An abort cannot be caught, and in the server it would take every in-flight request down with
-  it. So every file goes through :func:`stenod.models.ggml_convert.validate_ggml_file` (magic,
+  it. So every file goes through :func:`stenod.models.ggml.validate_ggml_file` (magic,
   hparams, vocabulary, every tensor's name, type, shape and byte size, and the file length)
   first, f32 files are refused, and only then does whisper.cpp see the file. Failures are
   :class:`~stenod.errors.ModelLoadError` (HTTP 400 on ``/load``).
@@ -70,7 +70,7 @@ from stenod.engines.base import (
     TranscriptionOptions,
 )
 from stenod.errors import ModelLoadError, StenodError
-from stenod.models.ggml_convert import GgmlConversionError, GgmlFileInfo, validate_ggml_file
+from stenod.models.ggml import GgmlConversionError, GgmlFileInfo, validate_ggml_file
 from stenod.transcript import Segment, Transcript, Word
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 ``stenod transcribe --model tiny.en --engine whisper.cpp`` resolves ``tiny.en`` to the bundled
 CTranslate2 folder; :func:`ensure_ggml_model_or_raise` converts it with
-:func:`stenod.models.ggml_convert.convert_ct2_to_ggml` into
+:func:`stenod.models.ggml.convert_ct2_to_ggml` into
 ``<cache_dir>/ggml/<name>-<quant>.bin`` the first time (about 1-3 s for tiny/base) and reuses the
 file afterwards. The converter writes a temporary file, validates it and renames it into place,
 so a crash or a concurrent conversion never leaves a half-written file under the final name; a
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import get_args
 
 from stenod.errors import ModelLoadError
-from stenod.models.ggml_convert import GgmlConversionError, QuantizeType, convert_ct2_to_ggml, validate_ggml_file
+from stenod.models.ggml import GgmlConversionError, QuantizeType, convert_ct2_to_ggml, validate_ggml_file
 from stenod.models.registry import ResolvedModel
 
 logger = logging.getLogger(__name__)

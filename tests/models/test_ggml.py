@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stenod.models.ggml_convert import (
+from stenod.models.ggml import (
     GGML_FILE_MAGIC,
     GgmlConversionError,
     GgmlFileInfo,
@@ -215,7 +215,7 @@ def test_int8_weights_are_dequantized(tmp_path: Path) -> None:
     path = tmp_path / "model.bin"
     path.write_bytes(_ct2_bin("WhisperSpec", {"w/weight": weight, "w/weight_scale": scale}))
     variables = read_ct2_model(path)
-    from stenod.models.ggml_convert import _dequantized  # internal, but the behaviour matters
+    from stenod.models.ggml.convert import _dequantized  # internal, but the behaviour matters
 
     np.testing.assert_allclose(_dequantized(variables, "w/weight", path), weight / scale[:, None], rtol=1e-6)
 
