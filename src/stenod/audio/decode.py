@@ -151,21 +151,38 @@ def _wav_header_duration(source: AudioSource) -> float | None:
     return None
 
 
-def probe_audio(source: AudioSource) -> AudioProbe:
+def _header_duration(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+                     source: AudioSource) -> float | None:
+    declared = _declared_duration(container, stream)
+    if container.format.name == "wav":
+        declared = max(declared or 0.0, _wav_header_duration(source) or 0.0) or None
+    return declared
+
+
+def _check_duration_or_raise(name: str, declared: float | None, max_duration_s: float | None) -> None:
+    if max_duration_s is not None and declared is not None and declared > max_duration_s:
+        raise AudioTooLongError(f"{name}: audio is {declared:.1f} s long; the limit is {max_duration_s:g} s")
+
+
+def probe_audio(source: AudioSource, *, max_duration_s: float | None = None) -> AudioProbe:
     """Read the container header: format, codec, rate, channels, declared duration.
 
     Raises:
         EmptyAudioError: zero-byte input.
         AudioDecodeError: unreadable, not a media file, or no audio stream.
+        AudioTooLongError: the header declares more than ``max_duration_s``.
     """
+    name = source_name(source)
     with _open(source) as container:
-        stream = _audio_stream(container, source_name(source))
+        stream = _audio_stream(container, name)
+        declared = _header_duration(container, stream, source)
+        _check_duration_or_raise(name, declared, max_duration_s)
         return AudioProbe(
             format_name=container.format.name,
             codec=stream.codec_context.name,
             sample_rate=stream.codec_context.sample_rate or 0,
             channels=stream.codec_context.channels or 0,
-            duration_s=_declared_duration(container, stream),
+            duration_s=declared,
         )
 
 
@@ -192,13 +209,8 @@ def decode_audio(
     name = source_name(source)
     with _open(source) as container:
         stream = _audio_stream(container, name)
-        declared = _declared_duration(container, stream)
-        if container.format.name == "wav":
-            declared = max(declared or 0.0, _wav_header_duration(source) or 0.0) or None
-        if max_duration_s is not None and declared is not None and declared > max_duration_s:
-            raise AudioTooLongError(
-                f"{name}: audio is {declared:.1f} s long; the limit is {max_duration_s:g} s"
-            )
+        declared = _header_duration(container, stream, source)
+        _check_duration_or_raise(name, declared, max_duration_s)
         src_channels = stream.codec_context.channels or 1
         stereo = keep_channels and src_channels >= 2
         pcm = _decode_stream(container, stream, name, stereo=stereo, max_duration_s=max_duration_s)

@@ -17,7 +17,7 @@ import anyio.to_thread
 
 from stenod.audio.decode import probe_audio
 from stenod.engines.base import CancelledError, SegmentCallback, TranscriptionOptions
-from stenod.errors import AudioTooLongError, ClientDisconnectedError, StenodError
+from stenod.errors import ClientDisconnectedError, StenodError
 from stenod.observability.metrics import Metrics
 from stenod.scheduler.model_manager import ModelManager
 from stenod.scheduler.slots import SlotScheduler
@@ -122,13 +122,8 @@ class TranscriptionService:
         self.metrics.errors.labels(endpoint, model, language, status, exc.code or exc.error_type).inc()
 
     def _check_header(self, source: BinaryIO) -> None:
-        probe = probe_audio(source)
+        probe_audio(source, max_duration_s=self.max_duration_s)
         source.seek(0)
-        if probe.duration_s is not None and probe.duration_s > self.max_duration_s:
-            raise AudioTooLongError(
-                f"{getattr(source, 'name', 'upload')}: audio is {probe.duration_s:.1f} s long; "
-                f"the limit is {self.max_duration_s:g} s"
-            )
 
     def _run_in_slot(
         self,
