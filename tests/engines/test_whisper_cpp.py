@@ -38,6 +38,14 @@ WER_SUBSET_FILES = 20
 set, tiny.en and base, is @slow. Measured here: faster-whisper int8 7.88 %, whisper.cpp q8_0
 7.01 % (greedy decoding is deterministic, so this does not flake on one machine)."""
 WER_TOLERANCE = 0.01
+"""One-sided: whisper.cpp may be better than faster-whisper by any margin, never worse by more than
+this. Both engines are also held under anchored absolute limits, so a regression of both at once
+still fails."""
+SUBSET_WER_LIMIT = {"tiny.en": 0.10, "base": 0.08}
+"""Anchored limits on the 20-file subset: measured 7.0-8.1 % (tiny.en) across machines; the limit
+leaves room for CPU-dependent int8 kernels, not for a broken decoder."""
+FULL_WER_LIMIT = {"tiny.en": 0.09, "base": 0.075}
+"""Anchored limits on the full 50-file set: measured tiny.en 6.07-6.65 %, base 4.66-5.62 %."""
 THREADS = 1
 """ggml's worker threads spin while they wait; on 2 shared cores one thread is the fast choice."""
 
@@ -127,8 +135,9 @@ def _wer_pair(fw_engine: object, wcpp: WhisperCppEngine, limit: int | None) -> t
 def test_tiny_en_wer_matches_faster_whisper_on_subset(tiny_engine: object, wcpp_tiny: WhisperCppEngine) -> None:
     fw, cpp = _wer_pair(tiny_engine, wcpp_tiny, WER_SUBSET_FILES)
     print(f"tiny.en WER on {WER_SUBSET_FILES} files: faster-whisper {fw:.4f}, whisper.cpp q8_0 {cpp:.4f}")
-    assert abs(cpp - fw) <= WER_TOLERANCE, f"whisper.cpp WER {cpp:.4f} vs faster-whisper {fw:.4f}"
-    assert cpp < 0.15
+    assert cpp - fw <= WER_TOLERANCE, f"whisper.cpp WER {cpp:.4f} worse than faster-whisper {fw:.4f}"
+    assert cpp <= SUBSET_WER_LIMIT["tiny.en"], f"whisper.cpp WER {cpp:.4f}"
+    assert fw <= SUBSET_WER_LIMIT["tiny.en"], f"faster-whisper WER {fw:.4f}"
 
 
 @pytest.mark.slow
@@ -138,7 +147,8 @@ def test_wer_matches_faster_whisper_on_full_set(model: str, request: pytest.Fixt
     wcpp = request.getfixturevalue("wcpp_tiny" if model == "tiny.en" else "wcpp_base")
     fw, cpp = _wer_pair(fw_engine, wcpp, None)
     print(f"{model} WER on the full set: faster-whisper {fw:.4f}, whisper.cpp q8_0 {cpp:.4f}")
-    assert abs(cpp - fw) <= WER_TOLERANCE, f"{model}: whisper.cpp WER {cpp:.4f} vs faster-whisper {fw:.4f}"
+    assert cpp - fw <= WER_TOLERANCE, f"{model}: whisper.cpp WER {cpp:.4f} worse than faster-whisper {fw:.4f}"
+    assert max(cpp, fw) <= FULL_WER_LIMIT[model], f"{model}: WER {fw:.4f} / {cpp:.4f}"
 
 
 # -- languages and translation ----------------------------------------------------------------
