@@ -122,7 +122,7 @@ def test_second_ctrl_c_abandons_in_flight_files_without_partial_outputs(tmp_path
         (["/no/such/folder", "-o", "{out}"], "not a folder"),
         (["{src}", "-o", "{out}", "--formats", "txt,docx"], "unknown format 'docx'"),
         (["{src}", "-o", "{out}", "--language", "klingon"], "unknown language code"),
-        (["{src}", "-o", "{out}", "--task", "summarize"], "--task must be transcribe or translate"),
+        (["{src}", "-o", "{out}", "--task", "summarize"], "is not one of"),
         (["{src}", "-o", "{out}", "--server", "http://x", "--batch-size", "8"], "cannot be combined with --server"),
         (["{src}", "-o", "{out}", "--model", "no-such-model-anywhere"], "no-such-model-anywhere"),
     ],

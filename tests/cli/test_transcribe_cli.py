@@ -277,11 +277,19 @@ def test_unknown_language(cache_dir: Path) -> None:
 
 
 def test_translate_on_english_only_model(cache_dir: Path) -> None:
-    result = stenod("transcribe", "-m", "tiny.en", "--task", "translate", str(SHORT), cache_dir=cache_dir)
+    # Like the language, the task applies to the whole run: refused once, before any file is decoded.
+    result = stenod("transcribe", "-m", "tiny.en", "--task", "translate", str(SHORT), str(SHORT), cache_dir=cache_dir)
     assert result.returncode == 1 and result.stdout == ""
     assert_clean_stderr(result.stderr)
     (line,) = errors(result.stderr)
-    assert line.startswith(f"error: {SHORT}: ") and "English-only and cannot translate" in line
+    assert line.startswith("error: model 'tiny.en' is English-only and cannot translate")
+
+
+def test_unknown_task_is_a_usage_error(cache_dir: Path) -> None:
+    result = stenod("transcribe", "-m", "tiny.en", "--task", "summarize", str(SHORT), cache_dir=cache_dir)
+    assert result.returncode == 2 and result.stdout == ""
+    words = " ".join(w for w in result.stderr.split() if w != "│")  # rich boxes the message
+    assert "'summarize' is not one of 'transcribe', 'translate'" in words
 
 
 # --- diarization ------------------------------------------------------------------------------

@@ -24,10 +24,10 @@ from stenod.audio import decode_audio
 from stenod.engines import CancelledError, TranscriptionOptions, temperature_schedule
 from stenod.engines.base import EngineConfig
 from stenod.errors import UnsupportedParameterError
-from tests.conftest import CORPUS, JFK, JFK_TEXT, corpus_set
+from tests.conftest import CORPUS, JFK, JFK_TEXT, corpus_set, require_module
 from tests.wer_utils import normalize, wer
 
-pytest.importorskip("_pywhispercpp")
+require_module("_pywhispercpp")
 
 from stenod.engines.whisper_cpp import WhisperCppEngine  # noqa: E402
 

@@ -154,7 +154,7 @@ def engines_command(
 
     gpu = host.gpu_names[0] if host.gpu_names else None
     out_dir = _output_dir(output_dir, "engines")
-    settings_model = EngineBenchSettings(repeats=repeats, warmup=warmup, language=lang, beam_size=beam_size,
+    bench_settings = EngineBenchSettings(repeats=repeats, warmup=warmup, language=lang, beam_size=beam_size,
                                          timeout_s=timeout)
     done: list = []  # type: ignore[type-arg]
 
@@ -163,7 +163,7 @@ def engines_command(
         files = [BenchFile(file=str(item.path), audio_s=measured[i].audio_s if measured else 0.0,
                            reference=item.reference, language=item.language) for i, item in enumerate(items)]
         return EngineBenchResult(created_at=datetime.now(timezone.utc), command=command, host=host,
-                                 settings=settings_model, files=files, runs=runs)
+                                 settings=bench_settings, files=files, runs=runs)
 
     def on_run(cfg, run) -> None:  # type: ignore[no-untyped-def]
         progress(cfg, run)
@@ -174,10 +174,7 @@ def engines_command(
         out_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(out_dir / "result.json", build(done).model_dump_json(indent=2) + "\n")
 
-    runs = run_matrix(
-        configs, items, cache_dir=settings.model.cache_dir, offline=settings.offline, repeats=repeats,
-        warmup=warmup, language=lang, beam_size=beam_size, timeout_s=timeout, gpu_name=gpu, on_run=on_run,
-    )
+    runs = run_matrix(configs, items, settings=settings, bench=bench_settings, gpu_name=gpu, on_run=on_run)
     result = build(runs)
     markdown = engines_markdown(result) + "\n" + threads_pivot_markdown(result)
     _write_outputs(result, markdown, out_dir, plots=plots)
@@ -275,18 +272,17 @@ def server_command(
     """Load-test an OpenAI-compatible or whisper.cpp endpoint: throughput, latency p50/p95/p99, errors, WER."""
     import asyncio
 
-    from stenod.audio import probe_audio
     from stenod.bench.host import host_info
     from stenod.bench.load import (
         EndpointUnreachableError,
-        LoadItem,
         LoadOptions,
         failure_summary,
         is_loopback_url,
+        load_items_or_raise,
         run_load,
     )
     from stenod.bench.report import server_markdown
-    from stenod.bench.schema import BenchFile, ServerBenchResult, ServerBenchSettings
+    from stenod.bench.schema import ServerBenchResult, ServerBenchSettings
     from stenod.errors import StenodError
 
     configure_cli_logging()
@@ -300,20 +296,10 @@ def server_command(
              "to confirm you mean to load that server", code=2)
     levels_wanted = _csv_ints(concurrency, "--concurrency")
     corpus_items = _load_items(corpus, file, limit)
-    items: list[LoadItem] = []
-    files: list[BenchFile] = []
-    for ci in corpus_items:
-        try:
-            probe = probe_audio(ci.path)
-            audio_s = probe.duration_s
-            if audio_s is None:
-                from stenod.audio import decode_audio
-
-                audio_s = decode_audio(ci.path).duration_s
-        except StenodError as exc:
-            fail(exc.message, code=2)
-        items.append(LoadItem(ci.path.name, ci.path.read_bytes(), audio_s, ci.reference, ci.language))
-        files.append(BenchFile(file=str(ci.path), audio_s=audio_s, reference=ci.reference, language=ci.language))
+    try:
+        items, files = load_items_or_raise(corpus_items)
+    except StenodError as exc:
+        fail(exc.message, code=2)
     options = LoadOptions(url=url, api=api, model=model, language=language, max_requests=requests,  # type: ignore[arg-type]
                           max_duration_s=duration, request_timeout_s=request_timeout, api_key=api_key)
 

@@ -10,30 +10,29 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from stenod.cli.common import ConfigOption, build_settings, configure_cli_logging, fail, report_error, stderr
-from stenod.engines import TranscriptionOptions, cpu_count, create_engine, temperature_schedule
-from stenod.engines.base import Engine
-from stenod.engines.languages import normalize_language_or_raise
-from stenod.errors import StenodError, UnsupportedParameterError
-from stenod.formats import FORMAT_EXTENSIONS, RESPONSE_FORMATS, ResponseFormat, render
-from stenod.models import resolve_model_or_raise
-from stenod.service.transcription import TranscriptionResult, transcribe_source
+from stenod.engines import Engine, TranscriptionOptions
+from stenod.errors import StenodError
+from stenod.formats import FORMAT_EXTENSIONS, ResponseFormat, parse_format_list_or_raise, render
+from stenod.service import (
+    TranscriptionResult,
+    build_options,
+    check_supported_or_raise,
+    load_engine,
+    transcribe_source,
+)
 from stenod.settings import Settings
 from stenod.storage.atomic import write_atomic
+from stenod.transcript import Task
 
 PROGRESS_MIN_DURATION_S = 30.0
 """Files longer than this get a progress bar."""
 
-_FORMAT_ALIASES: dict[str, ResponseFormat] = {"txt": "text", **{f: f for f in RESPONSE_FORMATS}}
-
-
 def parse_formats(value: str) -> list[ResponseFormat]:
-    formats: list[ResponseFormat] = []
-    for raw in value.split(","):
-        name = raw.strip().lower()
-        if name not in _FORMAT_ALIASES:
-            raise typer.BadParameter(f"unknown format {raw!r}; choose from txt, json, verbose_json, srt, vtt, tsv")
-        formats.append(_FORMAT_ALIASES[name])
-    return formats
+    """``--format``/``--formats``: a usage error (exit 2) for an unknown name."""
+    try:
+        return parse_format_list_or_raise(value)
+    except StenodError as exc:
+        raise typer.BadParameter(exc.message) from None
 
 
 def transcribe_command(
@@ -41,7 +40,7 @@ def transcribe_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="base, tiny.en, a hub name, a model folder or a ggml file.")] = None,
     engine: Annotated[str | None, typer.Option("--engine", help="auto, faster-whisper or whisper.cpp.")] = None,
     language: Annotated[str, typer.Option("--language", "-l", help="ISO-639-1 code, or auto to detect.")] = "auto",
-    task: Annotated[str, typer.Option("--task", help="transcribe, or translate to English.")] = "transcribe",
+    task: Annotated[Task, typer.Option("--task", help="transcribe, or translate to English.")] = Task.TRANSCRIBE,
     output_format: Annotated[str, typer.Option("--format", "-f", help="txt, json, verbose_json, srt, vtt, tsv (comma-separate several).")] = "txt",
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Write DIR/<stem>.<ext> instead of printing.")] = None,
     word_timestamps: Annotated[bool, typer.Option("--word-timestamps", help="Word-level times in verbose_json.")] = False,
@@ -57,8 +56,6 @@ def transcribe_command(
 ) -> None:
     """Transcribe files; one summary line per file on stderr, transcripts on stdout or in --output-dir."""
     configure_cli_logging()
-    if task not in ("transcribe", "translate"):
-        fail(f"--task must be transcribe or translate, not {task!r}", code=2)
     formats = parse_formats(output_format)
     if output_dir is not None:  # before the model loads: a bad folder should not cost a load
         try:
@@ -71,18 +68,17 @@ def transcribe_command(
                "device": device, "beam_size": beam_size},
     )
     try:
-        options = TranscriptionOptions(
-            language=normalize_language_or_raise(language),
-            task=task,  # type: ignore[arg-type]
-            beam_size=settings.model.beam_size,
-            temperature=temperature_schedule(temperature),
-            initial_prompt=initial_prompt,
-            word_timestamps=word_timestamps,
-            vad=vad,
-            vad_min_duration_s=settings.model.vad_min_duration_s,
+        options = build_options(
+            settings.model, language=language, task=task, temperature=temperature, prompt=initial_prompt,
+            word_timestamps=word_timestamps, vad=vad,
         )
-        engine_obj = _load_engine(settings)
+        engine_obj = load_engine(settings)  # one file at a time: the one call gets every core
     except StenodError as exc:
+        fail(exc.message)
+    try:
+        check_supported_or_raise(engine_obj, options)  # before any file is decoded
+    except StenodError as exc:
+        engine_obj.close()
         fail(exc.message)
     failures = 0
     try:
@@ -107,18 +103,9 @@ def transcribe_command(
         raise typer.Exit(1)
 
 
-def _load_engine(settings: Settings) -> Engine:
-    resolved = resolve_model_or_raise(settings.model.name, cache_dir=settings.model.cache_dir, offline=settings.offline)
-    # One file at a time: give the one call every core (threads=0 -> all cores, capped at 8).
-    threads = settings.model.threads or min(8, cpu_count())
-    return create_engine(resolved, settings.model, threads=threads, concurrency=1)
-
-
 def _transcribe_one(
     engine: Engine, path: Path, options: TranscriptionOptions, settings: Settings, *, diarize: bool
 ) -> TranscriptionResult:
-    if options.task == "translate" and not engine.info().multilingual:
-        raise UnsupportedParameterError(f"model {engine.info().model!r} is English-only and cannot translate")
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
         TimeRemainingColumn(), console=stderr, transient=True, disable=not stderr.is_terminal,

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from stenod.audio import SAMPLE_RATE
 from stenod.engines.base import (
     CancelledError,
     check_model_supports_or_raise,
@@ -86,7 +87,7 @@ class FasterWhisperEngine:
         cancel: threading.Event | None = None,
     ) -> Transcript:
         self._check_options(options)
-        duration = len(audio) / 16_000
+        duration = len(audio) / SAMPLE_RATE
         # Segments are a lazy generator: all decoding happens in this loop, on the caller's thread.
         kwargs = dict(
             language=options.language if self._model.model.is_multilingual else "en",

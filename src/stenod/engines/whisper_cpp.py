@@ -59,6 +59,7 @@ from typing import Any
 import _pywhispercpp as pw  # pywhispercpp's native module; an ImportError becomes the factory's message
 import numpy as np
 
+from stenod.audio import SAMPLE_RATE
 from stenod.engines.base import (
     CancelledError,
     check_model_supports_or_raise,
@@ -77,7 +78,6 @@ logger = logging.getLogger(__name__)
 _native_logger = logging.getLogger(__name__ + ".native")
 
 ENGINE_NAME = "whisper.cpp"
-SAMPLE_RATE = 16_000
 CENTISECONDS_PER_S = 100.0
 DETECT_WINDOW_S = 30.0
 """Language detection looks at the first 30 s, like Whisper and faster-whisper."""

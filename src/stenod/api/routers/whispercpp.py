@@ -10,9 +10,11 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_api_key
-from stenod.api.params import build_request, parse_response_format
+from stenod.api.params import build_request
 from stenod.api.responses import rendered_response, transcribe_or_cancel
+from stenod.formats import parse_response_format_or_raise
 from stenod.errors import ModelLoadError, UnsupportedParameterError
+from stenod.transcript import Task
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -36,9 +38,9 @@ async def inference(
     diarize: Annotated[str | None, Form()] = None,
 ) -> Response:
     """whisper.cpp's transcription endpoint (other whisper.cpp fields are accepted and ignored)."""
-    fmt = parse_response_format(response_format, ("json", "text", "srt", "vtt", "verbose_json"))
+    fmt = parse_response_format_or_raise(response_format, ("json", "text", "srt", "vtt", "verbose_json"))
     params = build_request(
-        endpoint="inference", model=model, task="translate" if _flag(translate) else "transcribe",
+        endpoint="inference", model=model, task=Task.TRANSLATE if _flag(translate) else Task.TRANSCRIBE,
         language=language, prompt=prompt, temperature=temperature, word_timestamps=False,
         model_settings=state.settings.model, without_timestamps=_flag(no_timestamps), diarize=_flag(diarize),
     )
