@@ -15,7 +15,6 @@ from tests.conftest import CORPUS, JFK, skip_or_fail
 from tests.wer_utils import normalize
 
 
-
 @pytest.fixture(autouse=True)
 def _curl() -> None:
     if shutil.which("curl") is None:

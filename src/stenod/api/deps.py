@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hmac
 import io
-from typing import Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 from fastapi import Depends, Request, UploadFile
 
 from stenod.api.state import AppState
 from stenod.errors import AuthenticationError, EmptyAudioError, ServiceUnavailableError
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 
 def get_state(request: Request) -> AppState:
-    return request.app.state.stenod  # type: ignore[no-any-return]
+    state: AppState = request.app.state.stenod
+    return state
 
 
 State = Annotated[AppState, Depends(get_state)]
@@ -54,9 +58,10 @@ class NamedUpload(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         return self._file.read(size)
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
-        data = self._file.read(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._file.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:

@@ -7,7 +7,6 @@ HTTP-only parsing (response format, granularities) lives here; decoding options 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
 
 from stenod.errors import UnsupportedParameterError
 from stenod.formats import ResponseFormat, TimestampGranularity
@@ -31,7 +30,7 @@ def parse_granularities(values: Sequence[str] | None, response_format: ResponseF
                     f"timestamp_granularities value {part!r} is not supported; use segment or word",
                     param="timestamp_granularities[]",
                 )
-            out.append(cast(TimestampGranularity, item))
+            out.append(item)
     if response_format != "verbose_json":
         # OpenAI's rule: granularities need verbose_json.
         raise UnsupportedParameterError(

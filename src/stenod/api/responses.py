@@ -84,8 +84,8 @@ async def streamed_response(
     work = asyncio.create_task(service.transcribe(upload, params, cancel=cancel, on_segment=on_segment))
     work.add_done_callback(lambda _: queue.put_nowait(None))
     first = await queue.get()
-    if first is None and work.exception() is not None:
-        raise work.exception()  # type: ignore[misc]
+    if first is None and (error := work.exception()) is not None:
+        raise error
 
     async def events() -> AsyncIterator[bytes]:
         item = first

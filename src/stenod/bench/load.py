@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from stenod.bench.corpus import CorpusItem
-from stenod.bench.schema import BenchFile, LoadLevel, Percentiles
+from stenod.bench.schema import BenchFile, LoadLevel, Percentiles, StopReason
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ async def run_level(
         client = httpx.AsyncClient(timeout=httpx.Timeout(options.request_timeout_s), limits=limits)
     records: list[RequestRecord] = []
     next_index = 0
-    stop: str | None = None
+    stop: StopReason | None = None
     connect_streak = 0
     started = time.perf_counter()
     deadline = started + options.max_duration_s
@@ -276,7 +276,7 @@ def summarize_level(
     *,
     concurrency: int,
     wall_s: float,
-    stopped_by: str,
+    stopped_by: StopReason,
     wer_fn: Callable[[Sequence[str], Sequence[str], Sequence[str | None]], float],
 ) -> LoadLevel:
     ok = [r for r in records if r.status == "200"]
@@ -296,7 +296,7 @@ def summarize_level(
         latency_s=percentiles([r.latency_s for r in ok]) if ok else None,
         wer=wer_fn([i.reference or "" for i, _ in scored], [t for _, t in scored], [i.language for i, _ in scored])
         if scored else None,
-        stopped_by=stopped_by,  # type: ignore[arg-type]
+        stopped_by=stopped_by,
     )
 
 

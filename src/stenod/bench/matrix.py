@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from stenod.bench.corpus import CorpusItem
+from stenod.bench.job import RESULT_PREFIX, WorkerFile, WorkerJob
 from stenod.bench.schema import BenchConfig, EngineBenchSettings, EngineRun
-from stenod.bench.worker import RESULT_PREFIX, WorkerFile, WorkerJob
 from stenod.errors import StenodError
 from stenod.models import ResolvedModel
 from stenod.service import prepare_model

@@ -19,38 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
-from stenod.models.registry import ModelFormat
-
-from stenod.bench.schema import BenchConfig, EngineBenchSettings, EngineRun, FileMeasurement, Spread
-
-RESULT_PREFIX = "STENOD_BENCH_RESULT "
+from stenod.bench.job import RESULT_PREFIX, WorkerFile, WorkerJob
+from stenod.bench.schema import EngineRun, FileMeasurement, Spread
 
 logger = logging.getLogger(__name__)
-
-
-class WorkerFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: str
-    reference: str | None = None
-    language: str | None = None
-
-
-class WorkerJob(BaseModel):
-    """What the parent asks one worker to measure."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    config: BenchConfig
-    model_path: str
-    """The prepared weights (a ggml file for whisper.cpp), so this process only loads them."""
-    multilingual: bool
-    model_format: ModelFormat
-    files: list[WorkerFile]
-    bench: EngineBenchSettings
-    gpu_name: str | None = None
 
 
 def _rss_mb() -> float:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
 import uvicorn
 
-from stenod.api.app import create_app
+from stenod.api import create_app
 from stenod.cli.common import ConfigOption, build_settings
-from stenod.observability.logging import configure_logging
+from stenod.observability import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +28,9 @@ class _DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._on_drain = on_drain
 
-    def handle_exit(self, sig: int, frame: object) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._on_drain()
-        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after shutdown, so the process would die "by SIGTERM".
         # A drained shutdown is a clean one: exit 0, which is what systemd and Kubernetes expect.
         captured = getattr(self, "_captured_signals", None)
@@ -71,6 +73,6 @@ def serve_command(
 
     config_ = uvicorn.Config(
         app, host=settings.server.host, port=settings.server.port, log_config=None,
-        timeout_graceful_shutdown=settings.server.drain_timeout_s, access_log=False,
+        timeout_graceful_shutdown=math.ceil(settings.server.drain_timeout_s), access_log=False,
     )
     _DrainingServer(config_, on_drain).run()

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from stenod.cli.common import ConfigOption, build_settings, configure_cli_logging, fail, report_error, stderr
 from stenod.engines import Engine, TranscriptionOptions
 from stenod.errors import StenodError
-from stenod.formats import FORMAT_EXTENSIONS, ResponseFormat, parse_format_list_or_raise, render
+from stenod.formats import FORMAT_EXTENSIONS, ResponseFormat, TimestampGranularity, parse_format_list_or_raise, render
 from stenod.service import (
     TranscriptionResult,
     build_options,
@@ -21,7 +21,7 @@ from stenod.service import (
     transcribe_source,
 )
 from stenod.settings import Settings
-from stenod.storage.atomic import write_atomic
+from stenod.storage import write_atomic
 from stenod.transcript import Task
 
 PROGRESS_MIN_DURATION_S = 30.0
@@ -128,7 +128,7 @@ def _transcribe_one(
 def _emit(
     result: TranscriptionResult, path: Path, formats: list[ResponseFormat], output_dir: Path | None, words: bool
 ) -> None:
-    granularities = ("segment", "word") if words else ("segment",)
+    granularities: tuple[TimestampGranularity, ...] = ("segment", "word") if words else ("segment",)
     for fmt in formats:
         body = render(result.transcript, fmt, granularities=granularities)
         if output_dir is None:

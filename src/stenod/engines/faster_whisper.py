@@ -10,22 +10,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stenod.audio import SAMPLE_RATE
 from stenod.engines.base import (
     CancelledError,
-    check_model_supports_or_raise,
     EngineConfig,
     EngineInfo,
     LanguageDetection,
     ProgressCallback,
     SegmentCallback,
     TranscriptionOptions,
+    check_model_supports_or_raise,
 )
 from stenod.errors import ModelLoadError
 from stenod.transcript import Segment, Transcript, Word
+
+if TYPE_CHECKING:  # the import loads CTranslate2 (slow); only the type is needed here
+    from faster_whisper.transcribe import Segment as FwSegment
 
 logger = logging.getLogger(__name__)
 
@@ -89,17 +93,17 @@ class FasterWhisperEngine:
         self._check_options(options)
         duration = len(audio) / SAMPLE_RATE
         # Segments are a lazy generator: all decoding happens in this loop, on the caller's thread.
-        kwargs = dict(
-            language=options.language if self._model.model.is_multilingual else "en",
-            task=options.task,
-            beam_size=options.beam_size,
-            best_of=max(options.beam_size, 1),
-            temperature=list(options.temperature),
-            initial_prompt=options.initial_prompt or None,
-            word_timestamps=options.word_timestamps,
-            condition_on_previous_text=options.condition_on_previous_text,
-            without_timestamps=options.without_timestamps,
-        )
+        kwargs = {
+            "language": options.language if self._model.model.is_multilingual else "en",
+            "task": options.task,
+            "beam_size": options.beam_size,
+            "best_of": max(options.beam_size, 1),
+            "temperature": list(options.temperature),
+            "initial_prompt": options.initial_prompt or None,
+            "word_timestamps": options.word_timestamps,
+            "condition_on_previous_text": options.condition_on_previous_text,
+            "without_timestamps": options.without_timestamps,
+        }
         if options.batch_size > 1:
             from faster_whisper import BatchedInferencePipeline
 
@@ -143,9 +147,9 @@ class FasterWhisperEngine:
             del self._model
 
 
-def _convert_segment(index: int, seg: object) -> Segment:
+def _convert_segment(index: int, seg: FwSegment) -> Segment:
     words = None
-    if getattr(seg, "words", None) is not None:
+    if seg.words is not None:
         words = tuple(
             Word(
                 start=round(float(w.start), 3),
@@ -153,18 +157,18 @@ def _convert_segment(index: int, seg: object) -> Segment:
                 word=w.word,
                 probability=round(float(w.probability), 4),
             )
-            for w in seg.words  # type: ignore[attr-defined]
+            for w in seg.words
         )
     return Segment(
         id=index,
-        seek=int(seg.seek),  # type: ignore[attr-defined]
-        start=round(float(seg.start), 3),  # type: ignore[attr-defined]
-        end=round(float(seg.end), 3),  # type: ignore[attr-defined]
-        text=seg.text,  # type: ignore[attr-defined]
-        tokens=tuple(seg.tokens),  # type: ignore[attr-defined]
-        temperature=float(seg.temperature or 0.0),  # type: ignore[attr-defined]
-        avg_logprob=float(seg.avg_logprob),  # type: ignore[attr-defined]
-        compression_ratio=float(seg.compression_ratio),  # type: ignore[attr-defined]
-        no_speech_prob=float(seg.no_speech_prob),  # type: ignore[attr-defined]
+        seek=int(seg.seek),
+        start=round(float(seg.start), 3),
+        end=round(float(seg.end), 3),
+        text=seg.text,
+        tokens=tuple(seg.tokens),
+        temperature=float(seg.temperature or 0.0),
+        avg_logprob=float(seg.avg_logprob),
+        compression_ratio=float(seg.compression_ratio),
+        no_speech_prob=float(seg.no_speech_prob),
         words=words,
     )

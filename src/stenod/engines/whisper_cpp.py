@@ -62,13 +62,13 @@ import numpy as np
 from stenod.audio import SAMPLE_RATE
 from stenod.engines.base import (
     CancelledError,
-    check_model_supports_or_raise,
     EngineConfig,
     EngineInfo,
     LanguageDetection,
     ProgressCallback,
     SegmentCallback,
     TranscriptionOptions,
+    check_model_supports_or_raise,
 )
 from stenod.errors import ModelLoadError, StenodError
 from stenod.models.ggml import GgmlConversionError, GgmlFileInfo, validate_ggml_file
@@ -99,7 +99,7 @@ def _forward_native_log(level: int, text: str) -> None:
             message = text.rstrip()
             if message:
                 _native_logger.debug("[ggml level %d] %s", level, message)
-    except Exception:  # noqa: BLE001  (a logging failure must not unwind into C++)
+    except Exception:
         pass
 
 
@@ -381,7 +381,7 @@ class WhisperCppEngine:
                 return
             try:
                 collect(n_new)
-            except BaseException as exc:  # noqa: BLE001  (re-raised after whisper_full returns)
+            except BaseException as exc:
                 state.error = exc
 
         params = self._params(options, language, state)

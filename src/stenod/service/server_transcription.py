@@ -11,12 +11,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import anyio.to_thread
 
-from stenod.audio.decode import probe_audio
-from stenod.engines.base import CancelledError, SegmentCallback, TranscriptionOptions
+from stenod.audio import AudioFile, probe_audio
+from stenod.engines.base import CancelledError, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import ClientDisconnectedError, StenodError
 from stenod.observability.metrics import Metrics
 from stenod.scheduler.model_manager import ModelManager
@@ -63,7 +62,7 @@ class TranscriptionService:
 
     async def transcribe(
         self,
-        source: BinaryIO,
+        source: AudioFile,
         request: TranscriptionRequest,
         *,
         cancel: threading.Event,
@@ -121,13 +120,13 @@ class TranscriptionService:
         self.metrics.requests.labels(endpoint, model, language, status).inc()
         self.metrics.errors.labels(endpoint, model, language, status, exc.code or exc.error_type).inc()
 
-    def _check_header(self, source: BinaryIO) -> None:
+    def _check_header(self, source: AudioFile) -> None:
         probe_audio(source, max_duration_s=self.max_duration_s)
         source.seek(0)
 
     def _run_in_slot(
         self,
-        source: BinaryIO,
+        source: AudioFile,
         request: TranscriptionRequest,
         cancel: threading.Event,
         on_segment: SegmentCallback | None,
@@ -148,7 +147,7 @@ class TranscriptionService:
             self.manager.release(name)
 
     @staticmethod
-    def _progress_logger(model: str):  # type: ignore[no-untyped-def]
+    def _progress_logger(model: str) -> ProgressCallback:
         def progress(done: float, total: float) -> None:
             logger.info("progress %s: %.0f%% (%.1f/%.1f s)", model, 100 * done / max(total, 1e-9), done, total)
 

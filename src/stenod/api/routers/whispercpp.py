@@ -12,8 +12,8 @@ from fastapi.responses import Response
 from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_api_key
 from stenod.api.params import build_request
 from stenod.api.responses import rendered_response, transcribe_or_cancel
-from stenod.formats import parse_response_format_or_raise
 from stenod.errors import ModelLoadError, UnsupportedParameterError
+from stenod.formats import parse_response_format_or_raise
 from stenod.transcript import Task
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
