@@ -1,9 +1,12 @@
-"""FastAPI dependencies: app state, API-key check, uploads with the client's file name."""
+"""FastAPI dependencies: app state, API-key check (-> the caller's :class:`Principal`), uploads
+with the client's file name."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import io
+from dataclasses import dataclass
 from typing import Annotated, BinaryIO
 
 from fastapi import Depends, Request, UploadFile
@@ -19,16 +22,48 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def require_api_key(request: Request, state: State) -> None:
+ANONYMOUS_TENANT = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling. Jobs belong to ``tenant_id``: another tenant gets 404 for them.
+
+    ``tenant_id`` never contains the key itself: for a configured static key it is a prefix of the
+    key's SHA-256 (stable across restarts and servers, so several API servers agree), and
+    ``"anonymous"`` when authentication is off.
+    """
+
+    tenant_id: str
+    admin: bool = False
+    """Reserved for operator-wide views (all tenants); no route grants it yet."""
+
+
+def tenant_for_static_key(key: str) -> str:
+    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def require_api_key(request: Request, state: State) -> Principal:
+    """The auth dependency: checks the Bearer key and returns the caller.
+
+    Raises:
+        AuthenticationError: keys are configured and the request has none or a wrong one.
+    """
     keys = state.settings.server.api_keys
     if not keys:
-        return
+        return Principal(tenant_id=ANONYMOUS_TENANT)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
-    if not any(hmac.compare_digest(token.encode(), k.get_secret_value().encode()) for k in keys):
-        raise AuthenticationError("invalid API key")
+    for key in keys:
+        secret = key.get_secret_value()
+        if hmac.compare_digest(token.encode(), secret.encode()):
+            return Principal(tenant_id=tenant_for_static_key(secret))
+    raise AuthenticationError("invalid API key")
+
+
+CurrentPrincipal = Annotated[Principal, Depends(require_api_key)]
 
 
 def refuse_when_draining(state: State) -> None:
