@@ -7,9 +7,10 @@ import io
 from typing import Annotated, BinaryIO
 
 from fastapi import Depends, Request, UploadFile
+from pydantic import SecretStr
 
 from stenod.api.state import AppState
-from stenod.errors import AuthenticationError, EmptyAudioError, ServiceUnavailableError
+from stenod.errors import AuthenticationError, EmptyAudioError, PermissionDeniedError, ServiceUnavailableError
 
 
 def get_state(request: Request) -> AppState:
@@ -19,16 +20,53 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def require_api_key(request: Request, state: State) -> None:
-    keys = state.settings.server.api_keys
-    if not keys:
-        return
+def _bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _matches(token: str, keys: list[SecretStr]) -> bool:
+    # Compare against every key (no early exit), in constant time per key.
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(token.encode(), key.get_secret_value().encode())
+    return found
+
+
+def require_api_key(request: Request, state: State) -> None:
+    server = state.settings.server
+    keys = [*server.api_keys, *server.admin_api_keys]
+    if not keys:
+        return
+    token = _bearer_token(request)
+    if token is None:
         raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
-    if not any(hmac.compare_digest(token.encode(), k.get_secret_value().encode()) for k in keys):
+    if not _matches(token, keys):
         raise AuthenticationError("invalid API key")
+
+
+def require_admin(request: Request, state: State) -> None:
+    """Admin routes (``/load``) need one of ``[server] admin_api_keys``; with none configured
+    they are refused, so no client can switch the model of an open server.
+
+    Raises:
+        AuthenticationError: no or unknown key (401).
+        PermissionDeniedError: a valid key that is not an admin key, or no admin key configured (403).
+    """
+    server = state.settings.server
+    if not server.admin_api_keys:
+        raise PermissionDeniedError("this route needs an admin API key; the server has none configured "
+                                    "([server] admin_api_keys)")
+    token = _bearer_token(request)
+    if token is None:
+        raise AuthenticationError("missing API key: send 'Authorization: Bearer <admin key>'")
+    if _matches(token, server.admin_api_keys):
+        return
+    if _matches(token, server.api_keys):
+        raise PermissionDeniedError("this route needs an admin API key")
+    raise AuthenticationError("invalid API key")
 
 
 def refuse_when_draining(state: State) -> None:
