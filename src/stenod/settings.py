@@ -58,6 +58,23 @@ class ModelSettings(BaseModel):
     """1 is greedy decoding: on CPU about 1.5x faster than beam 5 for a small WER cost."""
     vad_min_duration_s: float = Field(default=30.0, ge=0)
     """Voice-activity detection is on by default for audio longer than this."""
+    served: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Models clients may name besides the default and the bundled ones, comma-separated (names,
+    hub names or paths: the operator's choice, listed in ``GET /v1/models``)."""
+    model_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    """Folders, comma-separated, whose entries (CTranslate2 model folders, ggml ``.bin`` files)
+    clients may name by their plain entry name."""
+    allow_request_paths: bool = False
+    """Let API clients name any file-system path as ``model`` (off: only offered names)."""
+    allow_request_downloads: bool = False
+    """Let API clients name hub models, downloaded on first use (off: only offered names)."""
+
+    @field_validator("served", "model_dirs", mode="before")
+    @classmethod
+    def _split_model_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
 
 class AudioSettings(BaseModel):
@@ -92,12 +109,15 @@ class ServerSettings(BaseModel):
     """Models kept in memory at once; the least recently used idle one is unloaded first."""
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     """Bearer keys accepted by the API, comma-separated; empty means no authentication."""
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Bearer keys that may also use admin routes (``POST /load``), comma-separated; they are
+    accepted wherever ``api_keys`` are. Without one, ``/load`` is refused (403)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the API from a browser, comma-separated; empty disables CORS."""
     print_progress: bool = False
     """Log transcription progress of each request."""
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "admin_api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
