@@ -86,10 +86,19 @@ class LocalBlobStore:
         shutil.copyfile(self._path(key), dest)
 
     def delete(self, key: str) -> None:
+        path = self._path(key)
         try:
-            self._path(key).unlink()
+            path.unlink()
         except FileNotFoundError:
             return
+        # Drop folders left empty (results/<job id>/), never the root itself.
+        parent = path.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix if prefix else self.root
