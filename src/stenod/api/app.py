@@ -44,6 +44,7 @@ def build_state(settings: Settings) -> AppState:
         settings.model, factory, offline=settings.offline,
         max_loaded=settings.server.max_loaded_models, idle_ttl_s=settings.server.model_idle_ttl_s,
         on_load=lambda name, seconds: metrics.model_load_seconds.labels(name).observe(seconds),
+        on_load_error=lambda _name: metrics.model_load_failures.inc(),
     )
     scheduler = SlotScheduler(slots=plan.concurrency, queue_size=settings.server.queue_size)
     service = TranscriptionService(
