@@ -17,7 +17,8 @@ StenodError
 ├── DeadlineExceededError (408)
 ├── ClientDisconnectedError (499)
 ├── ServiceUnavailableError (503)  loading, draining
-└── AuthenticationError (401)
+├── AuthenticationError (401)
+└── PermissionDeniedError (403)    a valid key without the right (admin routes)
 """
 
 from __future__ import annotations
@@ -125,3 +126,9 @@ class AuthenticationError(StenodError):
     status_code = 401
     error_type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PermissionDeniedError(StenodError):
+    status_code = 403
+    error_type = "permission_error"
+    code = "permission_denied"

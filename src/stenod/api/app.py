@@ -21,6 +21,7 @@ from stenod.api.state import AppState
 from stenod.engines.base import Engine
 from stenod.engines.factory import cpu_count, create_engine, plan_cpu
 from stenod.errors import StenodError
+from stenod.models.access import ModelAccess
 from stenod.models.registry import ResolvedModel
 from stenod.observability.metrics import Metrics
 from stenod.scheduler.model_manager import ModelManager
@@ -31,6 +32,14 @@ from stenod.settings import Settings
 logger = logging.getLogger(__name__)
 
 UPLOAD_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/inference"})
+
+
+def model_access(settings: Settings) -> ModelAccess:
+    m = settings.model
+    return ModelAccess(
+        configured=frozenset({m.name, *m.served}), model_dirs=tuple(m.model_dirs),
+        allow_paths=m.allow_request_paths, allow_downloads=m.allow_request_downloads and not settings.offline,
+    )
 
 
 def build_state(settings: Settings) -> AppState:
@@ -44,7 +53,8 @@ def build_state(settings: Settings) -> AppState:
     manager = ModelManager(
         settings.model, factory, offline=settings.offline,
         max_loaded=settings.server.max_loaded_models, idle_ttl_s=settings.server.model_idle_ttl_s,
-        on_load=lambda name, seconds: metrics.model_load_seconds.labels(name).observe(seconds),
+        on_load=lambda name, seconds: metrics.model_load_seconds.labels(manager.metrics_label(name)).observe(seconds),
+        access=model_access(settings),
     )
     scheduler = SlotScheduler(slots=plan.concurrency, queue_size=settings.server.queue_size)
     service = TranscriptionService(

@@ -83,6 +83,7 @@ def serve_command(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
     compute_type: Annotated[str | None, typer.Option("--compute-type", help="auto, int8, float32, float16.")] = None,
     api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Accepted Bearer key (repeatable).")] = None,
+    admin_key: Annotated[list[str] | None, typer.Option("--admin-key", help="Bearer key that may also use /load (repeatable).")] = None,
     print_progress: Annotated[bool | None, typer.Option("--print-progress", help="Log progress of each request.")] = None,
     preload: Annotated[bool | None, typer.Option("--preload/--lazy", help="Load the default model at start-up.")] = None,
     log_format: Annotated[str | None, typer.Option("--log-format", help="json or console.")] = None,
@@ -97,7 +98,7 @@ def serve_command(
     settings = build_settings(
         config,
         model={"name": model, "threads": threads, "engine": engine, "device": device, "compute_type": compute_type},
-        server={"host": host, "port": port, "slots": slots, "queue_size": queue_size, "api_keys": api_key,
+        server={"host": host, "port": port, "slots": slots, "queue_size": queue_size, "api_keys": api_key, "admin_api_keys": admin_key,
                 "print_progress": print_progress, "preload": preload},
         log={"format": log_format},
     )
