@@ -11,7 +11,8 @@ StenodError
 │   ├── UploadTooLargeError (413)
 │   ├── DiarizationInputError (400)
 │   ├── UnsafeURLError (400)         webhook_url/audio_url on a refused network, or not http(s)
-│   └── AudioURLError (400)          audio_url could not be fetched (status, size, time)
+│   ├── AudioURLError (400)          audio_url could not be fetched (status, size, time)
+│   └── ConfigFileError (400)   the TOML settings file is missing or invalid (file:line)
 ├── JobNotFoundError (404)           also another tenant's job
 ├── JobStateError (409)              result before completion; idempotency key reused differently
 ├── ModelNotFoundError (404)
@@ -78,6 +79,12 @@ class UploadTooLargeError(InputError):
 
 class DiarizationInputError(InputError):
     code = "diarization_needs_stereo"
+
+
+class ConfigFileError(InputError):
+    """The TOML settings file cannot be read or parsed; the message names the file (and line)."""
+
+    code = "invalid_config"
 
 
 class ModelNotFoundError(StenodError):

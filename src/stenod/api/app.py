@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from stenod import __version__
+from stenod.api.docs import install_docs
 from stenod.api.errors import install_error_handlers
 from stenod.api.middleware import RequestContextMiddleware, UploadLimitMiddleware
 from stenod.api.routers import health, jobs, openai, whispercpp
@@ -53,6 +54,7 @@ def build_state(settings: Settings) -> AppState:
         settings.model, factory, offline=settings.offline,
         max_loaded=settings.server.max_loaded_models, idle_ttl_s=settings.server.model_idle_ttl_s,
         on_load=lambda name, seconds: metrics.model_load_seconds.labels(manager.metrics_label(name)).observe(seconds),
+        on_load_error=lambda _name: metrics.model_load_failures.inc(),
         access=model_access(settings),
     )
     scheduler = SlotScheduler(slots=plan.concurrency, queue_size=settings.server.queue_size)
@@ -141,9 +143,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Whisper speech-to-text with OpenAI- and whisper.cpp-compatible APIs.",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_docs: no CDN
+        redoc_url=None,
     )
     app.state.stenod = state
     install_error_handlers(app)
+    install_docs(app, title="stenod")
     app.include_router(openai.router)
     app.include_router(whispercpp.router)
     if settings.jobs.enabled:
