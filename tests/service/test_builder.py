@@ -18,6 +18,7 @@ from stenod.service import (
     resolve_model,
     server_cpu_plan,
     single_call_threads,
+    threads_per_process,
 )
 from stenod.settings import ModelSettings, ServerSettings, Settings
 from stenod.transcript import Task
@@ -121,3 +122,9 @@ def test_prepare_converts_only_for_whisper_cpp(cache_dir: Path) -> None:
     prepared = prepare_model(wcpp)
     assert prepared.format == "ggml" and prepared.path.suffix == ".bin" and prepared.name == "tiny.en"
     assert prepare_model(wcpp, prepared) == prepared  # already ggml: nothing to do
+
+
+@pytest.mark.parametrize(("requested", "processes", "cores", "expected"),
+                         [(0, 2, 2, 1), (0, 1, 8, 8), (0, 3, 8, 2), (0, 16, 4, 1), (3, 2, 8, 3)])
+def test_threads_per_process(requested: int, processes: int, cores: int, expected: int) -> None:
+    assert threads_per_process(requested, processes=processes, cores=cores) == expected

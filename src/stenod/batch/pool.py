@@ -29,7 +29,7 @@ from stenod.batch.runner import WorkOutcome, short_error
 from stenod.engines import CancelledError, Engine, TranscriptionOptions, cpu_count, plan_cpu
 from stenod.errors import StenodError
 from stenod.models import ResolvedModel
-from stenod.service import load_engine, prepare_model, single_call_threads, transcribe_source
+from stenod.service import load_engine, prepare_model, single_call_threads, threads_per_process, transcribe_source
 from stenod.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -78,8 +78,7 @@ def choose_workers(*, cores: int, requested_workers: int, requested_threads: int
     A requested value (> 0) is kept."""
     plan = plan_cpu(cores=cores, threads=requested_threads, concurrency=requested_workers)
     workers = max(1, min(plan.concurrency, pending)) if requested_workers <= 0 else requested_workers
-    threads = requested_threads or max(1, cores // workers)
-    return workers, threads
+    return workers, threads_per_process(requested_threads, processes=workers, cores=cores)
 
 
 def local_runner(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from stenod.engines.base import (
     TranscriptionOptions,
     check_model_supports_or_raise,
 )
+from stenod.engines.vad import silero_vad_options
 from stenod.errors import ModelLoadError
 from stenod.transcript import Segment, Transcript, Word
 
@@ -93,7 +94,7 @@ class FasterWhisperEngine:
         self._check_options(options)
         duration = len(audio) / SAMPLE_RATE
         # Segments are a lazy generator: all decoding happens in this loop, on the caller's thread.
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "language": options.language if self._model.model.is_multilingual else "en",
             "task": options.task,
             "beam_size": options.beam_size,
@@ -103,6 +104,11 @@ class FasterWhisperEngine:
             "word_timestamps": options.word_timestamps,
             "condition_on_previous_text": options.condition_on_previous_text,
             "without_timestamps": options.without_timestamps,
+            "hotwords": options.hotwords or None,
+            "compression_ratio_threshold": options.compression_ratio_threshold,
+            "log_prob_threshold": options.log_prob_threshold,
+            "no_speech_threshold": options.no_speech_threshold,
+            "vad_parameters": silero_vad_options(options),
         }
         if options.batch_size > 1:
             from faster_whisper import BatchedInferencePipeline

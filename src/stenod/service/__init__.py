@@ -17,11 +17,13 @@ from stenod.service.builder import (
     check_supported_or_raise,
     engine_factory,
     load_engine,
+    model_access,
     parse_task_or_raise,
     prepare_model,
     resolve_model,
     server_cpu_plan,
     single_call_threads,
+    threads_per_process,
 )
 from stenod.service.server_transcription import ServedTranscription, TranscriptionRequest, TranscriptionService
 from stenod.service.transcription import TranscriptionResult, load_audio, transcribe_decoded, transcribe_source
@@ -39,11 +41,13 @@ __all__ = [
     "engine_factory",
     "load_audio",
     "load_engine",
+    "model_access",
     "parse_task_or_raise",
     "prepare_model",
     "resolve_model",
     "server_cpu_plan",
     "single_call_threads",
+    "threads_per_process",
     "transcribe_decoded",
     "transcribe_source",
 ]

@@ -25,6 +25,7 @@ from stenod.engines.base import Engine, TranscriptionOptions, check_model_suppor
 from stenod.engines.factory import CpuPlan, cpu_count, create_engine, plan_cpu, prepare_model_or_raise
 from stenod.errors import UnsupportedParameterError
 from stenod.languages import normalize_language_or_raise
+from stenod.models.access import ModelAccess
 from stenod.models.registry import ResolvedModel, resolve_model_or_raise
 from stenod.scheduler.model_manager import EngineFactory, ModelManager
 from stenod.settings import ModelSettings, Settings
@@ -38,11 +39,13 @@ __all__ = [
     "check_supported_or_raise",
     "engine_factory",
     "load_engine",
+    "model_access",
     "parse_task_or_raise",
     "prepare_model",
     "resolve_model",
     "server_cpu_plan",
     "single_call_threads",
+    "threads_per_process",
 ]
 
 SINGLE_CALL_MAX_THREADS = 8
@@ -134,6 +137,12 @@ def single_call_threads(model_settings: ModelSettings, *, cores: int | None = No
     return model_settings.threads or min(SINGLE_CALL_MAX_THREADS, cores or cpu_count())
 
 
+def threads_per_process(requested: int, *, processes: int, cores: int | None = None) -> int:
+    """Threads for each of ``processes`` worker processes sharing the machine (batch workers, Celery
+    job workers): ``requested`` when > 0, else ``cores // processes`` (at least 1)."""
+    return requested if requested > 0 else max(1, (cores or cpu_count()) // max(1, processes))
+
+
 def server_cpu_plan(settings: Settings, *, cores: int | None = None) -> CpuPlan:
     """Slots x threads for ``stenod serve`` from ``server.slots`` and ``model.threads`` (0 = choose;
     see :func:`stenod.engines.plan_cpu`)."""
@@ -201,23 +210,35 @@ def engine_factory(settings: Settings, plan: CpuPlan) -> EngineFactory:
     return factory
 
 
+def model_access(settings: Settings) -> ModelAccess:
+    """Which model names clients may send, from ``settings.model`` (see :mod:`stenod.models.access`)."""
+    m = settings.model
+    return ModelAccess(
+        configured=frozenset({m.name, *m.served}), model_dirs=tuple(m.model_dirs),
+        allow_paths=m.allow_request_paths, allow_downloads=m.allow_request_downloads and not settings.offline,
+    )
+
+
 def build_model_manager(
     settings: Settings,
     plan: CpuPlan,
     *,
     factory: EngineFactory | None = None,
     on_load: Callable[[str, float], None] | None = None,
+    on_load_error: Callable[[str], None] | None = None,
 ) -> ModelManager:
-    """The server's (or a long-lived worker's) model manager, configured from ``settings.server``.
+    """The server's (or a long-lived worker's) model manager, configured from ``settings.server``
+    and the client model policy (:func:`model_access`).
 
     Args:
         plan: threads and concurrency each loaded engine gets (:func:`server_cpu_plan`).
         factory: loads an engine for a resolved model; default :func:`engine_factory`. Tests pass
             a fast fake here (``create_app(settings, engine_factory=...)`` forwards it).
         on_load: called with (model name, seconds) after each load, e.g. for metrics.
+        on_load_error: called with the model name when a load fails for an operator's reason.
     """
     return ModelManager(
         settings.model, factory or engine_factory(settings, plan), offline=settings.offline,
         max_loaded=settings.server.max_loaded_models, idle_ttl_s=settings.server.model_idle_ttl_s,
-        on_load=on_load,
+        on_load=on_load, on_load_error=on_load_error, access=model_access(settings),
     )
