@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from tests.api.conftest import ServerProcess, free_port, start_server
-from tests.conftest import JFK, JFK_TEXT
+from tests.conftest import CORPUS, JFK, JFK_TEXT, corpus_set
 from tests.deploy.conftest import DEPLOY, tool_or_skip
-from tests.wer_utils import normalize
+from tests.wer_utils import normalize, wer
 
 SHIPPED_CONF = DEPLOY / "nginx" / "nginx.conf"
 NGINX_DEFAULT_READ_TIMEOUT_S = 60.0
@@ -255,3 +255,42 @@ def test_a_request_longer_than_nginx_default_timeout_is_not_cut(slow_call: SlowC
     assert json.loads(str(result["body"])) == {"text": "slow but whole"}
     # The upstream really was silent longer than nginx's default 60 s (else this proves nothing).
     assert float(str(result["elapsed_s"])) >= SLOW_UPSTREAM_DELAY_S
+
+
+LONG_AUDIO = CORPUS / "longform-en" / "audio" / "ljspeech_LJ001-0001_0032_concat.flac"  # 237 s
+
+
+@pytest.mark.slow
+def test_a_real_transcription_longer_than_60s_is_not_cut(tmp_path: Path, cache_dir: Path) -> None:
+    """Through the shipped config, a real stenod that needs more than nginx's default 60 s: the
+    bundled base model, float32, beam search 5, one thread, one slot, and two requests of 237 s of
+    speech at once (the second also waits for the first)."""
+    server = start_server(tmp_path / "stenod", cache_dir, "--model", "base", "--slots", "1", "--threads", "1",
+                          "--compute-type", "float32", env={"STENOD_MODEL__BEAM_SIZE": "5"})
+    nginx = start_nginx(tmp_path / "nginx", [server.port])
+    reference = corpus_set("longform-en")[1][LONG_AUDIO.stem]
+    results: list[tuple[int, str, float]] = []
+
+    def call() -> None:
+        started = time.monotonic()
+        with LONG_AUDIO.open("rb") as f:
+            r = httpx.post(f"{nginx.url}/v1/audio/transcriptions", files={"file": (LONG_AUDIO.name, f)},
+                           data={"language": "en"}, timeout=1200)
+        results.append((r.status_code, r.text, time.monotonic() - started))
+
+    try:
+        threads = [threading.Thread(target=call) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=1300)
+    finally:
+        nginx.stop()
+        server.stop()
+    assert len(results) == 2
+    for status, body, _ in results:
+        assert status == 200, body
+        # The whole recording, not a cut-off part: word error rate against the reference.
+        assert wer([reference], [json.loads(body)["text"]]) < 0.15
+    slowest = max(elapsed for _, _, elapsed in results)
+    assert slowest > NGINX_DEFAULT_READ_TIMEOUT_S, f"inconclusive: the slowest request took {slowest:.0f} s"
