@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from stenod import __version__
 from stenod.api.errors import install_error_handlers
 from stenod.api.middleware import RequestContextMiddleware, UploadLimitMiddleware
-from stenod.api.routers import health, openai, whispercpp
+from stenod.api.routers import health, openai, web, whispercpp
 from stenod.api.state import AppState
 from stenod.engines.base import Engine
 from stenod.engines.factory import cpu_count, create_engine, plan_cpu
@@ -106,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(whispercpp.router)
     app.include_router(health.router)
+    if settings.server.web_ui:
+        app.include_router(web.router)
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"],
