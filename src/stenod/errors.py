@@ -9,14 +9,16 @@ StenodError
 │   ├── EmptyAudioError (400)   zero bytes or zero samples
 │   ├── AudioTooLongError (413)
 │   ├── UploadTooLargeError (413)
-│   └── DiarizationInputError (400)
+│   ├── DiarizationInputError (400)
+│   └── ConfigFileError (400)   the TOML settings file is missing or invalid (file:line)
 ├── ModelNotFoundError (404)
 ├── ModelLoadError (500)
 ├── QueueFullError (429)
 ├── DeadlineExceededError (408)
 ├── ClientDisconnectedError (499)
 ├── ServiceUnavailableError (503)  loading, draining
-└── AuthenticationError (401)
+├── AuthenticationError (401)
+└── PermissionDeniedError (403)    a valid key without the right (admin routes)
 """
 
 from __future__ import annotations
@@ -75,6 +77,12 @@ class DiarizationInputError(InputError):
     code = "diarization_needs_stereo"
 
 
+class ConfigFileError(InputError):
+    """The TOML settings file cannot be read or parsed; the message names the file (and line)."""
+
+    code = "invalid_config"
+
+
 class ModelNotFoundError(StenodError):
     status_code = 404
     error_type = "invalid_request_error"
@@ -118,3 +126,9 @@ class AuthenticationError(StenodError):
     status_code = 401
     error_type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PermissionDeniedError(StenodError):
+    status_code = 403
+    error_type = "permission_error"
+    code = "permission_denied"

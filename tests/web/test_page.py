@@ -35,7 +35,7 @@ CHROMIUM_ARGS = [
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: scripts/system-deps.sh installs it", pytrace=False)
+        pytest.fail(f"Chromium not found at {CHROMIUM}: scripts/ci-deps.sh installs it", pytrace=False)
     pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
 if os.environ.get("CI"):

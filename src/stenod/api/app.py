@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from stenod import __version__
+from stenod.api.docs import install_docs
 from stenod.api.errors import install_error_handlers
 from stenod.api.middleware import RequestContextMiddleware, UploadLimitMiddleware
 from stenod.api.routers import health, openai, web, whispercpp
@@ -20,6 +21,7 @@ from stenod.api.state import AppState
 from stenod.engines.base import Engine
 from stenod.engines.factory import cpu_count, create_engine, plan_cpu
 from stenod.errors import StenodError
+from stenod.models.access import ModelAccess
 from stenod.models.registry import ResolvedModel
 from stenod.observability.metrics import Metrics
 from stenod.scheduler.model_manager import ModelManager
@@ -30,6 +32,14 @@ from stenod.settings import Settings
 logger = logging.getLogger(__name__)
 
 UPLOAD_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/inference"})
+
+
+def model_access(settings: Settings) -> ModelAccess:
+    m = settings.model
+    return ModelAccess(
+        configured=frozenset({m.name, *m.served}), model_dirs=tuple(m.model_dirs),
+        allow_paths=m.allow_request_paths, allow_downloads=m.allow_request_downloads and not settings.offline,
+    )
 
 
 def build_state(settings: Settings) -> AppState:
@@ -43,7 +53,9 @@ def build_state(settings: Settings) -> AppState:
     manager = ModelManager(
         settings.model, factory, offline=settings.offline,
         max_loaded=settings.server.max_loaded_models, idle_ttl_s=settings.server.model_idle_ttl_s,
-        on_load=lambda name, seconds: metrics.model_load_seconds.labels(name).observe(seconds),
+        on_load=lambda name, seconds: metrics.model_load_seconds.labels(manager.metrics_label(name)).observe(seconds),
+        on_load_error=lambda _name: metrics.model_load_failures.inc(),
+        access=model_access(settings),
     )
     scheduler = SlotScheduler(slots=plan.concurrency, queue_size=settings.server.queue_size)
     service = TranscriptionService(
@@ -100,9 +112,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Whisper speech-to-text with OpenAI- and whisper.cpp-compatible APIs.",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_docs: no CDN
+        redoc_url=None,
     )
     app.state.stenod = state
     install_error_handlers(app)
+    install_docs(app, title="stenod")
     app.include_router(openai.router)
     app.include_router(whispercpp.router)
     app.include_router(health.router)

@@ -65,4 +65,5 @@ def metrics(state: State) -> Response:
     m.slots_in_use.set(stats.running)
     m.slots_total.set(stats.slots)
     m.models_loaded.set(len(state.manager.loaded_names()))
+    m.default_model_loaded.set(1 if state.manager.is_loaded(state.manager.default_name) else 0)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
