@@ -117,7 +117,8 @@ class ServerSettings(BaseModel):
     print_progress: bool = False
     """Log transcription progress of each request."""
     web_ui: bool = True
-    """Serve the browser page at ``/`` (upload, follow and read transcripts through the job API)."""
+    """Serve the browser page at ``/`` (upload, follow and read transcripts through the job API;
+    needs ``[jobs] enabled``)."""
 
     @field_validator("api_keys", "admin_api_keys", "cors_origins", mode="before")
     @classmethod
