@@ -84,6 +84,13 @@ async def _unload_idle_loop(state: AppState, ttl_s: float) -> None:
             logger.info("unloaded idle models: %s", ", ".join(unloaded))
 
 
+def begin_drain(state: AppState) -> None:
+    """Stop taking work (call on the event loop): /health and /ready turn 503, new and queued
+    transcription requests get 503 + Retry-After at once, running ones get ``drain_timeout_s``."""
+    state.draining = True
+    state.scheduler.drain(timeout_s=state.settings.server.drain_timeout_s)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     state = build_state(settings)
@@ -102,8 +109,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.draining = True
             for task in tasks:
                 task.cancel()
+            busy = state.scheduler.stats().running
             state.scheduler.close()
-            await anyio.to_thread.run_sync(state.manager.close)
+            if busy:
+                # Transcriptions answered 503 at the drain deadline may still be inside the engine
+                # until they reach the cancel check; freeing their weights under them could crash.
+                logger.info("exiting with %d cancelled transcription(s) still stopping; models not unloaded", busy)
+            else:
+                await anyio.to_thread.run_sync(state.manager.close)
 
     app = FastAPI(
         title="stenod",
