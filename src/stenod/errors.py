@@ -9,7 +9,8 @@ StenodError
 │   ├── EmptyAudioError (400)   zero bytes or zero samples
 │   ├── AudioTooLongError (413)
 │   ├── UploadTooLargeError (413)
-│   └── DiarizationInputError (400)
+│   ├── DiarizationInputError (400)
+│   └── ConfigFileError (400)   the TOML settings file is missing or invalid (file:line)
 ├── ModelNotFoundError (404)
 ├── ModelLoadError (500)
 ├── QueueFullError (429)
@@ -74,6 +75,12 @@ class UploadTooLargeError(InputError):
 
 class DiarizationInputError(InputError):
     code = "diarization_needs_stereo"
+
+
+class ConfigFileError(InputError):
+    """The TOML settings file cannot be read or parsed; the message names the file (and line)."""
+
+    code = "invalid_config"
 
 
 class ModelNotFoundError(StenodError):

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from stenod import __version__
+from stenod.api.docs import install_docs
 from stenod.api.errors import install_error_handlers
 from stenod.api.middleware import RequestContextMiddleware, UploadLimitMiddleware
 from stenod.api.routers import health, openai, whispercpp
@@ -123,9 +124,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Whisper speech-to-text with OpenAI- and whisper.cpp-compatible APIs.",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_docs: no CDN
+        redoc_url=None,
     )
     app.state.stenod = state
     install_error_handlers(app)
+    install_docs(app, title="stenod")
     app.include_router(openai.router)
     app.include_router(whispercpp.router)
     app.include_router(health.router)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import signal
+import socket
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -15,14 +19,24 @@ import uvicorn
 from stenod.api.app import begin_drain, create_app
 from stenod.api.connections import ConnectionLimits, LimitedHttpToolsProtocol
 from stenod.api.state import AppState
-from stenod.cli.common import ConfigOption, build_settings
+from stenod.cli.common import ConfigOption, build_settings, stderr
+from stenod.engines import cpu_count, plan_cpu
 from stenod.observability.logging import configure_logging
+from stenod.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
+READY_POLL_S = 0.2
 SHUTDOWN_GRACE_S = 5.0
 """After the drain, uvicorn's own grace period for responses still being written."""
+
+
+def ready_message(url: str, *, model: str, slots: int, threads: int) -> str:
+    """The line a person at a terminal sees once the server answers, with a request to paste."""
+    return (f"stenod ready on {url} (model {model}, {slots} slot(s) x {threads} thread(s)); try:\n"
+            f"  curl {url}/v1/audio/transcriptions -F file=@audio.wav -F model=whisper-1\n"
+            f"  API docs: {url}/docs   health: {url}/health   Ctrl-C stops (in-flight requests finish)")
 
 
 class _DrainingServer(uvicorn.Server):
@@ -33,13 +47,34 @@ class _DrainingServer(uvicorn.Server):
     with Retry-After at once, and running ones get ``drain_timeout_s`` before they are answered 503
     in the API's error shape. When no request is in flight, or the drain deadline has passed and
     those answers are out, uvicorn's shutdown runs. A second signal shuts down at once.
+    On a terminal, prints a "ready, try: curl ..." line once the default model is loaded.
     """
 
-    def __init__(self, config: uvicorn.Config, state: AppState) -> None:
+    def __init__(self, config: uvicorn.Config, state: AppState, on_ready: Callable[[str], None]) -> None:
         super().__init__(config)
         self._state = state
+        self._on_ready = on_ready
         self._drain_requested_at: float | None = None
         self._drain_started = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            asyncio.get_running_loop().create_task(self._announce())
+
+    async def _announce(self) -> None:
+        state = self.config.app.state.stenod  # type: ignore[union-attr]
+        while state.preloading and not self.should_exit:  # the preload task runs in the lifespan
+            await asyncio.sleep(READY_POLL_S)
+        if self.should_exit or state.load_error:
+            return  # the load error is already logged
+        port = self.config.port
+        for server in self.servers:
+            for sock in server.sockets:
+                port = sock.getsockname()[1]
+        host = self.config.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+        self._on_ready(f"http://{shown}:{port}")
 
     def handle_exit(self, sig: int, frame: object) -> None:
         if self._drain_requested_at is not None or sig not in (signal.SIGTERM, signal.SIGINT):
@@ -88,7 +123,12 @@ def serve_command(
     log_format: Annotated[str | None, typer.Option("--log-format", help="json or console.")] = None,
     config: Annotated[Path | None, ConfigOption] = None,
 ) -> None:
-    """Serve the OpenAI- and whisper.cpp-compatible HTTP API."""
+    """Serve the OpenAI- and whisper.cpp-compatible HTTP API.
+
+    Logs are JSON lines (one per request, with its id) unless --log-format console, or stderr is
+    a terminal and no format was configured: then they are readable lines and a "ready, try: curl"
+    line follows once the model is loaded.
+    """
     settings = build_settings(
         config,
         model={"name": model, "threads": threads, "engine": engine, "device": device, "compute_type": compute_type},
@@ -96,6 +136,9 @@ def serve_command(
                 "print_progress": print_progress, "preload": preload},
         log={"format": log_format},
     )
+    interactive = sys.stderr.isatty()
+    if interactive and "format" not in settings.log.model_fields_set:
+        settings = settings.model_copy(update={"log": settings.log.model_copy(update={"format": "console"})})
     configure_logging(settings.log.level, settings.log.format)
     app = create_app(settings)
     state = app.state.stenod
@@ -111,4 +154,17 @@ def serve_command(
         http=functools.partial(LimitedHttpToolsProtocol, limits=limits),  # type: ignore[arg-type]
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
-    _DrainingServer(config_, state).run()
+
+    def on_ready(url: str) -> None:
+        logger.info("ready on %s", url)
+        if interactive:
+            plan = state.scheduler
+            info = ready_message(url, model=state.manager.default_name, slots=plan.slots,
+                                 threads=_threads_per_slot(settings))
+            stderr.print(info, markup=False, highlight=False)
+
+    _DrainingServer(config_, state, on_ready).run()
+
+
+def _threads_per_slot(settings: Settings) -> int:
+    return plan_cpu(cores=cpu_count(), threads=settings.model.threads, concurrency=settings.server.slots).threads
