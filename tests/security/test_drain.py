@@ -37,7 +37,7 @@ def assert_503(response: httpx.Response) -> None:
 
 def test_sigterm_refuses_queued_at_once_and_answers_running_with_503(tmp_path: Path, cache_dir: Path) -> None:
     srv = start_server(tmp_path, cache_dir, "--model", "tiny.en", "--slots", "1", "--threads", "1",
-                       "--queue-size", "4", env={"STENOD_SERVER__DRAIN_TIMEOUT_S": "3"})
+                       "--queue-size", "4", env={"STENOD_SERVER__DRAIN_TIMEOUT_S": "5"})
     done: list[tuple[str, float]] = []
     health_during_drain: list[int] = []
     try:

@@ -84,6 +84,10 @@ class _DrainingServer(uvicorn.Server):
         # In a signal handler: only flag; the event-loop work happens in on_tick.
         self._drain_requested_at = time.monotonic()
         self._state.draining = True
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.append(sig)  # re-raised after shutdown as uvicorn does: Ctrl-C exits 130
+        self._forget_sigterm(sig)
 
     def _forget_sigterm(self, sig: int) -> None:
         # uvicorn re-raises captured signals after shutdown, so the process would die "by SIGTERM".
