@@ -84,6 +84,9 @@ class AudioSettings(BaseModel):
     """Longest audio accepted, checked from the container header before decoding."""
     max_file_mb: float = Field(default=200.0, gt=0)
     """Largest upload accepted by the server, enforced while receiving."""
+    chunk_s: float = Field(default=300.0, ge=30.0)
+    """Audio longer than this is decoded as a stream and transcribed in chunks of at most this many
+    seconds, cut at quiet points, so memory does not grow with duration (docs/RELIABILITY.md)."""
 
 
 class ServerSettings(BaseModel):

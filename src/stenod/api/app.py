@@ -60,7 +60,7 @@ def build_state(settings: Settings) -> AppState:
     service = TranscriptionService(
         manager=manager, scheduler=scheduler, metrics=metrics,
         max_duration_s=settings.audio.max_duration_s, request_timeout_s=settings.server.request_timeout_s,
-        print_progress=settings.server.print_progress,
+        print_progress=settings.server.print_progress, chunk_s=settings.audio.chunk_s,
     )
     logger.info("inference plan: %d slots x %d threads on %d cores", plan.concurrency, plan.threads, cpu_count())
     return AppState(settings=settings, manager=manager, scheduler=scheduler, metrics=metrics, service=service)
