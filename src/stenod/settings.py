@@ -128,6 +128,9 @@ class ServerSettings(BaseModel):
     """Origins allowed to call the API from a browser, comma-separated; empty disables CORS."""
     print_progress: bool = False
     """Log transcription progress of each request."""
+    web_ui: bool = True
+    """Serve the browser page at ``/`` (upload, follow and read transcripts through the job API;
+    needs ``[jobs] enabled``)."""
 
     @field_validator("api_keys", "admin_api_keys", "cors_origins", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from stenod import __version__
 from stenod.api.docs import install_docs
 from stenod.api.errors import install_error_handlers
 from stenod.api.middleware import RequestContextMiddleware, UploadLimitMiddleware
-from stenod.api.routers import health, jobs, openai, whispercpp
+from stenod.api.routers import health, jobs, openai, web, whispercpp
 from stenod.api.state import AppState
 from stenod.engines.base import Engine
 from stenod.engines.factory import cpu_count, create_engine, plan_cpu
@@ -172,6 +172,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.jobs.enabled:
         app.include_router(jobs.router)
     app.include_router(health.router)
+    if settings.server.web_ui and settings.jobs.enabled:
+        app.include_router(web.router)  # the page is a job-API client
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"],

@@ -61,6 +61,21 @@ class Metrics:
             "Model loads that failed: weights found but not loadable, or the default model missing.",
             registry=r,
         )
+        # Durable jobs, read from the job store and the broker when /metrics is scraped. The same on
+        # every API replica (they share the store): aggregate with max(), not sum().
+        self.jobs = Gauge(
+            "stenod_jobs", "Jobs in the job store by status (queued, processing).", ["status"], registry=r,
+        )
+        self.jobs_queue_depth = Gauge(
+            "stenod_jobs_queue_depth", "Jobs waiting for a worker (broker messages, or queued jobs in-process).",
+            registry=r,
+        )
+        self.jobs_workers = Gauge(
+            "stenod_jobs_workers", "Worker processes that reported in the last minute.", registry=r,
+        )
+        self.jobs_store_up = Gauge(
+            "stenod_jobs_store_up", "1 when the job store answered this scrape, 0 when it did not.", registry=r,
+        )
         self.default_model_loaded = Gauge(
             "stenod_default_model_loaded", "1 when the default model is in memory and serving.", registry=r,
         )
