@@ -45,6 +45,11 @@ class Metrics:
         self.slots_in_use = Gauge("stenod_slots_in_use", "Inference slots busy.", registry=r)
         self.slots_total = Gauge("stenod_slots_total", "Inference slots configured.", registry=r)
         self.models_loaded = Gauge("stenod_models_loaded", "Models currently in memory.", registry=r)
+        self.connections_refused = Counter(
+            "stenod_connections_refused_total",
+            "Connections closed by a connection limit (header_timeout, body_timeout, max_connections, "
+            "max_connections_per_client).", ["reason"], registry=r,
+        )
         self.model_load_seconds = Histogram(
             "stenod_model_load_seconds", "Time to load a model.", ["model"],
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120), registry=r,
