@@ -14,10 +14,12 @@ test can look at a request that is provably still running.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +157,22 @@ async def app_client(settings: Settings, engines: FakeEngines) -> AsyncIterator[
             yield client, app.state.stenod
 
 
+@dataclass
+class Served:
+    url: str
+    loop: asyncio.AbstractEventLoop
+
+    def on_loop(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the server's event loop (where the app's state lives) and wait for it."""
+
+        async def call() -> None:
+            fn()
+
+        asyncio.run_coroutine_threadsafe(call(), self.loop).result(WAIT_S)
+
+
 @contextmanager
-def served(app: FastAPI) -> Iterator[str]:
+def served(app: FastAPI) -> Iterator[Served]:
     """The app under a real uvicorn server on a free loopback port, in a thread of this process:
     real HTTP (sockets, streaming, keep-alive) without a process start or a model load."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
@@ -167,9 +183,10 @@ def served(app: FastAPI) -> Iterator[str]:
         if not thread.is_alive():
             raise RuntimeError("uvicorn exited during start-up")
         ready.wait(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    listener = server.servers[0]
+    port = listener.sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield Served(f"http://127.0.0.1:{port}", listener.get_loop())
     finally:
         server.should_exit = True
         thread.join(WAIT_S)

@@ -21,12 +21,15 @@ from stenod.transcript import Segment
 DISCONNECT_POLL_S = 0.25
 
 
-async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
+async def _watch_disconnect(request: Request, cancel: threading.Event) -> bool:
+    """True once the client has gone (and the work is told to stop); False when the work was
+    cancelled for another reason first (a deadline, a drain): that is not a disconnect."""
     while not cancel.is_set():
         if await request.is_disconnected():
             cancel.set()
-            return
+            return True
         await asyncio.sleep(DISCONNECT_POLL_S)
+    return False
 
 
 async def transcribe_or_cancel(
@@ -38,12 +41,13 @@ async def transcribe_or_cancel(
     watcher = asyncio.create_task(_watch_disconnect(request, cancel))
     try:
         done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if work not in done:  # client gone while queued or running
+        if work not in done and watcher.result():  # client gone while queued or running
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError, StenodError):
                 await work
             raise ClientDisconnectedError("client closed the connection")
-        return work.result()
+        # Finished, or cancelled by the scheduler (deadline -> 408, drain -> 503): its own answer.
+        return await work
     finally:
         watcher.cancel()
         cancel.set()
