@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import numpy as np
 import uvicorn
@@ -151,7 +152,11 @@ async def app_client(settings: Settings, engines: FakeEngines) -> AsyncIterator[
     The transport delivers a response once the app has finished it, so streaming is tested over
     real HTTP with :func:`served` instead."""
     app = create_app(settings, engine_factory=engines)
+    state: AppState = app.state.stenod
     async with app.router.lifespan_context(app):
+        with anyio.fail_after(WAIT_S):  # the default model preloads in the background: start ready
+            while state.preloading:
+                await anyio.sleep(0.01)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://stenod.test", timeout=WAIT_S) as client:
             yield client, app.state.stenod
