@@ -74,6 +74,11 @@ def _validation_message(
     return f"{where}: invalid value{shown}: {error['msg']}"
 
 
+def note(message: str) -> None:
+    """One ``note:`` line on stderr: how input was read, nothing wrong."""
+    stderr.print(f"note: {escape(message)}", markup=True)
+
+
 def warn(message: str) -> None:
     """One ``warning:`` line on stderr (the run goes on)."""
     stderr.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True)
