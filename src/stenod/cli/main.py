@@ -18,6 +18,7 @@ from stenod.cli.compat import rewrite_transcribe_args
 from stenod.cli.config import config_app
 from stenod.cli.models import models_app
 from stenod.cli.serve import serve_command
+from stenod.cli.transcribe import EXAMPLES as TRANSCRIBE_EXAMPLES
 from stenod.cli.transcribe import transcribe_command
 from stenod.errors import StenodError
 
@@ -82,7 +83,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command("transcribe")(transcribe_command)
+app.command("transcribe", epilog=TRANSCRIBE_EXAMPLES)(transcribe_command)
 app.command("batch")(batch_command)
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
