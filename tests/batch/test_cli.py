@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -76,6 +77,7 @@ def test_ctrl_c_finishes_in_flight_work_and_a_rerun_completes_the_rest(tmp_path:
     assert proc.returncode == 130, stderr
     assert "Ctrl-C: finishing the files in flight" in stderr
     assert "(interrupted)" in stdout
+    assert re.search(r"^error: interrupted after \d of 5 files \(rerun the same command to resume\)$", stderr, re.M), stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] and summary["files_pending"] >= 1
     assert summary["files_ok"] + summary["files_pending"] == 5

@@ -147,10 +147,7 @@ def transcribe_command(
     message = threads_warning(settings.model.threads, cores)
     if message:
         warn(message)
-    try:
-        lang = normalize_language_or_raise(language)
-    except StenodError as exc:
-        fail(f"--language: {exc.message}", code=EXIT_USAGE)
+    lang = language_code_or_fail(language)
     wants_words = word_timestamps or (subtitles.splits_segments and bool(set(formats) & SUBTITLE_FORMATS))
     options = TranscriptionOptions(
         language=lang, task=task,  # type: ignore[arg-type]
@@ -191,6 +188,23 @@ def parse_formats(value: str) -> list[ResponseFormat]:
             raise typer.BadParameter(f"unknown format {raw!r}; choose from txt, json, verbose_json, srt, vtt, tsv")
         formats.append(_FORMAT_ALIASES[name])
     return formats
+
+
+def language_code_or_fail(value: str, *, flag: str = "--language") -> str | None:
+    """A code (``de``) or an English name (``German``, as openai-whisper's CLI takes) as a code;
+    ``None`` for auto. Unknown values are a usage error with the closest names."""
+    import difflib
+
+    from stenod.engines.languages import LANGUAGE_NAMES
+
+    wanted = value.strip().lower()
+    by_name = {name: code for code, name in LANGUAGE_NAMES.items()}
+    try:
+        return normalize_language_or_raise(by_name.get(wanted, wanted))
+    except StenodError:
+        close = difflib.get_close_matches(wanted, [*by_name, *LANGUAGE_NAMES], n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; use a code (de) or an English name (german), or auto"
+        fail(f"{flag}: unknown language {value!r}{hint}", code=EXIT_USAGE)
 
 
 def _formats_or_fail(value: str) -> list[ResponseFormat]:
