@@ -24,6 +24,8 @@ class TranscriptionResult:
     decode_s: float
     processing_s: float
     """Inference time only (decode excluded)."""
+    language_probabilities: dict[str, float] | None = None
+    """Set by a detect-language-only request: every language's probability."""
 
     @property
     def realtime_factor(self) -> float:
