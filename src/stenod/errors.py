@@ -10,7 +10,11 @@ StenodError
 │   ├── AudioTooLongError (413)
 │   ├── UploadTooLargeError (413)
 │   ├── DiarizationInputError (400)
+│   ├── UnsafeURLError (400)         webhook_url/audio_url on a refused network, or not http(s)
+│   ├── AudioURLError (400)          audio_url could not be fetched (status, size, time)
 │   └── ConfigFileError (400)   the TOML settings file is missing or invalid (file:line)
+├── JobNotFoundError (404)           also another tenant's job
+├── JobStateError (409)              result before completion; idempotency key reused differently
 ├── ModelNotFoundError (404)
 ├── ModelLoadError (500)
 ├── QueueFullError (429)
@@ -132,3 +136,28 @@ class PermissionDeniedError(StenodError):
     status_code = 403
     error_type = "permission_error"
     code = "permission_denied"
+
+
+class UnsafeURLError(InputError):
+    code = "url_not_allowed"
+
+
+class AudioURLError(InputError):
+    code = "audio_url_unavailable"
+
+
+class JobNotFoundError(StenodError):
+    status_code = 404
+    error_type = "not_found_error"
+    code = "job_not_found"
+
+
+class JobStateError(StenodError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "job_not_completed"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, param=param)
+        if code is not None:
+            self.code = code

@@ -1,4 +1,4 @@
-"""Entry point: ``stenod transcribe | models | serve | batch | bench``."""
+"""Entry point: ``stenod transcribe | models | serve | worker | batch | bench``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from stenod.cli.models import models_app
 from stenod.cli.serve import serve_command
 from stenod.cli.transcribe import EXAMPLES as TRANSCRIBE_EXAMPLES
 from stenod.cli.transcribe import transcribe_command
+from stenod.cli.worker import worker_command
 from stenod.errors import StenodError
+
 
 class StenodGroup(TyperGroup):
     """The root command: rewrites whisper.cpp's flags for ``transcribe`` before parsing, and turns
@@ -53,7 +55,7 @@ class StenodGroup(TyperGroup):
                 raise
             stderr.print(f"error: {exc.format_message()}", markup=False)
             sys.exit(exc.exit_code)
-        except click_errors.Abort:
+        except typer.Abort:
             if not standalone_mode:
                 raise
             stderr.print("error: aborted", markup=False)
@@ -88,6 +90,7 @@ app.command("batch")(batch_command)
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.command("serve")(serve_command)
+app.command("worker")(worker_command)
 app.add_typer(config_app, name="config")
 
 

@@ -53,6 +53,10 @@ class ModelManager:
         max_loaded: models kept in memory at once; the least recently used idle one is unloaded.
         idle_ttl_s: unload non-default models idle this long (0 = never).
         on_load: called with (model name, seconds) after each successful load.
+        on_load_error: called with the model name when a load fails for an operator's reason:
+            weights that were found but could not be loaded (corrupt, out of memory, device
+            error), or the configured default model not found. An unknown name sent by a client
+            is the client's error and is not reported.
         access: which names clients may send (:mod:`stenod.models.access`); the default model
             is always allowed. :meth:`acquire` itself trusts its caller: the service checks a
             client's name with :meth:`check_client_model_or_raise` first.
@@ -67,6 +71,7 @@ class ModelManager:
         max_loaded: int = 2,
         idle_ttl_s: float = 0.0,
         on_load: Callable[[str, float], None] | None = None,
+        on_load_error: Callable[[str], None] | None = None,
         access: ModelAccess | None = None,
     ) -> None:
         self._settings = settings
@@ -75,6 +80,7 @@ class ModelManager:
         self._max_loaded = max_loaded
         self._idle_ttl_s = idle_ttl_s
         self._on_load = on_load
+        self._on_load_error = on_load_error
         self._lock = threading.Lock()
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._loading: dict[str, _LoadState] = {}
@@ -196,9 +202,18 @@ class ModelManager:
             state.event.set()
 
     def _load(self, name: str) -> None:
-        resolved = self._resolve(name)
+        try:
+            resolved = self._resolve(name)
+        except BaseException:
+            if name == self.default_name:
+                self._report_load_error(name)
+            raise
         started = time.monotonic()
-        engine = self._factory(resolved)
+        try:
+            engine = self._factory(resolved)
+        except BaseException:
+            self._report_load_error(name)
+            raise
         load_time = time.monotonic() - started
         now = time.monotonic()
         with self._lock:
@@ -208,6 +223,10 @@ class ModelManager:
             self._close(old)
         if self._on_load is not None:
             self._on_load(name, load_time)
+
+    def _report_load_error(self, name: str) -> None:
+        if self._on_load_error is not None:
+            self._on_load_error(name)
 
     def _resolve(self, name: str) -> ResolvedModel:
         if name not in BUNDLED_MODELS and name not in self._access.configured:

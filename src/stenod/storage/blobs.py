@@ -7,6 +7,7 @@ taken from a client, and are still checked against a strict pattern so no key ca
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -86,10 +87,19 @@ class LocalBlobStore:
         shutil.copyfile(self._path(key), dest)
 
     def delete(self, key: str) -> None:
+        path = self._path(key)
         try:
-            self._path(key).unlink()
+            path.unlink()
         except FileNotFoundError:
             return
+        # Drop folders left empty (results/<job id>/), never the root itself.
+        parent = path.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix if prefix else self.root
@@ -122,9 +132,10 @@ class S3BlobStore:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put_file(self, key: str, source: BinaryIO) -> int:
-        start = source.tell()
-        self._client.upload_fileobj(source, self.bucket, self._key(key))
-        return source.tell() - start
+        size = file_size(source) - source.tell()
+        # s3transfer closes the file object it was given; the caller still owns ``source``.
+        self._client.upload_fileobj(_Unclosable(source), self.bucket, self._key(key))
+        return size
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
@@ -174,6 +185,34 @@ def open_blob_store(url: str, *, data_dir: Path, s3_endpoint_url: str | None, s3
             raise ValueError(f"jobs.blob_url {url!r}: s3:// needs a bucket (s3://bucket/prefix)")
         return S3BlobStore(parsed.netloc, parsed.path, endpoint_url=s3_endpoint_url, region=s3_region)
     raise ValueError(f"jobs.blob_url {url!r}: use file:///path or s3://bucket/prefix")
+
+
+class _Unclosable(io.RawIOBase):
+    """A view of a binary file whose ``close`` leaves the file open."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._inner.read(size)
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+        data = self._inner.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
 
 
 def file_size(source: BinaryIO) -> int:
