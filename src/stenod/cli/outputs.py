@@ -4,9 +4,10 @@ name), or standard output.
 * The output folder is created and test-written before any model loads, so a read-only or
   mistyped folder fails in a second, not after an hour of transcription.
 * Every written path is remembered and listed at the end.
-* On standard output, several results (formats x inputs) are each preceded by a ``==> name <==``
-  header, as ``head`` and ``tail`` do for several files; a single result is printed bare, so
-  ``stenod transcribe x.wav -f json | jq`` keeps working.
+* On standard output, with several formats each result is preceded by a ``==> name.ext <==``
+  header, as ``head`` and ``tail`` do for several files (srt after txt would otherwise run
+  together); one format is printed bare, so ``stenod transcribe x.wav -f json | jq`` and
+  ``stenod transcribe *.wav > all.txt`` keep working.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class OutputPlan:
 
     @property
     def headers_on_stdout(self) -> bool:
-        return not self.to_files and len(self.formats) * self.inputs > 1
+        return not self.to_files and len(self.formats) > 1
 
     def target(self, stem: str, fmt: ResponseFormat) -> Path:
         ext = FORMAT_EXTENSIONS[fmt]

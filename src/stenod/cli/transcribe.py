@@ -233,6 +233,8 @@ def _load_engine_or_fail(settings: Settings, options: TranscriptionOptions) -> E
                                           offline=settings.offline)
     except ModelNotFoundError as exc:  # a bad --model value: usage, as in batch
         fail(f"--model: {exc.message}", code=EXIT_USAGE)
+    except StenodError as exc:  # found but not usable here (cache folder not writable, ...)
+        fail(exc.message, code=EXIT_FAILED)
     try:
         # One file at a time: give the one call every core (threads=0 -> all cores, capped at 8).
         engine = create_engine(resolved, settings.model, threads=settings.model.threads or min(8, cpu_count()),
