@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from stenod.api.app import create_app
 from stenod.settings import Settings
-from tests.conftest import JFK, CORPUS
+from tests.conftest import CORPUS, JFK
 from tests.wer_utils import normalize
 
 GERMAN = CORPUS / "multilingual-fleurs" / "audio" / "fleurs-de-000.ogg"

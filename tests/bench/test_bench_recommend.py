@@ -137,7 +137,7 @@ def test_the_serve_command_it_prints_is_accepted_by_serve(result_file: Path) -> 
 
     _, rec = _recommend(result_file)
     args = shlex.split(rec["serve_command"])[2:]
-    pairs = dict(zip(args[::2], args[1::2]))
+    pairs = dict(zip(args[::2], args[1::2], strict=True))
     settings = build_settings(None, model={"name": pairs["--model"], "engine": pairs["--engine"],
                                            "device": pairs["--device"], "compute_type": pairs["--compute-type"],
                                            "threads": int(pairs["--threads"])},

@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from stenod.audio.decode import decode_audio
+from stenod.engines import TranscriptionOptions
 from stenod.service.quality import coverage_warning, covered_seconds, detect_foreign_speech, speech_seconds
 from stenod.service.transcription import transcribe_decoded
-from stenod.engines import TranscriptionOptions
 from tests.conftest import CORPUS, JFK
 
 GERMAN = CORPUS / "multilingual-fleurs" / "audio" / "fleurs-de-000.ogg"

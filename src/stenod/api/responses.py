@@ -13,8 +13,8 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from stenod.api.deps import NamedUpload
-from stenod.errors import ClientDisconnectedError, StenodError
 from stenod.engines.languages import language_name
+from stenod.errors import ClientDisconnectedError, StenodError
 from stenod.formats import DEFAULT_SUBTITLES, MEDIA_TYPES, ResponseFormat, SubtitleOptions, TimestampGranularity, render
 from stenod.service.server_transcription import ServedTranscription, TranscriptionRequest, TranscriptionService
 from stenod.transcript import Segment

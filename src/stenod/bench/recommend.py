@@ -112,7 +112,7 @@ def serve_command_for(candidate: Candidate) -> str:
 
 
 def _candidate(run: EngineRun, target: SizingTarget, cores: int, max_memory_mb: float) -> Candidate:
-    assert run.rtf is not None and run.peak_rss_mb is not None  # noqa: S101 (filtered by the caller)
+    assert run.rtf is not None and run.peak_rss_mb is not None
     rtf = run.rtf.median
     slots = 1 if run.device == "cuda" else max(1, cores // run.threads)
     capacity = slots * (1.0 / rtf) if rtf > 0 else math.inf
@@ -181,7 +181,7 @@ def recommend(result: EngineBenchResult, target: SizingTarget) -> Recommendation
         c.machines, c.run.wer if c.run.wer is not None else math.inf, c.latency_s, c.memory_mb,
     ))
     r = chosen.run
-    assert r.rtf is not None  # noqa: S101
+    assert r.rtf is not None
     reasons.append(
         f"{chosen.label}: RTF {r.rtf.median:.3f} -> one slot does {1 / r.rtf.median:.1f} audio s per s; "
         + (f"CPU {r.cpu_rtf.median:.3f} s per audio s caps a machine at {cores / r.cpu_rtf.median:.1f}; "

@@ -38,8 +38,8 @@ from stenod.batch import (
 from stenod.batch.discovery import declared_duration_s
 from stenod.batch.pipeline import BatchPlan
 from stenod.batch.summary import summary_table
-from stenod.cli.common import ConfigOption, build_settings, configure_cli_logging, fail, stderr, warn
 from stenod.cli.checks import threads_warning
+from stenod.cli.common import ConfigOption, build_settings, configure_cli_logging, fail, stderr, warn
 from stenod.cli.transcribe import language_code_or_fail, parse_formats
 from stenod.engines import TranscriptionOptions, cpu_count, plan_cpu, temperature_schedule
 from stenod.errors import ModelNotFoundError, StenodError

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -70,7 +70,7 @@ def _command_line(ctx: typer.Context) -> str:
 def _output_dir(output_dir: Path | None, kind: str) -> Path:
     if output_dir is not None:
         return output_dir
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return Path("bench-results") / f"{kind}-{stamp}"
 
 
@@ -162,7 +162,7 @@ def engines_command(
         measured = next((r.files for r in runs if r.files), None)
         files = [BenchFile(file=str(item.path), audio_s=measured[i].audio_s if measured else 0.0,
                            reference=item.reference, language=item.language) for i, item in enumerate(items)]
-        return EngineBenchResult(created_at=datetime.now(timezone.utc), command=command, host=host,
+        return EngineBenchResult(created_at=datetime.now(UTC), command=command, host=host,
                                  settings=settings_model, files=files, runs=runs)
 
     def on_run(cfg, run) -> None:  # type: ignore[no-untyped-def]
@@ -337,7 +337,7 @@ def server_command(
     except EndpointUnreachableError as exc:
         fail(str(exc))
     result = ServerBenchResult(
-        created_at=datetime.now(timezone.utc), command=command, host=host_info(gpus=[]),
+        created_at=datetime.now(UTC), command=command, host=host_info(gpus=[]),
         settings=ServerBenchSettings(url=url, api=api, model=model, language=language, max_requests=requests,  # type: ignore[arg-type]
                                      max_duration_s=duration, request_timeout_s=request_timeout),
         files=files, levels=levels,

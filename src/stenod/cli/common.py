@@ -57,7 +57,7 @@ def _validation_message(
     """The first bad value, named the way the user set it (pydantic would say ``model.engine``)."""
     error = exc.errors()[0]
     loc = [str(p) for p in error["loc"]]
-    section, key = (loc + [""])[:2]
+    section, key = [*loc, ""][:2]
     value = error.get("input")
     given = overrides.get(section) if isinstance(overrides.get(section), dict) else {}
     env_name = f"STENOD_{section.upper()}__{key.upper()}"

@@ -65,7 +65,7 @@ class OutputPlan:
         ext = FORMAT_EXTENSIONS[fmt]
         if self.output_file is not None:
             return self.output_file.with_name(f"{self.output_file.name}.{ext}")
-        assert self.output_dir is not None  # noqa: S101 (to_files checked by the caller)
+        assert self.output_dir is not None
         return self.output_dir / f"{stem}.{ext}"
 
     def emit(self, transcript: Transcript, stem: str) -> list[Path]:

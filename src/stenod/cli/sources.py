@@ -77,10 +77,10 @@ def output_stems(inputs: Sequence[InputSpec]) -> list[str]:
     """One distinct output stem per input, in order; see the module docstring."""
     stems = [PurePosixPath(i.file_name).stem or i.file_name for i in inputs]
     counts = Counter(stems)
-    stems = [i.file_name if counts[s] > 1 else s for s, i in zip(stems, inputs)]
+    stems = [i.file_name if counts[s] > 1 else s for s, i in zip(stems, inputs, strict=True)]
     counts = Counter(stems)
     out: list[str] = []
-    for stem, spec in zip(stems, inputs):
+    for stem, spec in zip(stems, inputs, strict=True):
         if counts[stem] > 1 and spec.parent_name:
             stem = f"{spec.parent_name}-{stem}"
         out.append(stem)

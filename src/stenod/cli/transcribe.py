@@ -28,7 +28,6 @@ from stenod.cli.common import (
     build_settings,
     configure_cli_logging,
     fail,
-    note,
     report_error,
     stderr,
     warn,
@@ -271,7 +270,7 @@ class _Run:
     def all(self, inputs: list[InputSpec]) -> None:
         stems = output_stems(inputs)
         try:
-            for spec, stem in zip(inputs, stems):
+            for spec, stem in zip(inputs, stems, strict=True):
                 if not self.one(spec, stem):
                     break
                 self.done += 1

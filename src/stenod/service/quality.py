@@ -54,7 +54,7 @@ def speech_seconds(audio: np.ndarray) -> float:
     if len(audio) == 0:
         return 0.0
     chunks = get_speech_timestamps(audio, VadOptions())
-    return sum(c["end"] - c["start"] for c in chunks) / SAMPLE_RATE
+    return float(sum(c["end"] - c["start"] for c in chunks)) / SAMPLE_RATE
 
 
 def covered_seconds(transcript: Transcript) -> float:

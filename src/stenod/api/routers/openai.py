@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_api_key
 from stenod.api.decoding import openai_chunking_or_raise
+from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_api_key
 from stenod.api.params import OPENAI_FORMATS, build_request, parse_granularities, parse_response_format
 from stenod.api.responses import rendered_response, streamed_response, transcribe_or_cancel
 from stenod.engines.base import Task

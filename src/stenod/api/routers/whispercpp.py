@@ -10,11 +10,12 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
+from stenod.api.decoding import WhisperCppFields, flag
 from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_admin, require_api_key
 from stenod.api.params import build_request, parse_response_format
-from stenod.api.decoding import WhisperCppFields, flag
 from stenod.api.responses import language_detection_response, rendered_response, transcribe_or_cancel
 from stenod.errors import ModelLoadError, UnsupportedParameterError
+from stenod.formats import TimestampGranularity
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -69,7 +70,8 @@ async def inference(
     served = await transcribe_or_cancel(request, state.service, upload, params)
     if params.detect_language_only:
         return language_detection_response(served)
-    granularities = ("segment", "word") if flag(token_timestamps) and fmt == "verbose_json" else ("segment",)
+    words = flag(token_timestamps) and fmt == "verbose_json"
+    granularities: tuple[TimestampGranularity, ...] = ("segment", "word") if words else ("segment",)
     return rendered_response(served, fmt, granularities, subtitles)
 
 
