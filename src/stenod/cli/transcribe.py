@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, BinaryIO
 
+import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
@@ -41,7 +42,7 @@ from stenod.errors import ModelNotFoundError, StenodError
 from stenod.formats import RESPONSE_FORMATS, ResponseFormat, SubtitleOptions
 from stenod.models import resolve_model_or_raise
 from stenod.service.quality import coverage_warning, detect_foreign_speech, speech_seconds
-from stenod.service.transcription import TranscriptionResult, load_audio, transcribe_decoded
+from stenod.service.transcription import TranscriptionResult, read_head, transcribe_source
 from stenod.settings import Settings
 
 PROGRESS_MIN_DURATION_S = 30.0
@@ -49,6 +50,8 @@ PROGRESS_MIN_DURATION_S = 30.0
 DOUBTFUL_AVG_LOGPROB = -0.6
 """An English-only model's transcript this unsure is checked for foreign speech (a multilingual
 model's language detection on the first 30 s); confident transcripts skip the check."""
+QUALITY_HEAD_S = 600.0
+"""Quality checks read at most this much audio again (the coverage check needs the whole file)."""
 DETECTOR_MODEL = "base"
 """The bundled multilingual model used to name the language of doubtful English-only transcripts."""
 
@@ -279,15 +282,17 @@ class _Run:
 
     def one(self, spec: InputSpec, stem: str) -> bool:
         """Process one input; False when interrupted."""
+        max_s = self.settings.audio.max_duration_s
         try:
             source = self._open(spec)
-            audio = load_audio(source, diarize=self.diarize, max_duration_s=self.settings.audio.max_duration_s)
-            if self.detect_only:
-                self._print_detection(spec, audio.samples)
+            if self.detect_only:  # Whisper detects from the first 30 s
+                self._print_detection(spec, read_head(source, seconds=30.0, max_duration_s=max_s)[0])
                 return True
             with _ctrl_c_cancels(self._cancel), self._progress(spec) as progress:
-                result = transcribe_decoded(self.engine, audio, self.options, diarize=self.diarize,
-                                            progress=progress, cancel=self._cancel)
+                # Streamed and chunked: memory stays bounded whatever the audio's duration.
+                result = transcribe_source(self.engine, source, self.options, max_duration_s=max_s,
+                                           diarize=self.diarize, progress=progress, cancel=self._cancel,
+                                           chunk_s=self.settings.audio.chunk_s)
         except CancelledError:
             self.interrupted = True
             return False
@@ -303,8 +308,11 @@ class _Run:
             self.failures += 1
             return True
         _summary(spec, result)
-        for message in self._quality(result, audio.samples):
-            warn(f"{spec.arg}: {message}")
+        try:
+            for message in self._quality(result, source):
+                warn(f"{spec.arg}: {message}")
+        except StenodError:  # the checks are advice; the transcript is already out
+            pass
         return True
 
     def _open(self, spec: InputSpec) -> str | BinaryIO:
@@ -331,39 +339,41 @@ class _Run:
 
             yield progress
 
-    def _print_detection(self, spec: InputSpec, samples: object) -> None:
+    def _print_detection(self, spec: InputSpec, samples: np.ndarray) -> None:
         from stenod.engines.languages import language_name
 
         if not self.engine.info().multilingual:
             fail(f"--detect-language needs a multilingual model; {self.engine.info().model} is English-only "
                  f"(use --model base)", code=EXIT_USAGE)
-        detection = self.engine.detect_language(samples)  # type: ignore[arg-type]
+        detection = self.engine.detect_language(samples)
         ranked = sorted(detection.all_probabilities.items(), key=lambda kv: kv[1], reverse=True)[:5]
         others = ", ".join(f"{code} {p:.3f}" for code, p in ranked if code != detection.language)
         typer.echo(f"{spec.arg}: {detection.language} ({language_name(detection.language)}) "
                    f"{detection.probability:.3f}" + (f"; then {others}" if others else ""))
 
-    def _quality(self, result: TranscriptionResult, samples: object) -> list[str]:
-        import numpy as np
-
+    def _quality(self, result: TranscriptionResult, source: str | BinaryIO) -> list[str]:
+        """Foreign speech for an English-only model (only when its transcript is doubtful) and low
+        coverage (audio up to :data:`QUALITY_HEAD_S`; longer files are not re-read whole)."""
         out: list[str] = []
         transcript = result.transcript
         info = self.engine.info()
         segments = [s for s in transcript.segments if s.text.strip()]
-        doubtful = segments and sum(s.avg_logprob for s in segments) / len(segments) < DOUBTFUL_AVG_LOGPROB
-        if not info.multilingual and self.options.language is None and doubtful:
+        doubtful = bool(segments) and sum(s.avg_logprob for s in segments) / len(segments) < DOUBTFUL_AVG_LOGPROB
+        check_language = not info.multilingual and self.options.language is None and doubtful
+        check_coverage = result.audio_duration_s >= 10 and not self.options.without_timestamps
+        if not (check_language or check_coverage):
+            return out
+        head, complete = read_head(source, seconds=QUALITY_HEAD_S, max_duration_s=self.settings.audio.max_duration_s)
+        if check_language:
             detector = self._language_detector()
             if detector is not None:
-                message = detect_foreign_speech(detector, np.asarray(samples), model=info.model)
+                message = detect_foreign_speech(detector, head, model=info.model)
                 if message:
                     out.append(message)
-        if result.audio_duration_s >= 10 and not self.options.without_timestamps:
-            clip = np.asarray(samples)
-            if self.options.offset_s or self.options.duration_s is not None:
-                start = int(self.options.offset_s * 16_000)
-                stop = None if self.options.duration_s is None else start + int(self.options.duration_s * 16_000)
-                clip = clip[start:stop]
-            message = coverage_warning(transcript, speech_seconds(clip))
+        if check_coverage and complete:
+            start = int(self.options.offset_s * 16_000)
+            stop = None if self.options.duration_s is None else start + int(self.options.duration_s * 16_000)
+            message = coverage_warning(transcript, speech_seconds(head[start:stop]))
             if message:
                 out.append(message)
         return out
