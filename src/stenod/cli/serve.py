@@ -141,10 +141,9 @@ def serve_command(
                 "print_progress": print_progress, "preload": preload},
         log={"format": log_format},
     )
-    for flag, value in (("--threads", settings.model.threads), ("--slots", settings.server.slots)):
-        message = threads_warning(value, cpu_count(), flag=flag)
-        if message:
-            warn(message)
+    message = threads_warning(settings.model.threads, cpu_count())
+    if message:
+        warn(message)
     interactive = sys.stderr.isatty()
     if interactive and "format" not in settings.log.model_fields_set:
         settings = settings.model_copy(update={"log": settings.log.model_copy(update={"format": "console"})})
