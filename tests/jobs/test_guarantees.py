@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from tests.conftest import CORPUS, JFK
 from tests.jobs.stack import JobStack, WorkerProcess, job_stack
-from tests.services import start_redis
+from tests.services import ManagedProcess, start_redis
 
 MEDIUM_AUDIO = CORPUS / "longform-en" / "audio" / "earnings22_1_4482311_3_62.wav"
 """60 s: long enough to kill a worker in the middle, short enough to finish quickly after."""
@@ -58,9 +58,29 @@ def _results_written(stack: JobStack, job_id: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[JobStack]:
-    with job_stack("celery-redis", tmp_path_factory.mktemp("kill"), cache_dir, workers=2) as js:
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    """A redis-server of this module's own, so the broker-restart test can restart it."""
+    redis = start_redis(tmp_path_factory.mktemp("redis"))
+    yield redis
+    redis.stop()  # the restarted process, if a test restarted it (it swaps ``proc``)
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path,
+                private_redis: ManagedProcess) -> Iterator[JobStack]:
+    """Celery on the private Redis, PostgreSQL, S3; two ``stenod worker`` processes; a job may
+    lose its worker twice."""
+    with job_stack("celery-redis", tmp_path_factory.mktemp("kill"), cache_dir, workers=2,
+                   redis=f"redis://127.0.0.1:{private_redis.port}/0", STENOD_JOBS__MAX_ATTEMPTS="2") as js:
         yield js
+
+
+def _restore_workers(stack: JobStack, count: int = 2) -> None:
+    alive = [w for w in stack.workers if w.proc.poll() is None]
+    stack.workers = alive
+    while len(stack.workers) < count:
+        stack.start_worker()
+    stack.wait_for_workers(count)
 
 
 def test_sigkill_mid_transcription_redelivers_to_the_other_worker(two_workers: JobStack) -> None:
@@ -77,11 +97,11 @@ def test_sigkill_mid_transcription_redelivers_to_the_other_worker(two_workers: J
     text = httpx.get(f"{stack.url}/v1/jobs/{job['id']}/result", params={"response_format": "text"},
                      headers=stack.headers(), timeout=30).text
     assert len(text.split()) > 50
-    stack.start_worker()  # back to two for the next test
-    stack.wait_for_workers(2)
+    _restore_workers(stack)
 
 
-@pytest.mark.parametrize("count", [pytest.param(6, id="6-jobs"), pytest.param(20, id="20-jobs", marks=pytest.mark.slow)])
+@pytest.mark.slow  # 4 jobs: about 50 s on 2 busy cores; 20 jobs: minutes
+@pytest.mark.parametrize("count", [pytest.param(4, id="4-jobs"), pytest.param(20, id="20-jobs")])
 def test_jobs_through_two_workers_with_one_killed_all_complete_once(two_workers: JobStack, count: int) -> None:
     stack = two_workers
     ids = [stack.submit(JFK).json()["id"] for _ in range(count)]
@@ -97,51 +117,49 @@ def test_jobs_through_two_workers_with_one_killed_all_complete_once(two_workers:
     assert any(j["attempts"] == 2 for j in finals)
     for job_id in ids:
         assert len(_results_written(stack, job_id)) == 1, job_id
-    stack.start_worker()
-    stack.wait_for_workers(2)
+    _restore_workers(stack)
 
 
-def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(
-    tmp_path: Path, cache_dir: Path
-) -> None:
-    with job_stack("celery-redis", tmp_path, cache_dir, workers=1, STENOD_JOBS__MAX_ATTEMPTS="2") as stack:
-        job = stack.submit(MEDIUM_AUDIO).json()
-        killed: list[int] = []
-        stop = threading.Event()
+@pytest.mark.slow  # each attempt waits for a pool process to fork, load the model and for the lease to lapse
+def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(two_workers: JobStack) -> None:
+    stack = two_workers
+    job = stack.submit(MEDIUM_AUDIO).json()
+    killed: list[int] = []
+    stop = threading.Event()
 
-        def killer() -> None:
-            # Stands in for audio that crashes the decoder or the engine: whichever process
-            # picks the job up dies. Celery's parent process survives and forks a new child.
-            while not stop.is_set():
-                try:
-                    row = _job_row(stack, job["id"])
-                except Exception:  # noqa: BLE001 - keep trying
-                    continue
-                if row["status"] != "processing":
-                    if row["status"] in ("failed", "completed", "cancelled"):
-                        return
-                else:
-                    pid = int(str(row["worker_id"]).rsplit(":", 1)[1])
-                    if pid not in killed:
-                        killed.append(pid)
-                        os.kill(pid, signal.SIGKILL)
-                time.sleep(0.1)
+    def killer() -> None:
+        # Stands in for audio that crashes the decoder or the engine: whichever process picks
+        # the job up dies. Celery's parent process survives and forks a new pool process.
+        while not stop.is_set():
+            try:
+                row = _job_row(stack, job["id"])
+            except Exception:  # noqa: BLE001 - keep trying
+                continue
+            if row["status"] in ("failed", "completed", "cancelled"):
+                return
+            if row["status"] == "processing":
+                pid = int(str(row["worker_id"]).rsplit(":", 1)[1])
+                if pid not in killed:
+                    killed.append(pid)
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
 
-        thread = threading.Thread(target=killer, daemon=True)
-        thread.start()
-        try:
-            done = stack.wait(job["id"], timeout_s=240)
-        finally:
-            stop.set()
-            thread.join(timeout=5)
-        assert done["status"] == "failed" and done["attempts"] == 2, done
-        assert done["error"]["code"] == "worker_lost"
-        assert "lost 2 times" in done["error"]["message"]
-        assert len(killed) == 2
-        assert _results_written(stack, job["id"]) == []
-        # The worker itself is fine and keeps serving.
-        after = stack.submit(JFK).json()
-        assert stack.wait(after["id"])["status"] == "completed"
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        done = stack.wait(job["id"], timeout_s=240)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert done["status"] == "failed" and done["attempts"] == 2, done
+    assert done["error"]["code"] == "worker_lost"
+    assert "lost 2 times" in done["error"]["message"]
+    assert len(killed) == 2
+    assert _results_written(stack, job["id"]) == []
+    # The workers themselves are fine and keep serving.
+    after = stack.submit(JFK).json()
+    assert stack.wait(after["id"])["status"] == "completed"
+    _restore_workers(stack)
 
 
 def test_serve_restart_in_process_resumes_queued_and_interrupted_jobs(tmp_path: Path, cache_dir: Path) -> None:
@@ -158,56 +176,48 @@ def test_serve_restart_in_process_resumes_queued_and_interrupted_jobs(tmp_path: 
         assert len(stack.blob_keys(f"results/{first['id']}")) == 1
 
 
-def test_broker_restart_and_database_drop_lose_nothing(tmp_path: Path, cache_dir: Path) -> None:
-    redis = start_redis(tmp_path)
-    try:
-        with job_stack("celery-redis", tmp_path, cache_dir, workers=1,
-                       redis=f"redis://127.0.0.1:{redis.port}/0") as stack:
-            ids = [stack.submit(JFK).json()["id"] for _ in range(3)]
-            stack.wait(ids[0], ("processing", "completed"))
-            # The broker dies and comes back empty (no persistence): every queued message is gone.
-            redis.proc.kill()
-            redis.proc.wait()
-            during = stack.submit(JFK)  # the API keeps accepting while the broker is down
-            assert during.status_code == 202, during.text
-            ids.append(during.json()["id"])
-            time.sleep(2)
-            redis = start_redis(tmp_path, port=redis.port)
-            # The database drops every connection (failover, restart, a proxy timing out).
-            assert stack.database_url is not None
-            name = stack.database_url.rsplit("/", 1)[1]
-            admin = sa.create_engine(stack.database_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-                                     + "/test", isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                dropped = conn.execute(sa.text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :db "
-                    "AND pid <> pg_backend_pid()"), {"db": name}).scalar_one()
-            admin.dispose()
-            assert dropped >= 1
-            ids.append(stack.submit(JFK).json()["id"])
-            finals = [stack.wait(i, timeout_s=240) for i in ids]
-            assert [j["status"] for j in finals] == ["completed"] * len(ids)
-            for job_id in ids:
-                assert len(stack.blob_keys(f"results/{job_id}")) == 1
-            health = httpx.get(f"{stack.url}/health", timeout=30).json()["jobs"]
-            assert health["mode"] == "redis" and len(health["workers"]) == 1
-    finally:
-        redis.stop()
+def test_broker_restart_and_database_drop_lose_nothing(two_workers: JobStack, private_redis: ManagedProcess) -> None:
+    stack = two_workers
+    ids = [stack.submit(JFK).json()["id"] for _ in range(4)]
+    stack.wait(ids[0], ("processing", "completed"))
+    # The broker dies and comes back empty (no persistence): every queued message is gone.
+    private_redis.proc.kill()
+    private_redis.proc.wait()
+    during = stack.submit(JFK)  # the API keeps accepting while the broker is down
+    assert during.status_code == 202, during.text
+    ids.append(during.json()["id"])
+    time.sleep(2)
+    restarted = start_redis(private_redis.log_path.parent, port=private_redis.port)
+    private_redis.proc = restarted.proc
+    # The database drops every connection (failover, restart, a proxy timing out).
+    assert stack.database_url is not None
+    base, name = stack.database_url.rsplit("/", 1)
+    admin = sa.create_engine(base.replace("postgresql://", "postgresql+psycopg://") + "/test",
+                             isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        dropped = conn.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :db "
+            "AND pid <> pg_backend_pid()"), {"db": name}).scalar_one()
+    admin.dispose()
+    assert dropped >= 1
+    ids.append(stack.submit(JFK).json()["id"])
+    finals = [stack.wait(i, timeout_s=240) for i in ids]
+    assert [j["status"] for j in finals] == ["completed"] * len(ids)
+    for job_id in ids:
+        assert len(stack.blob_keys(f"results/{job_id}")) == 1
+    health = httpx.get(f"{stack.url}/health", timeout=30).json()["jobs"]
+    assert health["mode"] == "redis" and len(health["workers"]) == 2
 
 
 def test_rabbitmq_broker_runs_jobs_and_cancels(tmp_path: Path, cache_dir: Path) -> None:
     with job_stack("celery-amqp", tmp_path, cache_dir, workers=1) as stack:
-        long_job = stack.submit(MEDIUM_AUDIO).json()
-        short = stack.submit(JFK).json()
-        stack.wait(long_job["id"], ("processing",))
-        health = httpx.get(f"{stack.url}/health", timeout=30).json()["jobs"]
-        assert health["mode"] == "amqp" and health["queue_depth"] >= 1 and len(health["workers"]) == 1
-        cancelled = httpx.post(f"{stack.url}/v1/jobs/{short['id']}/cancel", headers=stack.headers(), timeout=30)
+        first = stack.submit(JFK).json()
+        waiting = stack.submit(JFK).json()
+        cancelled = httpx.post(f"{stack.url}/v1/jobs/{waiting['id']}/cancel", headers=stack.headers(), timeout=30)
         assert cancelled.json()["status"] == "cancelled"
-        done = stack.wait(long_job["id"], timeout_s=240)
-        assert done["status"] == "completed"
+        health = httpx.get(f"{stack.url}/health", timeout=30).json()["jobs"]
+        assert health["mode"] == "amqp" and len(health["workers"]) == 1
+        assert stack.wait(first["id"])["status"] == "completed"
         again = stack.submit(JFK).json()
         assert stack.wait(again["id"])["status"] == "completed"
-        assert stack.get(short["id"]).json()["started_at"] is None
-
-
+        assert stack.get(waiting["id"]).json()["started_at"] is None
