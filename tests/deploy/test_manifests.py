@@ -28,20 +28,6 @@ DRAIN_TIMEOUT_S = Settings().server.drain_timeout_s
 STENOD = Path(sys.executable).parent / "stenod"
 
 
-def _worker_command_landed() -> bool:
-    """`stenod worker` comes from the jobs issue (9); until it is on main, the command lines that run
-    it are expected to fail to parse (and are checked for real from then on)."""
-    from typer.main import get_command
-
-    from stenod.cli.main import app
-
-    return "worker" in getattr(get_command(app), "commands", {})
-
-
-NEEDS_WORKER = pytest.mark.xfail(not _worker_command_landed(), strict=True,
-                                 reason="`stenod worker` not on main yet (issue 9)")
-
-
 def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, **kwargs)  # type: ignore[call-overload]
 
@@ -128,10 +114,7 @@ def stenod_command_lines() -> list[tuple[str, list[str]]]:
 COMMAND_LINES = stenod_command_lines()
 
 
-@pytest.mark.parametrize(
-    "args",
-    [pytest.param(a, id=where, marks=[NEEDS_WORKER] if a[0] == "worker" else []) for where, a in COMMAND_LINES],
-)
+@pytest.mark.parametrize("args", [pytest.param(a, id=where) for where, a in COMMAND_LINES])
 def test_every_stenod_command_line_in_deploy_files_parses(args: list[str]) -> None:
     """Parsed by stenod's real CLI in-process (options exist, values have the right types), not run."""
     assert_stenod_command_line_parses(args)
