@@ -206,7 +206,7 @@ def test_broker_restart_and_database_drop_lose_nothing(two_workers: JobStack, pr
     for job_id in ids:
         assert len(stack.blob_keys(f"results/{job_id}")) == 1
     health = httpx.get(f"{stack.url}/health", timeout=30).json()["jobs"]
-    assert health["mode"] == "redis" and len(health["workers"]) == 2
+    assert health["mode"] == "redis" and len(health["workers"]) >= 2  # a killed one is listed until it goes stale
 
 
 def test_rabbitmq_broker_runs_jobs_and_cancels(tmp_path: Path, cache_dir: Path) -> None:
