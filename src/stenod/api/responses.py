@@ -14,22 +14,22 @@ from fastapi.responses import Response, StreamingResponse
 
 from stenod.api.deps import NamedUpload
 from stenod.errors import ClientDisconnectedError, StenodError
-from stenod.formats import MEDIA_TYPES, ResponseFormat, TimestampGranularity, render
+from stenod.formats import DEFAULT_SUBTITLES, MEDIA_TYPES, ResponseFormat, SubtitleOptions, TimestampGranularity, render
+from stenod.languages import language_name
 from stenod.service.server_transcription import ServedTranscription, TranscriptionRequest, TranscriptionService
 from stenod.transcript import Segment
 
 DISCONNECT_POLL_S = 0.25
 
 
-async def _watch_disconnect(request: Request, cancel: threading.Event) -> bool:
-    """True once the client has gone (and the work is told to stop); False when the work was
-    cancelled for another reason first (a deadline, a drain): that is not a disconnect."""
-    while not cancel.is_set():
+async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
+    """Return only when the client is gone. (Not when ``cancel`` is set: the scheduler sets it too,
+    on a deadline or a drain, and the work then ends with its own 408/503.)"""
+    while True:
         if await request.is_disconnected():
             cancel.set()
-            return True
+            return
         await asyncio.sleep(DISCONNECT_POLL_S)
-    return False
 
 
 async def transcribe_or_cancel(
@@ -41,22 +41,22 @@ async def transcribe_or_cancel(
     watcher = asyncio.create_task(_watch_disconnect(request, cancel))
     try:
         done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if work not in done and watcher.result():  # client gone while queued or running
+        if work not in done:  # client gone while queued or running
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError, StenodError):
                 await work
             raise ClientDisconnectedError("client closed the connection")
-        # Finished, or cancelled by the scheduler (deadline -> 408, drain -> 503): its own answer.
-        return await work
+        return work.result()
     finally:
         watcher.cancel()
         cancel.set()
 
 
 def rendered_response(
-    served: ServedTranscription, response_format: ResponseFormat, granularities: Sequence[TimestampGranularity]
+    served: ServedTranscription, response_format: ResponseFormat, granularities: Sequence[TimestampGranularity],
+    subtitles: SubtitleOptions = DEFAULT_SUBTITLES,
 ) -> Response:
-    body = render(served.result.transcript, response_format, granularities=granularities)
+    body = render(served.result.transcript, response_format, granularities=granularities, subtitles=subtitles)
     return Response(
         content=body,
         media_type=MEDIA_TYPES[response_format],
@@ -66,6 +66,21 @@ def rendered_response(
             "X-Stenod-Processing-Time": f"{served.result.processing_s:.3f}",
         },
     )
+
+
+def language_detection_response(served: ServedTranscription) -> Response:
+    """whisper.cpp's ``detect_language`` answer: the language (name and code), its probability and
+    every language above 0.1 %."""
+    result = served.result
+    probabilities = {code: round(p, 4) for code, p in (result.language_probabilities or {}).items() if p > 0.001}
+    body = {
+        "detected_language": language_name(result.transcript.language),
+        "detected_language_code": result.transcript.language,
+        "detected_language_probability": round(result.transcript.language_probability, 4),
+        "language_probabilities": probabilities,
+    }
+    return Response(content=json.dumps(body), media_type="application/json",
+                    headers={"X-Stenod-Model": served.model})
 
 
 def _sse(data: dict[str, object]) -> bytes:

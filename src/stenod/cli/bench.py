@@ -389,26 +389,28 @@ def recommend_command(
                 "compute_type": c.run.compute_type, "threads_per_slot": c.run.threads, "slots_per_machine": c.slots,
                 "machines": c.machines, "capacity_audio_s_per_s": c.capacity_audio_s_per_s,
                 "latency_s": c.latency_s, "memory_mb": c.memory_mb, "wer": c.run.wer,
+                "languages": c.languages,
             },
+            "sample": rec.sample,
+            "serve_command": rec.serve_command,
             "reasons": rec.reasons,
         }, indent=2))
     else:
         for line in rec.reasons:
             typer.echo(f"- {line}")
         typer.echo("")
-        typer.echo("| configuration | RTF | slots | audio s/s per machine | latency s | memory MB | WER % | machines | fits |")
-        typer.echo("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        typer.echo("| configuration | languages | RTF | slots | audio s/s per machine | latency s | memory MB | WER % | machines | fits |")
+        typer.echo("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for c in sorted(rec.candidates, key=lambda c: (c.machines, c.latency_s)):
             wer_text = "-" if c.run.wer is None else f"{100 * c.run.wer:.1f}"
             mark = "**chosen**" if c is rec.chosen else ("yes" if c.fits else f"no: {c.why_not}")
             rtf = "-" if c.run.rtf is None else f"{c.run.rtf.median:.3f}"  # candidates are measured runs
-            typer.echo(f"| {c.label} | {rtf} | {c.slots} | {c.capacity_audio_s_per_s:.1f} | "
+            typer.echo(f"| {c.label} | {c.languages} | {rtf} | {c.slots} | {c.capacity_audio_s_per_s:.1f} | "
                        f"{c.latency_s:.1f} | {c.memory_mb:.0f} | {wer_text} | {c.machines} | {mark} |")
         if rec.chosen is not None:
             c = rec.chosen
             typer.echo(f"\nRecommendation: model {c.run.model} ({c.run.engine}, {c.run.device}/{c.run.compute_type}), "
                        f"{c.run.threads} thread(s) per slot, {c.slots} slot(s) per machine, {c.machines} machine(s).")
-            typer.echo(f"  e.g. stenod serve --model {c.run.model}  with STENOD_MODEL__THREADS={c.run.threads} "
-                       f"STENOD_SERVER__SLOTS={c.slots} STENOD_MODEL__COMPUTE_TYPE={c.run.compute_type}")
+            typer.echo(f"Run it on each machine with:\n  {rec.serve_command}")
     if rec.chosen is None:
         raise typer.Exit(1)
