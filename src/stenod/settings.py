@@ -54,8 +54,9 @@ class ModelSettings(BaseModel):
     vad_min_duration_s: float = Field(default=30.0, ge=0)
     """Voice-activity detection is on by default for audio longer than this."""
     trim_encoder: bool = True
-    """Encode only the audio that exists for clips shorter than 30 s (faster-whisper), falling back
-    to the full window when the result looks wrong; about 1.6x faster at the same WER."""
+    """faster-whisper's faster paths: clips under 30 s run the encoder on their audio only (a
+    guarded fallback redoes a bad result on the full window) and long audio is decoded as VAD
+    windows in parallel; ``false`` restores the ordinary full-window path."""
 
 
 class AudioSettings(BaseModel):
