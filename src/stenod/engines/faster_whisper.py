@@ -36,6 +36,7 @@ from stenod.engines.base import (
 )
 from stenod.engines.window_guard import DEFAULT_TRIM_POLICY, TrimPolicy, trimmed_decode_problem
 from stenod.engines.windows import Span, group_speech
+from stenod.engines.vad import silero_vad_options
 from stenod.errors import ModelLoadError
 from stenod.transcript import Segment, Transcript, Word
 
@@ -178,6 +179,11 @@ class FasterWhisperEngine:
             word_timestamps=options.word_timestamps,
             condition_on_previous_text=options.condition_on_previous_text,
             without_timestamps=options.without_timestamps,
+            hotwords=options.hotwords or None,
+            compression_ratio_threshold=options.compression_ratio_threshold,
+            log_prob_threshold=options.log_prob_threshold,
+            no_speech_threshold=options.no_speech_threshold,
+            vad_parameters=silero_vad_options(options),
         )
 
     def _transcribe_sequential(
@@ -257,7 +263,7 @@ class FasterWhisperEngine:
         generated = model.generate_segments(features, tokenizer, fw_options, False, encoder_output)
         segments = [_convert_segment(i, seg) for i, seg in enumerate(generated)]
         self.fast_path_stats.trimmed += 1
-        problem = trimmed_decode_problem(segments, duration_s=len(audio) / SAMPLE_RATE, policy=policy)
+        problem = trimmed_decode_problem(segments, duration_s=len(audio) / SAMPLE_RATE, policy=_guard_for(policy, options))
         if problem is None:
             return _WindowResult(segments, detected[0], detected[1])
         self.fast_path_stats.fallbacks += 1
@@ -282,10 +288,11 @@ class FasterWhisperEngine:
         each decoded on its own by :meth:`_decode_window`, up to ``concurrency`` at once on the
         shared window pool, so one long file uses every CTranslate2 worker. The first window runs
         alone when the language must be detected; the others then use its language."""
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
+        from faster_whisper.vad import get_speech_timestamps
 
         duration = len(audio) / SAMPLE_RATE
-        vad = VadOptions(max_speech_duration_s=MAX_WINDOW_S)
+        # The caller's VAD settings; spans longer than a window are split at their last short pause.
+        vad = dataclasses.replace(silero_vad_options(options), max_speech_duration_s=MAX_WINDOW_S)
         speech = [
             Span(chunk["start"] / SAMPLE_RATE, chunk["end"] / SAMPLE_RATE)
             for chunk in get_speech_timestamps(audio, vad)
@@ -388,6 +395,24 @@ class FasterWhisperEngine:
         if model is not None:
             model.model.unload_model()
             del self._model
+
+
+def _guard_for(policy: TrimPolicy, options: TranscriptionOptions) -> TrimPolicy:
+    """The guard with the caller's failure thresholds where set (a stricter threshold sends more
+    clips to the full window, as it sends more windows to the temperature fallback on the ordinary
+    path); a threshold turned off keeps the guard's default, which protects the trimmed decode."""
+    return dataclasses.replace(
+        policy,
+        compression_ratio_threshold=(
+            policy.compression_ratio_threshold
+            if options.compression_ratio_threshold is None
+            else options.compression_ratio_threshold
+        ),
+        log_prob_threshold=policy.log_prob_threshold if options.log_prob_threshold is None else options.log_prob_threshold,
+        no_speech_threshold=(
+            policy.no_speech_threshold if options.no_speech_threshold is None else options.no_speech_threshold
+        ),
+    )
 
 
 def _convert_segment(index: int, seg: object) -> Segment:
