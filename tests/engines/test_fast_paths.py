@@ -75,7 +75,7 @@ def test_a_rejected_trimmed_decode_falls_back_to_the_full_window(
     engine = _engine("tiny.en", cache_dir, trim=True)
     try:
         # A guard no decode can pass: every clip goes back to the full window.
-        engine.trim_policy = TrimPolicy(log_prob_threshold=0.0)
+        engine.trim_policy = TrimPolicy(end_slack_s=-1e9)
         result = engine.transcribe(jfk, TranscriptionOptions())
         assert (engine.fast_path_stats.trimmed, engine.fast_path_stats.fallbacks) == (1, 1)
         expected = tiny_full.transcribe(jfk, TranscriptionOptions())  # type: ignore[attr-defined]
