@@ -26,13 +26,13 @@ import numpy as np
 
 from stenod.engines.base import (
     CancelledError,
-    check_model_supports_or_raise,
     EngineConfig,
     EngineInfo,
     LanguageDetection,
     ProgressCallback,
     SegmentCallback,
     TranscriptionOptions,
+    check_model_supports_or_raise,
 )
 from stenod.engines.window_guard import DEFAULT_TRIM_POLICY, TrimPolicy, trimmed_decode_problem
 from stenod.engines.windows import Span, group_speech
