@@ -20,6 +20,11 @@ every target once, targets back to back in a fixed order, so drift in machine lo
 ratios are computed per round and the median over rounds is reported. Every client sends
 ``language=en`` (the clips are English; whisper.cpp's server defaults to ``en`` too).
 
+On a shared machine wall-clock throughput mostly measures each process's share of the cores (a
+process with two busy threads among sixteen runnable ones gets about an eighth of the machine,
+however efficient it is), so every measurement also records the CPU seconds the target's process
+used; audio seconds per CPU second is the efficiency that decides throughput on idle cores.
+
 Prints a Markdown table and writes JSON (``--output``), rewritten after every measurement so a run
 stopped early keeps what it measured.
 """
@@ -81,6 +86,11 @@ class Measurement:
     latency_p50_s: float
     wer: float
     errors: int = 0
+    cpu_s: float = 0.0
+    """CPU seconds the target's process used during the measurement (all threads)."""
+    audio_per_cpu_s: float = 0.0
+    """Audio seconds per CPU second: efficiency, robust to other load on the machine. On idle cores
+    a target that keeps both cores busy (all of these do) runs at about ``cores x`` this."""
 
 
 @dataclass
@@ -119,14 +129,22 @@ def _in_process(
         return text
 
     started = time.perf_counter()
+    cpu_started = time.process_time()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         texts = list(pool.map(one, items))
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     audio = sum(i.audio_s for i in items)
     return Measurement(
         rnd, target, workload, concurrency, len(items), audio, wall, audio / wall, statistics.median(latencies),
-        wer([i.reference or "" for i in items], texts),
+        wer([i.reference or "" for i in items], texts), 0, cpu, audio / cpu,
     )
+
+
+def _process_cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
@@ -160,11 +178,13 @@ class Server:
         options = LoadOptions(
             url=self.url, language=LANGUAGE, max_requests=len(items), max_duration_s=3600, request_timeout_s=1800
         )
+        cpu_started = _process_cpu_s(self.proc.pid)
         (level,) = asyncio.run(run_load(options, items, [concurrency]))
+        cpu = _process_cpu_s(self.proc.pid) - cpu_started
         return Measurement(
             rnd, self.name, workload, concurrency, level.ok, level.audio_s_ok, level.wall_s,
             level.throughput_audio_s_per_s, level.latency_s.p50 if level.latency_s else float("nan"),
-            level.wer if level.wer is not None else float("nan"), level.errors,
+            level.wer if level.wer is not None else float("nan"), level.errors, cpu, level.audio_s_ok / cpu,
         )
 
     def close(self) -> None:
@@ -208,6 +228,12 @@ def _ratios(measurements: list[Measurement]) -> dict[str, float]:
     rounds = sorted({m.round for m in measurements})
     wanted = {
         "short-c8: stenod / whisper.cpp": ("short-c8", "stenod", "whisper.cpp", "throughput"),
+        "short-c8 per CPU s: stenod / whisper.cpp": ("short-c8", "stenod", "whisper.cpp", "audio_per_cpu_s"),
+        "short-c8 per CPU s: stenod / faster-whisper 2x1": ("short-c8", "stenod", "faster-whisper 2x1", "audio_per_cpu_s"),
+        "short-c8 per CPU s: stenod / stenod today": ("short-c8", "stenod", "stenod today", "audio_per_cpu_s"),
+        "short-c8 per CPU s: stenod beam5 / whisper.cpp": ("short-c8", "stenod beam5", "whisper.cpp", "audio_per_cpu_s"),
+        "long-c1 per CPU s: stenod / whisper.cpp": ("long-c1", "stenod", "whisper.cpp", "audio_per_cpu_s"),
+        "long-c1 per CPU s: stenod / stenod today": ("long-c1", "stenod", "stenod today", "audio_per_cpu_s"),
         "short-c8: stenod / faster-whisper 2x1": ("short-c8", "stenod", "faster-whisper 2x1", "throughput"),
         "short-c8: stenod / stenod today": ("short-c8", "stenod", "stenod today", "throughput"),
         "short-c8: stenod today / whisper.cpp": ("short-c8", "stenod today", "whisper.cpp", "throughput"),
@@ -231,13 +257,15 @@ def _ratios(measurements: list[Measurement]) -> dict[str, float]:
 
 def _table(report: Report) -> str:
     lines = [
-        "| round | workload | target | C | requests | audio s | wall s | x real time | p50 latency s | WER % |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| round | workload | target | C | requests | audio s | wall s | x real time | p50 latency s | WER % "
+        "| CPU s | audio s / CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in report.measurements:
         lines.append(
             f"| {m.round} | {m.workload} | {m.target} | {m.concurrency} | {m.requests} | {m.audio_s:.0f} | "
-            f"{m.wall_s:.1f} | {m.throughput:.1f} | {m.latency_p50_s:.2f} | {100 * m.wer:.2f} |"
+            f"{m.wall_s:.1f} | {m.throughput:.2f} | {m.latency_p50_s:.2f} | {100 * m.wer:.2f} | {m.cpu_s:.1f} | "
+            f"{m.audio_per_cpu_s:.2f} |"
         )
     lines += ["", "| ratio (median over rounds) | value |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report.ratios.items()]
@@ -305,8 +333,8 @@ def main() -> int:
                         m = _in_process(target, in_process[target], items, concurrency=c, workload=workload, rnd=rnd)
                     report.measurements.append(m)
                     report.ratios = _ratios(report.measurements)
-                    print(f"round {rnd} {workload} {target}: {m.throughput:.1f}x real time, p50 {m.latency_p50_s:.2f} s, "
-                          f"WER {100 * m.wer:.2f} %", flush=True)
+                    print(f"round {rnd} {workload} {target}: {m.throughput:.2f}x real time, p50 {m.latency_p50_s:.2f} s, "
+                          f"WER {100 * m.wer:.2f} %, {m.audio_per_cpu_s:.2f} audio s per CPU s", flush=True)
                     report.host["loadavg_end"] = os.getloadavg()
                     args.output.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
     finally:
