@@ -21,6 +21,7 @@ import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from stenod.audio import SAMPLE_RATE
 from stenod.cli.checks import SUBTITLE_FORMATS, no_effect_warnings, threads_warning
 from stenod.cli.common import (
     EXIT_FAILED,
@@ -366,8 +367,8 @@ class _Run:
                 if message:
                     out.append(message)
         if check_coverage and complete:
-            start = int(self.options.offset_s * 16_000)
-            stop = None if self.options.duration_s is None else start + int(self.options.duration_s * 16_000)
+            start = int(self.options.offset_s * SAMPLE_RATE)
+            stop = None if self.options.duration_s is None else start + int(self.options.duration_s * SAMPLE_RATE)
             message = coverage_warning(transcript, speech_seconds(head[start:stop]))
             if message:
                 out.append(message)

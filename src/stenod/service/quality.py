@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from stenod.audio import SAMPLE_RATE
 from stenod.engines.base import Engine, LanguageDetection
 from stenod.transcript import Transcript
 
-SAMPLE_RATE = 16_000
 FOREIGN_LANGUAGE_MIN_PROBABILITY = 0.5
 """Warn only when the detector is fairly sure the speech is not English."""
 COVERAGE_MIN_SPEECH_S = 10.0
