@@ -119,3 +119,22 @@ def test_job_params_round_trip_and_ignore_unknown_keys() -> None:
     params = JobParams(model="base", task="translate", language=None, prompt="Hi", temperature=0.4,
                        word_timestamps=True, diarize=False)
     assert JobParams.from_dict({**params.to_dict(), "future_field": 1}) == params
+
+
+def test_a_webhook_whose_deliverer_was_lost_is_resumed_by_the_sweep(tmp_path: Path) -> None:
+    engine = create_db_engine("", data_dir=tmp_path)
+    migrate(engine)
+    notified: list[str] = []
+    service = JobService(store=JobStore(engine), blobs=LocalBlobStore(tmp_path / "blobs"), queue=InProcessQueue(),
+                         settings=JobsSettings(data_dir=tmp_path), max_duration_s=3600, on_final=notified.append)
+    with JFK.open("rb") as f:
+        job, _ = service.submit(f, JobParams(model="tiny.en"), tenant_id="t", model="tiny.en",
+                                idempotency_key=None, webhook_url="https://example.com/hook")
+    claim = service.store.claim(job.id, worker_id="w", lease_s=60, max_attempts=3)
+    assert claim.token is not None
+    service.store.finish(job.id, claim.token, status="failed", retention_s=3600, error_message="x")
+    assert sweep_once(service, republish=False, now=time.time()).webhooks_resumed == 0  # a deliverer may be on it
+    later = time.time() + 1200  # past the idle threshold (about 11 min), before retention (1 h)
+    assert sweep_once(service, republish=False, now=later).webhooks_resumed == 1 and notified == [job.id]
+    service.store.record_webhook_attempt(job.id, {"attempt": 1}, status="delivered", now=later)
+    assert sweep_once(service, republish=False, now=later + 1200).webhooks_resumed == 0
