@@ -23,7 +23,9 @@ DISCONNECT_POLL_S = 0.25
 
 
 async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
-    while not cancel.is_set():
+    """Return only when the client is gone. (Not when ``cancel`` is set: the scheduler sets it too,
+    on a deadline or a drain, and the work then ends with its own 408/503.)"""
+    while True:
         if await request.is_disconnected():
             cancel.set()
             return

@@ -16,6 +16,7 @@ from stenod.cli.bench import bench_app
 from stenod.cli.common import EXIT_USAGE, note, stderr
 from stenod.cli.compat import rewrite_transcribe_args
 from stenod.cli.config import config_app
+from stenod.cli.examples import add_examples, epilog
 from stenod.cli.models import models_app
 from stenod.cli.serve import serve_command
 from stenod.cli.transcribe import EXAMPLES as TRANSCRIBE_EXAMPLES
@@ -87,12 +88,14 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("transcribe", epilog=TRANSCRIBE_EXAMPLES)(transcribe_command)
-app.command("batch")(batch_command)
-app.add_typer(models_app, name="models")
-app.add_typer(bench_app, name="bench")
-app.command("serve")(serve_command)
-app.command("worker")(worker_command)
-app.add_typer(config_app, name="config")
+app.command("batch", epilog=epilog("batch"))(batch_command)
+app.add_typer(models_app, name="models", epilog=epilog("models"))
+app.add_typer(bench_app, name="bench", epilog=epilog("bench"))
+app.command("serve", epilog=epilog("serve"))(serve_command)
+app.command("worker", epilog=epilog("worker"))(worker_command)
+app.add_typer(config_app, name="config", epilog=epilog("config"))
+for _group, _name in ((models_app, "models"), (bench_app, "bench"), (config_app, "config")):
+    add_examples(_group, _name)
 
 
 def _version(value: bool) -> None:
