@@ -346,7 +346,7 @@ class JobStore:
 
     # -- webhooks --------------------------------------------------------------------------------
 
-    def webhooks_due(self, *, idle_s: float, now: float | None = None, limit: int = 100) -> list[str]:
+    def webhooks_due(self, *, idle_s: float, now: float | None = None, limit: int = 100) -> builtins.list[str]:
         """Final jobs whose webhook is still pending or retrying with nothing recorded for
         ``idle_s``: their deliverer was lost (a server restart, a lost task)."""
         now = time.time() if now is None else now
