@@ -4,6 +4,7 @@ the values shown (checked with the real click parser, nothing is run)."""
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 import typer
@@ -47,3 +48,13 @@ def test_examples_parse(name: str) -> None:
             command_obj = command_obj.commands[words.pop(0)]  # type: ignore[attr-defined]
         assert not hasattr(command_obj, "commands"), line  # ended on a command, not a group
         command_obj.make_context(command_obj.name or "stenod", list(words), resilient_parsing=False)
+
+
+@pytest.mark.parametrize("command", ["transcribe", "batch"])
+def test_task_is_checked_by_the_cli(command: str, tmp_path: Path) -> None:
+    """--task is a typed choice (stenod.transcript.Task): typer refuses other values as a usage
+    error before any file is read or model loaded."""
+    args = [command, str(tmp_path), "-o", str(tmp_path / "out")] if command == "batch" else [command, "x.wav"]
+    result = CliRunner().invoke(app, [*args, "--task", "summarize"])
+    assert result.exit_code == 2
+    assert "'summarize' is not one of 'transcribe', 'translate'" in " ".join(result.output.split())

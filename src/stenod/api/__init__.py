@@ -1,5 +1,7 @@
 """The HTTP API: routes translate HTTP to service calls and back, nothing more."""
 
 from stenod.api.app import begin_drain, create_app
+from stenod.api.connections import ConnectionLimits, LimitedHttpToolsProtocol
+from stenod.api.state import AppState
 
-__all__ = ["begin_drain", "create_app"]
+__all__ = ["AppState", "ConnectionLimits", "LimitedHttpToolsProtocol", "begin_drain", "create_app"]

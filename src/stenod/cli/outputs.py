@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from stenod.formats import FORMAT_EXTENSIONS, ResponseFormat, SubtitleOptions, TimestampGranularity, render
-from stenod.storage.atomic import write_atomic
+from stenod.storage import write_atomic
 from stenod.transcript import Transcript
 
 

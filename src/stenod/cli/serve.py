@@ -17,9 +17,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from stenod.api import begin_drain, create_app
-from stenod.api.connections import ConnectionLimits, LimitedHttpToolsProtocol
-from stenod.api.state import AppState
+from stenod.api import AppState, ConnectionLimits, LimitedHttpToolsProtocol, begin_drain, create_app
 from stenod.cli.checks import threads_warning
 from stenod.cli.common import ConfigOption, build_settings, stderr, warn
 from stenod.engines import cpu_count

@@ -37,21 +37,29 @@ from stenod.cli.common import (
 )
 from stenod.cli.outputs import OutputPlan, check_writable_or_raise
 from stenod.cli.sources import InputSpec, download_or_raise, output_stems, read_stdin
-from stenod.engines import CancelledError, Engine, TranscriptionOptions, cpu_count, temperature_schedule
-from stenod.engines.base import ProgressCallback
+from stenod.engines import (
+    CancelledError,
+    Engine,
+    ProgressCallback,
+    TranscriptionOptions,
+    cpu_count,
+    temperature_schedule,
+)
 from stenod.errors import ModelNotFoundError, StenodError
 from stenod.formats import ResponseFormat, SubtitleOptions, parse_format_list_or_raise
 from stenod.languages import LANGUAGE_NAMES, language_name, normalize_language_or_raise
 from stenod.service import (
     TranscriptionResult,
     build_options,
+    coverage_warning,
+    detect_foreign_speech,
     load_engine,
+    read_head,
     resolve_model,
     single_call_threads,
+    speech_seconds,
     transcribe_source,
 )
-from stenod.service.quality import coverage_warning, detect_foreign_speech, speech_seconds
-from stenod.service.transcription import read_head
 from stenod.settings import Settings
 from stenod.transcript import Task
 

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from stenod.cli.common import ConfigOption, build_settings, fail
-from stenod.observability.logging import configure_logging
+from stenod.observability import configure_logging
 
 logger = logging.getLogger(__name__)
 

@@ -6,6 +6,8 @@ from stenod.engines.base import (
     EngineConfig,
     EngineInfo,
     LanguageDetection,
+    ProgressCallback,
+    SegmentCallback,
     TranscriptionOptions,
     temperature_schedule,
 )
@@ -18,6 +20,8 @@ __all__ = [
     "EngineConfig",
     "EngineInfo",
     "LanguageDetection",
+    "ProgressCallback",
+    "SegmentCallback",
     "TranscriptionOptions",
     "cpu_count",
     "create_engine",

@@ -25,8 +25,15 @@ from stenod.service.builder import (
     single_call_threads,
     threads_per_process,
 )
+from stenod.service.quality import coverage_warning, detect_foreign_speech, speech_seconds
 from stenod.service.server_transcription import ServedTranscription, TranscriptionRequest, TranscriptionService
-from stenod.service.transcription import TranscriptionResult, load_audio, transcribe_decoded, transcribe_source
+from stenod.service.transcription import (
+    TranscriptionResult,
+    load_audio,
+    read_head,
+    transcribe_decoded,
+    transcribe_source,
+)
 
 __all__ = [
     "SINGLE_CALL_MAX_THREADS",
@@ -38,15 +45,19 @@ __all__ = [
     "build_model_manager",
     "build_options",
     "check_supported_or_raise",
+    "coverage_warning",
+    "detect_foreign_speech",
     "engine_factory",
     "load_audio",
     "load_engine",
     "model_access",
     "parse_task_or_raise",
     "prepare_model",
+    "read_head",
     "resolve_model",
     "server_cpu_plan",
     "single_call_threads",
+    "speech_seconds",
     "threads_per_process",
     "transcribe_decoded",
     "transcribe_source",
