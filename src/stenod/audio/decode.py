@@ -197,7 +197,8 @@ def decode_audio(
     Args:
         source: a path or a binary file object positioned at the start of the data.
         keep_channels: also return two channels (multi-channel input is downmixed to stereo by
-            FFmpeg); used by diarization. Mono input returns ``channels=None``.
+            FFmpeg); used by diarization. Mono input returns ``channels=None``. ``samples`` is
+            the same mono downmix either way.
         max_duration_s: refuse audio longer than this, from the header when it declares a
             duration, else as soon as decoding passes the limit.
 
@@ -213,8 +214,8 @@ def decode_audio(
         _check_duration_or_raise(name, declared, max_duration_s)
         src_channels = stream.codec_context.channels or 1
         stereo = keep_channels and src_channels >= 2
-        pcm = _decode_stream(container, stream, name, stereo=stereo, max_duration_s=max_duration_s)
-    n_samples = pcm.shape[-1]
+        mono, channels = _decode_stream(container, stream, name, stereo=stereo, max_duration_s=max_duration_s)
+    n_samples = mono.shape[-1]
     if n_samples == 0:
         raise EmptyAudioError(f"{name}: audio has no samples (zero length)")
     decoded_s = n_samples / SAMPLE_RATE
@@ -223,14 +224,8 @@ def decode_audio(
             f"{name}: audio is truncated or corrupt: the header declares {declared:.1f} s "
             f"but only {decoded_s:.1f} s could be decoded"
         )
-    if stereo:
-        channels = pcm
-        mono = channels.mean(axis=0, dtype=np.float32)
-    else:
-        channels = None
-        mono = pcm[0]
     return DecodedAudio(
-        samples=np.ascontiguousarray(mono, dtype=np.float32),
+        samples=np.ascontiguousarray(mono[0], dtype=np.float32),
         channels=channels,
         source_sample_rate=stream.codec_context.sample_rate or 0,
         source_channels=src_channels,
@@ -244,19 +239,26 @@ def _decode_stream(
     *,
     stereo: bool,
     max_duration_s: float | None,
-) -> np.ndarray:
-    layout = "stereo" if stereo else "mono"
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=SAMPLE_RATE)
-    chunks: list[np.ndarray] = []
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resample every frame to 16 kHz mono (FFmpeg's downmix) and, with ``stereo``, also to two
+    channels from the same frames, so that the mono samples are the same with and without
+    diarization (issue 11: averaging the two channels gave a different level, hence different
+    text, than FFmpeg's mono downmix). Returns ``(mono (1, n), stereo (2, n) or None)``."""
+    resamplers = {"mono": av.AudioResampler(format="fltp", layout="mono", rate=SAMPLE_RATE)}
+    if stereo:
+        resamplers["stereo"] = av.AudioResampler(format="fltp", layout="stereo", rate=SAMPLE_RATE)
+    chunks: dict[str, list[np.ndarray]] = {layout: [] for layout in resamplers}
     total = 0
     limit = None if max_duration_s is None else int(max_duration_s * SAMPLE_RATE)
 
-    def take(frames: list[av.AudioFrame]) -> None:
+    def take(frame: av.AudioFrame | None) -> None:
         nonlocal total
-        for out in frames:
-            arr = out.to_ndarray()
-            chunks.append(arr)
-            total += arr.shape[-1]
+        for layout, resampler in resamplers.items():
+            for out in resampler.resample(frame):
+                arr = out.to_ndarray()
+                chunks[layout].append(arr)
+                if layout == "mono":
+                    total += arr.shape[-1]
         if limit is not None and total > limit:
             raise AudioTooLongError(
                 f"{name}: audio is longer than the limit of {max_duration_s:g} s"
@@ -265,8 +267,8 @@ def _decode_stream(
     try:
         for frame in container.decode(stream):
             frame.pts = None  # let the resampler ignore gaps in timestamps
-            take(resampler.resample(frame))
-        take(resampler.resample(None))
+            take(frame)
+        take(None)
     except AudioTooLongError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as exc:
@@ -275,7 +277,15 @@ def _decode_stream(
         raise AudioDecodeError(
             f"{name}: audio is truncated or corrupt after {total / SAMPLE_RATE:.1f} s ({_reason(exc)})"
         ) from exc
-    n_ch = 2 if stereo else 1
-    if not chunks:
-        return np.zeros((n_ch, 0), dtype=np.float32)
-    return np.concatenate(chunks, axis=-1).astype(np.float32, copy=False)
+
+    def joined(layout: str, n_ch: int) -> np.ndarray:
+        if not chunks[layout]:
+            return np.zeros((n_ch, 0), dtype=np.float32)
+        return np.concatenate(chunks[layout], axis=-1).astype(np.float32, copy=False)
+
+    mono = joined("mono", 1)
+    if not stereo:
+        return mono, None
+    two = joined("stereo", 2)
+    n = min(mono.shape[-1], two.shape[-1])  # the two resamplers flush the same length; be safe
+    return mono[:, :n], two[:, :n]

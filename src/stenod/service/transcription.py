@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from stenod.audio.decode import AudioSource, DecodedAudio, decode_audio, probe_audio, source_name
+from stenod.decoding import transcribe_with_coverage
 from stenod.engines.base import Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import DiarizationInputError
 from stenod.service.diarize import diarize_by_channel
@@ -61,8 +62,12 @@ def transcribe_decoded(
     on_segment: SegmentCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> TranscriptionResult:
+    """Transcribe decoded audio through the coverage check (:func:`transcribe_with_coverage`),
+    then label speakers by channel when ``diarize`` is set."""
     started = time.perf_counter()
-    transcript = engine.transcribe(audio.samples, options, progress=progress, on_segment=on_segment, cancel=cancel)
+    transcript = transcribe_with_coverage(
+        engine, audio.samples, options, progress=progress, on_segment=on_segment, cancel=cancel
+    )
     if diarize and audio.channels is not None:
         transcript = diarize_by_channel(transcript, audio.channels)
     return TranscriptionResult(
