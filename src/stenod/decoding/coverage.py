@@ -2,24 +2,29 @@
 
 Whisper's sequential long-form decoding jumps over speech (a window's last timestamp moves the
 seek past sentences that were never decoded), ends windows early, and loops on text it already
-produced (issue 11: ten FLEURS clips with half-second pauses lost half their words). The engine's
-single pass stays the fast path; this module checks its result against Silero VAD and decodes
-again only what it missed:
+produced (issue 11: ten FLEURS clips with half-second pauses lost half their words, and which
+files fail is chaotic). So:
 
-1. ``engine.transcribe`` the whole array as before (its own VAD, batching and fallbacks).
+1. First pass. Audio on which VAD is on (``options.vad_enabled``: over 30 s by default) is
+   decoded in windows of up to :data:`FIRST_WINDOW_MAX_S` made of whole speech stretches
+   (:func:`stenod.decoding.speech.find_speech`, cut at pauses of 0.3 s, never mid-word), each
+   with the tail of the text so far as its prompt (when ``condition_on_previous_text``) and the
+   language of the first window; a failure in one window cannot push the next one off course.
+   Shorter audio, and faster-whisper's batched pipeline (``batch_size`` > 1), take one
+   ``engine.transcribe`` call on the whole array as before.
 2. Guards (:mod:`stenod.decoding.guards`): drop loops and degenerate windows; drop text in
-   silence when VAD is on for this audio; mark segments far too short for their speech as thin.
-3. Every speech stretch (:func:`stenod.decoding.speech.find_speech`, cut at pauses of 0.3 s)
-   that the remaining segments leave mostly uncovered is decoded again, in windows of up to
-   :data:`WINDOW_MAX_S` made of neighbouring uncovered stretches (cut at pauses, never
-   mid-word), with the preceding text as the prompt and the detected language. A window's result
-   replaces the segments under it only when it covers more speech; stretches still uncovered
-   are then tried once more one by one.
+   silence when VAD is on; segments decoded only by sampling (temperature fallback), with a
+   log-probability below Whisper's limit, or far too short for the speech under them do not
+   count as covering it.
+3. Every speech stretch left mostly uncovered is decoded again, in windows of up to
+   :data:`WINDOW_MAX_S` made of neighbouring uncovered stretches, with the preceding text as the
+   prompt and word timestamps (so that a segment cannot claim speech it skipped). A window's
+   result replaces the segments under it only when it covers more speech; stretches still
+   uncovered are then tried once more one by one.
 4. Words repeated across a window border are removed, segments are put in time order without
    overlaps and words are clamped inside their segments.
 
-On audio that the first pass got right this costs one VAD pass (about 1 % of real time on one
-core) and nothing else; see docs/ENGINES.md "Long-form coverage" for measurements.
+docs/ENGINES.md "Long-form coverage" has the measurements (accuracy per file, speed).
 """
 
 from __future__ import annotations
@@ -61,12 +66,11 @@ MIN_GAIN_S = 0.3
 PROMPT_MAX_CHARS = 200
 """Tail of the preceding text passed as the prompt of a re-decoded window."""
 _PROGRESS_CAP = 0.99
-import os
-USE_PROMPT = os.environ.get("LF_PROMPT", "1") == "1"
-WINDOWED = os.environ.get("LF_WINDOWED", "1") == "1"
-FIRST_WINDOW_MAX_S = float(os.environ.get("LF_WMAX", "28"))
-FIRST_JOIN_PAUSE_S = float(os.environ.get("LF_JOIN", "3"))
-FIRST_WORDS = os.environ.get("LF_WORDS", "1") == "1"
+FIRST_WINDOW_MAX_S = 28.0
+"""First-pass windows: neighbouring speech stretches joined up to this length (Whisper's window
+is 30 s), so the first pass costs about as many encoder passes as sequential decoding."""
+FIRST_JOIN_PAUSE_S = 3.0
+"""A longer pause starts a new first-pass window: silence is never decoded on its own."""
 
 
 
@@ -124,7 +128,7 @@ def transcribe_with_coverage(
     if options.vad is False or options.without_timestamps or len(audio) == 0:
         return engine.transcribe(audio, options, progress=progress, on_segment=on_segment, cancel=cancel)
     stretches = find_speech(audio) if speech is None else speech
-    if WINDOWED and options.vad_enabled(duration) and options.batch_size <= 1:
+    if options.vad_enabled(duration) and options.batch_size <= 1:
         first = _decode_windows(engine, audio, options, stretches, progress=_capped(progress), cancel=cancel)
     else:
         first = engine.transcribe(audio, options, progress=_capped(progress), cancel=cancel)
@@ -165,8 +169,7 @@ def _decode_windows(
         prompt = _prompt(segments, options.initial_prompt) if options.condition_on_previous_text else options.initial_prompt
         result = engine.transcribe(
             audio[int(window.start * SAMPLE_RATE): int(window.end * SAMPLE_RATE)],
-            replace(options, vad=False, language=language, initial_prompt=prompt, batch_size=0,
-                    word_timestamps=options.word_timestamps or FIRST_WORDS),
+            replace(options, vad=False, language=language, initial_prompt=prompt, batch_size=0),
             cancel=cancel,
         )
         if language is None:
@@ -287,7 +290,7 @@ def _redecode(
     before = [s for s in segments if _mid(s) < window.start]
     after = [s for s in segments if _mid(s) > window.end]
     inside = [s for s in segments if window.start <= _mid(s) <= window.end]
-    prompt = _prompt(before, options.initial_prompt) if USE_PROMPT else options.initial_prompt
+    prompt = _prompt(before, options.initial_prompt)
     result = engine.transcribe(
         audio[int(window.start * SAMPLE_RATE): int(window.end * SAMPLE_RATE)],
         replace(options, initial_prompt=prompt),

@@ -39,10 +39,12 @@ SILENCE_MARGIN_S = 0.5
 MIN_SPEECH_UNDER_TEXT_S = 0.2
 THIN_MIN_SPEECH_S = 3.0
 """The text-density check only judges segments over at least this much speech."""
-MIN_CHARS_PER_SPEECH_S = 4.0
-"""Read and conversational speech runs at 10-17 characters a second in spaced scripts; a segment
-with under 4 per second of speech under it left sentences out."""
-MIN_CHARS_PER_SPEECH_S_UNSPACED = 1.5
+MIN_CHARS_PER_SPEECH_S = 7.0
+"""Read and conversational speech runs at 10-15 letters a second (spaces and punctuation not
+counted) in spaced scripts; a segment with under 7 per second of the speech under it most likely
+left a sentence out (seen: a window's segment stretched over two FLEURS clips it never decoded).
+A false alarm costs one re-decoded window, whose text is taken only if it covers more."""
+MIN_CHARS_PER_SPEECH_S_UNSPACED = 2.5
 """The same for Chinese and Japanese (4-8 characters a second of speech)."""
 UNSPACED_LANGUAGES = frozenset({"ja", "zh", "yue", "th", "lo", "km", "my"})
 MAX_CHARS_PER_S = 30.0
