@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stenod import __version__
 from stenod.api.deps import State
+from stenod.observability.metrics import Metrics
 
 router = APIRouter()
 
@@ -23,6 +24,30 @@ def _status(state: State) -> str:
     if state.load_error and not state.manager.is_loaded(state.manager.default_name):
         return "error"
     return "ok"
+
+
+def _jobs_health(state: State) -> dict[str, object] | None:
+    if state.jobs is None:
+        return {"error": state.jobs_error} if state.jobs_error else None
+    try:
+        return state.jobs.health()  # type: ignore[no-any-return]
+    except Exception as exc:  # noqa: BLE001 - the store being away is what /health must report
+        return {"mode": state.jobs.mode, "error": f"job store unreachable ({type(exc).__name__})"}
+
+
+def _set_job_metrics(m: Metrics, jobs: dict[str, object] | None) -> None:
+    """Job gauges from what /health reports (one read of the store and the broker per scrape)."""
+    if jobs is None:  # jobs disabled
+        return
+    if "error" in jobs:
+        m.jobs_store_up.set(0)
+        return
+    m.jobs_store_up.set(1)
+    for status in ("queued", "processing"):
+        m.jobs.labels(status).set(float(jobs.get(status) or 0))  # type: ignore[arg-type]
+    m.jobs_queue_depth.set(float(jobs.get("queue_depth") or 0))  # type: ignore[arg-type]
+    workers = jobs.get("workers")
+    m.jobs_workers.set(sum(int(w.get("concurrency", 1)) for w in workers) if isinstance(workers, list) else 0)
 
 
 @router.get("/health")
@@ -47,6 +72,7 @@ def health(state: State) -> JSONResponse:
         "avg_latency_s": round(stats.avg_latency_s, 3),
         "memory_rss_bytes": psutil.Process().memory_info().rss,
         "error": state.load_error,
+        "jobs": _jobs_health(state),
     }
     return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
@@ -65,4 +91,6 @@ def metrics(state: State) -> Response:
     m.slots_in_use.set(stats.running)
     m.slots_total.set(stats.slots)
     m.models_loaded.set(len(state.manager.loaded_names()))
+    m.default_model_loaded.set(1 if state.manager.is_loaded(state.manager.default_name) else 0)
+    _set_job_metrics(m, _jobs_health(state))
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
