@@ -66,7 +66,8 @@ MIN_GAIN_S = 0.3
 PROMPT_MAX_CHARS = 200
 """Tail of the preceding text passed as the prompt of a re-decoded window."""
 _PROGRESS_CAP = 0.99
-FIRST_WINDOW_MAX_S = 28.0
+REDECODE_TEMPERATURE_STEPS = 2
+FIRST_WINDOW_MAX_S = 29.0
 """First-pass windows: neighbouring speech stretches joined up to this length (Whisper's window
 is 30 s), so the first pass costs about as many encoder passes as sequential decoding."""
 FIRST_JOIN_PAUSE_S = 3.0
@@ -127,7 +128,7 @@ def transcribe_with_coverage(
     duration = len(audio) / SAMPLE_RATE
     if options.vad is False or options.without_timestamps or len(audio) == 0:
         return engine.transcribe(audio, options, progress=progress, on_segment=on_segment, cancel=cancel)
-    stretches = find_speech(audio) if speech is None else speech
+    stretches = find_speech(audio, threshold=options.vad_threshold) if speech is None else speech
     if options.vad_enabled(duration) and options.batch_size <= 1:
         first = _decode_windows(engine, audio, options, stretches, progress=_capped(progress), cancel=cancel)
     else:
@@ -136,7 +137,11 @@ def transcribe_with_coverage(
     # Word times of re-decoded windows make their coverage exact (a window's segment can claim
     # speech it skipped); they cost one alignment pass per window and are dropped again below
     # unless the caller asked for them.
-    redo = replace(options, vad=False, language=first.language, batch_size=0, word_timestamps=True)
+    # Re-decoded windows stop the temperature fallback after its first step: a short window that
+    # fails greedily only yields sampled text, which the coverage comparison rejects anyway
+    # (measured: full fallback on 1-2 s windows cost as much as the rest of the file).
+    redo = replace(options, vad=False, language=first.language, batch_size=0, word_timestamps=True,
+                   temperature=options.temperature[:REDECODE_TEMPERATURE_STEPS])
     segments = _fill_gaps(engine, audio, redo, segments, stretches, first.language, cancel=cancel)
     final = repair_times(segments)
     if not options.word_timestamps:
