@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 import av
 import av.error
@@ -30,7 +30,20 @@ is reported as truncated rather than silently transcribed in part."""
 
 _WAV_HEADER_READ_BYTES = 4096
 
-AudioSource = str | os.PathLike[str] | BinaryIO
+
+
+class AudioFile(Protocol):
+    """A seekable binary file object: an open file, ``BytesIO``, or an HTTP upload's spooled file."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+
+AudioSource = str | os.PathLike[str] | AudioFile
+"""A path, or a binary file object positioned at the start of the data."""
 
 
 @dataclass(frozen=True, slots=True)

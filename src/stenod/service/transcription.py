@@ -6,13 +6,22 @@ point applies the same limits and produces the same Transcript.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from stenod.audio.decode import SAMPLE_RATE, AudioSource, AudioStream, DecodedAudio, decode_audio, probe_audio, source_name
+from stenod.audio.decode import (
+    SAMPLE_RATE,
+    AudioSource,
+    AudioStream,
+    DecodedAudio,
+    decode_audio,
+    probe_audio,
+    source_name,
+)
 from stenod.decoding import transcribe_with_coverage
 from stenod.engines.base import Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import DiarizationInputError, UnsupportedParameterError
@@ -51,8 +60,8 @@ def load_audio(source: AudioSource, *, diarize: bool, max_duration_s: float) -> 
                 f"this file has {probe.channels} channel",
                 param="diarize",
             )
-        if hasattr(source, "seek"):
-            source.seek(0)  # type: ignore[union-attr]
+        if not isinstance(source, (str, os.PathLike)):
+            source.seek(0)  # the probe read the header of this file object
     return decode_audio(source, keep_channels=diarize, max_duration_s=max_duration_s)
 
 
