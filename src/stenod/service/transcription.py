@@ -22,6 +22,7 @@ from stenod.audio.decode import (
     probe_audio,
     source_name,
 )
+from stenod.decoding import transcribe_with_coverage
 from stenod.engines.base import Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import DiarizationInputError, UnsupportedParameterError
 from stenod.service.diarize import diarize_by_channel
@@ -74,7 +75,7 @@ def transcribe_decoded(
     on_segment: SegmentCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> TranscriptionResult:
-    """Run ``engine`` on ``audio`` (or the part ``options.offset_s`` / ``duration_s`` select, with
+    """Run ``engine`` through the coverage check (:func:`transcribe_with_coverage`) on ``audio`` (or the part ``options.offset_s`` / ``duration_s`` select, with
     times put back on the whole file's timeline), then diarize.
 
     Raises:
@@ -91,7 +92,9 @@ def transcribe_decoded(
         audio = audio.clipped(options.offset_s, options.duration_s)
         if on_segment is not None:  # streamed segments carry whole-file times too
             on_segment = _shifting(on_segment, options.offset_s, audio.duration_s)
-    transcript = engine.transcribe(audio.samples, options, progress=progress, on_segment=on_segment, cancel=cancel)
+    transcript = transcribe_with_coverage(
+        engine, audio.samples, options, progress=progress, on_segment=on_segment, cancel=cancel
+    )
     if diarize and audio.channels is not None:
         transcript = diarize_by_channel(transcript, audio.channels)
     if clipped:
