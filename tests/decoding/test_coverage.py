@@ -8,6 +8,7 @@ transcribed. The default run uses a few files; ``-m slow`` sweeps many files and
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _check_placement(transcript: Transcript, rec: LongRecording) -> None:
         assert s.start <= s.end
         for w in s.words or ():
             assert s.start <= w.start <= w.end <= s.end
-    for a, b in zip(segments, segments[1:]):
+    for a, b in itertools.pairwise(segments):
         assert a.end <= b.start, (a, b)
     for s in segments:
         touched = [c for c in rec.clips if s.start < c.end_s + TIME_TOLERANCE_S and s.end > c.start_s - TIME_TOLERANCE_S]

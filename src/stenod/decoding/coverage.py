@@ -46,7 +46,7 @@ from stenod.decoding.guards import (
     repeats_neighbour,
     trim_leading_duplicate,
 )
-from stenod.decoding.speech import SAMPLE_RATE, SpeechStretch, find_speech, overlap_s
+from stenod.decoding.speech import SAMPLE_RATE, SpeechStretch, find_speech
 from stenod.engines.base import CancelledError, Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.transcript import Segment, Transcript, Word
 
@@ -314,7 +314,7 @@ def _redecode(
     if after and new:
         head = trim_leading_duplicate(new[-1], after[0])
         if head is not None and head is not after[0]:
-            after = [head] + after[1:]
+            after = [head, *after[1:]]
         elif head is None:
             after = after[1:]
     old_cov = _window_coverage(before + inside + after, window, speech, language)

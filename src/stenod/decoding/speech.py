@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from stenod.audio import SAMPLE_RATE
+
 MIN_PAUSE_MS = 300
 """A silence this long ends a stretch (sentence and phrase pauses of read and spontaneous speech)."""
 SPEECH_PAD_MS = 150
