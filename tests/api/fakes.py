@@ -6,8 +6,9 @@ the model manager (which still resolves the model name to bundled weights), deco
 uploaded audio and rendering. The engine is injected the supported way,
 ``create_app(settings, engine_factory=...)``; nothing is monkeypatched.
 
-The fake writes one segment per ``SEGMENT_S`` of audio (``" segment 0"``, ``" segment 1"`` ...),
-records the options of every call, and can be paused: while ``FakeEngines.hold`` is set, each
+The fake writes one segment per ``SEGMENT_S`` of audio (``" segment 0 w0n0 w0n1 ..."``, two
+distinct words per second, so the service's coverage guards accept it as speech-dense text:
+:func:`fake_text` is the transcript it gives), records the options of every call, and can be paused: while ``FakeEngines.hold`` is set, each
 transcription stops after its first segment (already streamed) until the test releases it, so a
 test can look at a request that is provably still running.
 """
@@ -41,6 +42,17 @@ from stenod.transcript import Segment, Transcript, Word
 SEGMENT_S = 5.0
 WAIT_S = 60.0
 """Generous bound on any wait in these tests: a guard against hangs, not a speed assertion."""
+
+
+def segment_text(index: int, duration_s: float) -> str:
+    words = " ".join(f"w{index}n{k}" for k in range(max(1, math.ceil(2 * duration_s))))
+    return f" segment {index} {words}"
+
+
+def fake_text(duration_s: float) -> str:
+    """The fake engine's transcript of ``duration_s`` seconds of audio."""
+    n = max(1, math.ceil(duration_s / SEGMENT_S))
+    return "".join(segment_text(i, min(duration_s, (i + 1) * SEGMENT_S) - i * SEGMENT_S) for i in range(n)).strip()
 
 
 class FakeEngines:
@@ -99,7 +111,7 @@ class FakeEngine:
                 raise CancelledError("cancelled")
             start, end = i * SEGMENT_S, min(duration, (i + 1) * SEGMENT_S)
             words = (Word(start, end, f" segment{i}", 0.9),) if options.word_timestamps else None
-            segment = Segment(id=i, seek=0, start=start, end=end, text=f" segment {i}", words=words)
+            segment = Segment(id=i, seek=0, start=start, end=end, text=segment_text(i, end - start), words=words)
             segments.append(segment)
             if on_segment is not None:
                 on_segment(segment)

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from stenod.transcript import Task
-from tests.api.fakes import FakeEngines, app_client, fake_settings, metric_value
+from tests.api.fakes import FakeEngines, app_client, fake_settings, fake_text, metric_value, segment_text
 from tests.conftest import CORPUS, JFK
 
 pytestmark = pytest.mark.anyio
+
+JFK_TEXT = fake_text(11.0)  # the fake engine's transcript of the 11 s JFK clip
 
 GERMAN = CORPUS / "multilingual-fleurs" / "audio" / "fleurs-de-006.ogg"
 ORIGIN = "https://app.example.com"
@@ -112,8 +114,8 @@ async def test_response_formats_render_the_engine_transcript(cache_dir: Path, tm
         srt = await client.post("/v1/audio/transcriptions", **upload(model="whisper-1", response_format="srt"))
         verbose = await client.post("/v1/audio/transcriptions", **upload(
             model="whisper-1", response_format="verbose_json", **{"timestamp_granularities[]": "word"}))
-    assert text.text.strip() == "segment 0 segment 1 segment 2"
-    assert srt.text.startswith("1\n00:00:00,000 --> 00:00:05,000\nsegment 0\n")
+    assert text.text.strip() == JFK_TEXT
+    assert srt.text.startswith("1\n00:00:00,000 --> 00:00:05,000\n" + segment_text(0, 5.0).strip() + "\n")
     body = verbose.json()
     assert body["language"] == "english" and body["task"] == "transcribe"
     assert [w["word"].strip() for w in body["words"]] == ["segment0", "segment1", "segment2"]
