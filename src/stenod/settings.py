@@ -59,9 +59,11 @@ class ModelSettings(BaseModel):
     vad_min_duration_s: float = Field(default=30.0, ge=0)
     """Voice-activity detection is on by default for audio longer than this."""
     trim_encoder: bool = True
-    """faster-whisper's faster paths: clips under 30 s run the encoder on their audio only (a
-    guarded fallback redoes a bad result on the full window) and long audio is decoded as VAD
-    windows in parallel; ``false`` restores the ordinary full-window path."""
+    """faster-whisper: clips under 30 s run the encoder on their audio only (a guarded fallback
+    redoes a bad result on the full window); ``false`` restores the ordinary full-window path."""
+    parallel_windows: bool = False
+    """faster-whisper: decode long audio as VAD windows in parallel on every worker (with
+    ``trim_encoder``); off by default, it measured slower and less accurate on 2 cores."""
     served: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Models clients may name besides the default and the bundled ones, comma-separated (names,
     hub names or paths: the operator's choice, listed in ``GET /v1/models``)."""

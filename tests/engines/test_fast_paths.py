@@ -23,9 +23,9 @@ from tests.wer_utils import normalize, wer
 RATE = 16_000
 
 
-def _engine(name: str, cache_dir: Path, *, trim: bool, concurrency: int = 1):  # type: ignore[no-untyped-def]
+def _engine(name: str, cache_dir: Path, *, trim: bool, concurrency: int = 1, parallel: bool = False):  # type: ignore[no-untyped-def]
     resolved = resolve_model_or_raise(name, cache_dir=cache_dir, offline=True)
-    settings = ModelSettings(name=name, cache_dir=cache_dir, trim_encoder=trim)
+    settings = ModelSettings(name=name, cache_dir=cache_dir, trim_encoder=trim, parallel_windows=parallel)
     return create_engine(resolved, settings, threads=1, concurrency=concurrency)
 
 
@@ -38,7 +38,7 @@ def tiny_full(cache_dir: Path) -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def tiny_parallel(cache_dir: Path) -> Iterator[object]:
-    engine = _engine("tiny.en", cache_dir, trim=True, concurrency=2)
+    engine = _engine("tiny.en", cache_dir, trim=True, concurrency=2, parallel=True)
     yield engine
     engine.close()
 

@@ -109,6 +109,7 @@ def create_engine(
         threads=threads,
         concurrency=concurrency,
         trim_encoder=settings.trim_encoder,
+        parallel_windows=settings.parallel_windows,
     )
     if engine_name == "faster-whisper":
         from stenod.engines.faster_whisper import FasterWhisperEngine
