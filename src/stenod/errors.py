@@ -9,14 +9,20 @@ StenodError
 │   ├── EmptyAudioError (400)   zero bytes or zero samples
 │   ├── AudioTooLongError (413)
 │   ├── UploadTooLargeError (413)
-│   └── DiarizationInputError (400)
+│   ├── DiarizationInputError (400)
+│   ├── UnsafeURLError (400)         webhook_url/audio_url on a refused network, or not http(s)
+│   ├── AudioURLError (400)          audio_url could not be fetched (status, size, time)
+│   └── ConfigFileError (400)   the TOML settings file is missing or invalid (file:line)
+├── JobNotFoundError (404)           also another tenant's job
+├── JobStateError (409)              result before completion; idempotency key reused differently
 ├── ModelNotFoundError (404)
 ├── ModelLoadError (500)
 ├── QueueFullError (429)
 ├── DeadlineExceededError (408)
 ├── ClientDisconnectedError (499)
 ├── ServiceUnavailableError (503)  loading, draining
-└── AuthenticationError (401)
+├── AuthenticationError (401)
+└── PermissionDeniedError (403)    a valid key without the right (admin routes)
 """
 
 from __future__ import annotations
@@ -75,6 +81,12 @@ class DiarizationInputError(InputError):
     code = "diarization_needs_stereo"
 
 
+class ConfigFileError(InputError):
+    """The TOML settings file cannot be read or parsed; the message names the file (and line)."""
+
+    code = "invalid_config"
+
+
 class ModelNotFoundError(StenodError):
     status_code = 404
     error_type = "invalid_request_error"
@@ -118,3 +130,34 @@ class AuthenticationError(StenodError):
     status_code = 401
     error_type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PermissionDeniedError(StenodError):
+    status_code = 403
+    error_type = "permission_error"
+    code = "permission_denied"
+
+
+class UnsafeURLError(InputError):
+    code = "url_not_allowed"
+
+
+class AudioURLError(InputError):
+    code = "audio_url_unavailable"
+
+
+class JobNotFoundError(StenodError):
+    status_code = 404
+    error_type = "not_found_error"
+    code = "job_not_found"
+
+
+class JobStateError(StenodError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "job_not_completed"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, param=param)
+        if code is not None:
+            self.code = code

@@ -26,6 +26,11 @@ ComputeType = Literal["auto", "int8", "int8_float16", "int8_float32", "float16",
 LogFormat = Literal["json", "console"]
 
 
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "stenod"
+
+
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "stenod"
@@ -53,6 +58,23 @@ class ModelSettings(BaseModel):
     """1 is greedy decoding: on CPU about 1.5x faster than beam 5 for a small WER cost."""
     vad_min_duration_s: float = Field(default=30.0, ge=0)
     """Voice-activity detection is on by default for audio longer than this."""
+    served: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Models clients may name besides the default and the bundled ones, comma-separated (names,
+    hub names or paths: the operator's choice, listed in ``GET /v1/models``)."""
+    model_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    """Folders, comma-separated, whose entries (CTranslate2 model folders, ggml ``.bin`` files)
+    clients may name by their plain entry name."""
+    allow_request_paths: bool = False
+    """Let API clients name any file-system path as ``model`` (off: only offered names)."""
+    allow_request_downloads: bool = False
+    """Let API clients name hub models, downloaded on first use (off: only offered names)."""
+
+    @field_validator("served", "model_dirs", mode="before")
+    @classmethod
+    def _split_model_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
 
 class AudioSettings(BaseModel):
@@ -87,12 +109,15 @@ class ServerSettings(BaseModel):
     """Models kept in memory at once; the least recently used idle one is unloaded first."""
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     """Bearer keys accepted by the API, comma-separated; empty means no authentication."""
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Bearer keys that may also use admin routes (``POST /load``), comma-separated; they are
+    accepted wherever ``api_keys`` are. Without one, ``/load`` is refused (403)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the API from a browser, comma-separated; empty disables CORS."""
     print_progress: bool = False
     """Log transcription progress of each request."""
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "admin_api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -138,6 +163,77 @@ class BatchSettings(BaseModel):
     """Bearer key sent in ``--server`` mode when the server requires one."""
 
 
+class JobsSettings(BaseModel):
+    """Durable jobs (``/v1/jobs``): stores, queue, workers, webhooks (env ``STENOD_JOBS__*``, TOML
+    ``[jobs]``). With every URL empty, ``stenod serve`` runs jobs itself on SQLite and a local
+    folder under ``data_dir``; see docs/SCALING.md for the production set-up."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    enabled: bool = True
+    """Serve the job API (``/v1/jobs``) and, in in-process mode, run jobs inside ``stenod serve``."""
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Folder for the default SQLite job store (``jobs.db``) and local blob store (``blobs/``)."""
+    database_url: str = ""
+    """Job store: empty = SQLite in ``data_dir``; ``sqlite:///path/jobs.db`` or
+    ``postgresql://user:password@host:5432/db`` (the psycopg driver is added for you)."""
+    blob_url: str = ""
+    """Where uploaded audio and results live: empty = ``data_dir/blobs``; ``file:///path`` or
+    ``s3://bucket/prefix``."""
+    s3_endpoint_url: str | None = None
+    """S3-compatible endpoint (MinIO, Ceph, R2...); unset uses AWS. Credentials come from the
+    standard AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profile, instance role)."""
+    s3_region: str = "us-east-1"
+    """Region for S3 requests."""
+    broker_url: str = ""
+    """Queue: empty = in-process workers inside ``stenod serve``; ``redis://host:6379/0`` or
+    ``amqp://user:password@host:5672//`` = Celery, with ``stenod worker`` processes."""
+    queue_name: str = "stenod.jobs"
+    """Celery queue (Redis list / RabbitMQ queue) the API publishes to and workers consume."""
+    workers: int = Field(default=1, ge=0)
+    """In-process mode: jobs run at once inside ``stenod serve`` (each also takes an inference
+    slot, shared with synchronous requests); 0 runs none (an API-only server)."""
+    max_attempts: int = Field(default=3, ge=1)
+    """A job whose worker dies (crash, OOM kill) this many times is failed, not retried again."""
+    lease_s: float = Field(default=60.0, ge=5)
+    """A running job's lease: workers renew it every third of this; a job whose lease ran out
+    (its worker died) is given to another worker."""
+    visibility_timeout_s: float = Field(default=6 * 3600, gt=0)
+    """Redis broker: seconds before an unacknowledged message is delivered again. Must exceed the
+    longest job (4 h of audio by default); RabbitMQ redelivers on disconnect instead."""
+    retention_s: float = Field(default=7 * 24 * 3600, gt=0)
+    """Audio and results of a job are deleted this many seconds after it ends (or is created,
+    if it never ends); the job then answers 404."""
+    sweep_interval_s: float = Field(default=60.0, gt=0)
+    """How often the API deletes expired jobs and re-publishes jobs the broker lost."""
+    republish_after_s: float = Field(default=300.0, gt=0)
+    """Celery mode: a job still queued this long after it was last published is published again
+    (a broker that restarted without persistence loses messages; duplicates are harmless)."""
+    max_list_limit: int = Field(default=100, ge=1)
+    """Largest ``limit`` accepted by ``GET /v1/jobs``."""
+    webhook_secret: SecretStr | None = None
+    """Standard Webhooks signing secret (``whsec_`` + base64, or any string); while unset, jobs
+    with a ``webhook_url`` are refused (400) rather than sent unsigned."""
+    webhook_max_attempts: int = Field(default=5, ge=1)
+    """Deliveries tried per final state before the webhook is marked failed."""
+    webhook_backoff_s: float = Field(default=2.0, gt=0)
+    """First retry delay after a failed delivery; doubles per attempt (capped at 10 minutes)."""
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    """Timeout of one webhook delivery."""
+    audio_url_timeout_s: float = Field(default=120.0, gt=0)
+    """Total time allowed to download an ``audio_url`` (size is capped by ``audio.max_file_mb``)."""
+    allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Networks (CIDR, comma-separated) that ``webhook_url`` and ``audio_url`` may reach even
+    though they are loopback/private/link-local; everything else in those ranges is refused."""
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STENOD_",
@@ -152,6 +248,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
     config_file: Path | None = None
     """TOML file with the same sections ([model], [audio], [server], [log])."""
 

@@ -21,6 +21,8 @@ def _default(field: FieldInfo) -> str:
     else:
         value = field.default
     if isinstance(value, Path):
+        if getattr(field.default_factory, "__name__", "") == "_default_data_dir":
+            return "`~/.local/share/stenod`"  # $XDG_DATA_HOME/stenod; the machine's own path would vary
         return "`~/.cache/stenod`" if value.name == "stenod" else f"`{value}`"
     if isinstance(value, SecretStr):
         return "(secret)"

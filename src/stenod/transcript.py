@@ -78,6 +78,13 @@ class Transcript:
     def with_segments(self, segments: list[Segment] | tuple[Segment, ...]) -> Transcript:
         return replace(self, segments=tuple(segments), text=join_segment_text(segments))
 
+    def shifted(self, offset_s: float, *, duration: float, clip_s: float) -> Transcript:
+        """A transcript of a ``clip_s``-second clip put back on the whole file's timeline: times
+        capped at the clip's end (Whisper may predict a little past it), then ``offset_s`` later;
+        ``duration`` is the whole file's."""
+        segments = tuple(shift_segment(seg, offset_s, clip_s=clip_s) for seg in self.segments)
+        return replace(self, segments=segments, duration=duration)
+
     @property
     def words(self) -> list[Word]:
         return [w for s in self.segments for w in (s.words or ())]
@@ -86,6 +93,17 @@ class Transcript:
         data = asdict(self)
         data.pop("extra")
         return data
+
+
+def shift_segment(segment: Segment, offset_s: float, *, clip_s: float | None = None) -> Segment:
+    """``segment`` and its words ``offset_s`` seconds later, times first capped at ``clip_s``."""
+
+    def move(t: float) -> float:
+        return round((t if clip_s is None else min(t, clip_s)) + offset_s, 3)
+
+    words = None if segment.words is None else tuple(
+        replace(w, start=move(w.start), end=move(w.end)) for w in segment.words)
+    return replace(segment, start=move(segment.start), end=move(segment.end), words=words)
 
 
 def join_segment_text(segments: list[Segment] | tuple[Segment, ...]) -> str:

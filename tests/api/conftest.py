@@ -51,7 +51,8 @@ class ServerProcess:
 def start_server(tmp_path: Path, cache_dir: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
     port = free_port()
     log_path = tmp_path / f"server-{port}.log"
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "STENOD_MODEL__CACHE_DIR": str(cache_dir), **(env or {})}
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "STENOD_MODEL__CACHE_DIR": str(cache_dir),
+                "STENOD_JOBS__DATA_DIR": str(tmp_path / "data"), **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "stenod", "serve", "--port", str(port), *args],

@@ -66,15 +66,20 @@ def test_inference_translate_flag(tmp_path: Path, cache_dir: Path) -> None:
 
 
 def test_load_switches_model_and_failed_load_keeps_old(tmp_path: Path, cache_dir: Path) -> None:
-    srv = start_server(tmp_path, cache_dir, "--model", "tiny.en", "--slots", "1")
+    # /load switches the model for every client: it needs an admin key (issue 16).
+    srv = start_server(tmp_path, cache_dir, "--model", "tiny.en", "--slots", "1", "--admin-key", "sk-admin")
+    admin = ("-H", "Authorization: Bearer sk-admin")
     try:
+        code, body = curl(f"127.0.0.1:{srv.port}/load", "-F", "model=base")
+        assert code == 401 and json.loads(body)["error"]["code"] == "invalid_api_key"
+
         # A failed load returns an error and leaves the current model serving.
-        code, body = curl(f"127.0.0.1:{srv.port}/load", "-H", "Content-Type: multipart/form-data",
+        code, body = curl(f"127.0.0.1:{srv.port}/load", *admin, "-H", "Content-Type: multipart/form-data",
                           "-F", f"model={tmp_path}/ggml-missing.bin")
         assert code in (400, 404), body
         assert "error" in json.loads(body)
         assert httpx.get(f"{srv.url}/health").json()["default_model"] == "tiny.en"
-        code, body = curl(f"127.0.0.1:{srv.port}/inference", "-F", f"file=@{JFK}")
+        code, body = curl(f"127.0.0.1:{srv.port}/inference", *admin, "-F", f"file=@{JFK}")
         assert code == 200 and normalize(json.loads(body)["text"]) == JFK_WORDS
 
         # A corrupt model folder fails to load without taking the process down.
@@ -82,19 +87,19 @@ def test_load_switches_model_and_failed_load_keeps_old(tmp_path: Path, cache_dir
         broken.mkdir()
         (broken / "model.bin").write_bytes(b"\x00" * 1024)
         (broken / "config.json").write_text("{}")
-        code, body = curl(f"127.0.0.1:{srv.port}/load", "-F", f"model={broken}")
+        code, body = curl(f"127.0.0.1:{srv.port}/load", *admin, "-F", f"model={broken}")
         assert code == 400, body
         assert srv.proc.poll() is None
 
         # The seed's load command with a real model path switches the default.
         tiny_path = httpx.get(f"{srv.url}/health").json()["models"][0]["model"]
         assert tiny_path == "tiny.en"
-        code, body = curl(f"127.0.0.1:{srv.port}/load", "-H", "Content-Type: multipart/form-data", "-F", "model=base")
+        code, body = curl(f"127.0.0.1:{srv.port}/load", *admin, "-H", "Content-Type: multipart/form-data", "-F", "model=base")
         assert code == 200, body
         health = httpx.get(f"{srv.url}/health").json()
         assert health["default_model"] == "base"
         clip = CORPUS / "multilingual-fleurs" / "audio" / "fleurs-de-006.ogg"
-        code, body = curl(f"127.0.0.1:{srv.port}/inference", "-F", f"file=@{clip}", "-F", "response_format=verbose_json")
+        code, body = curl(f"127.0.0.1:{srv.port}/inference", *admin, "-F", f"file=@{clip}", "-F", "response_format=verbose_json")
         assert code == 200 and json.loads(body)["language"] == "german"
     finally:
         srv.stop()

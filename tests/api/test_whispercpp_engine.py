@@ -17,6 +17,10 @@ from tests.wer_utils import normalize
 pytest.importorskip("_pywhispercpp")
 
 
+ADMIN_KEY = "sk-admin-wcpp"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
 @pytest.fixture(scope="module")
 def tiny_q8(cache_dir: Path) -> Path:
     from stenod.models import resolve_model_or_raise
@@ -29,7 +33,7 @@ def tiny_q8(cache_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def wcpp_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, tiny_q8: Path) -> Iterator[ServerProcess]:
     srv = start_server(tmp_path_factory.mktemp("wcpp-server"), cache_dir, "--model", str(tiny_q8),
-                       "--engine", "whisper.cpp", env={"GGML_NO_BACKTRACE": "1"})
+                       "--engine", "whisper.cpp", "--admin-key", ADMIN_KEY, env={"GGML_NO_BACKTRACE": "1"})
     yield srv
     srv.stop()
 
@@ -37,7 +41,7 @@ def wcpp_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path, tiny_
 def _inference(srv: ServerProcess) -> httpx.Response:
     with JFK.open("rb") as f:
         return httpx.post(f"{srv.url}/inference", files={"file": ("jfk.flac", f, "audio/flac")},
-                          data={"response_format": "json"}, timeout=180)
+                          data={"response_format": "json"}, headers=ADMIN, timeout=180)
 
 
 def test_inference_on_whisper_cpp(wcpp_server: ServerProcess, tiny_q8: Path) -> None:
@@ -57,7 +61,7 @@ def test_corrupt_ggml_load_is_a_400_and_the_server_keeps_serving(
     garbage = tmp_path / "ggml-garbage.bin"
     garbage.write_bytes(b"lmgg" + np.random.default_rng(1).bytes(512 * 1024))
     for path, reason in ((truncated, "truncated"), (garbage, "")):
-        response = httpx.post(f"{wcpp_server.url}/load", data={"model": str(path)}, timeout=60)
+        response = httpx.post(f"{wcpp_server.url}/load", data={"model": str(path)}, headers=ADMIN, timeout=60)
         assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert str(path) in error["message"] and reason in error["message"]

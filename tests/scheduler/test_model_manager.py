@@ -86,3 +86,28 @@ def test_idle_models_are_unloaded_after_ttl(cache_dir: Path) -> None:
     assert manager.unload_idle() == ["base"]
     assert manager.loaded_names() == ["tiny.en"]  # the default is never unloaded
     manager.close()
+
+
+def test_load_failures_are_reported_for_operators_not_for_client_typos(cache_dir: Path, tmp_path: Path) -> None:
+    failures: list[str] = []
+    settings = ModelSettings(name="tiny.en", cache_dir=cache_dir)
+    manager = ModelManager(settings, lambda m: create_engine(m, settings, threads=1), offline=True,
+                           on_load_error=failures.append)
+    with pytest.raises(ModelNotFoundError):
+        manager.acquire("no-such-model")  # a client's unknown name: its 404, not an operator alert
+    assert failures == []
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.bin").write_bytes(b"junk")
+    (broken / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError):
+        manager.acquire(str(broken))  # weights found but not loadable
+    assert failures == [str(broken)]
+    manager.close()
+
+    missing_default = ModelManager(ModelSettings(name=str(tmp_path / "gone"), cache_dir=cache_dir),
+                                   lambda m: create_engine(m, settings, threads=1), offline=True,
+                                   on_load_error=failures.append)
+    with pytest.raises(ModelNotFoundError):
+        missing_default.preload()
+    assert failures == [str(broken), str(tmp_path / "gone")]

@@ -13,13 +13,15 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from stenod import __version__
+from stenod.api.docs import install_docs
 from stenod.api.errors import install_error_handlers
 from stenod.api.middleware import RequestContextMiddleware, UploadLimitMiddleware
-from stenod.api.routers import health, openai, whispercpp
+from stenod.api.routers import health, jobs, openai, whispercpp
 from stenod.api.state import AppState
 from stenod.engines.base import Engine
 from stenod.engines.factory import cpu_count, create_engine, plan_cpu
 from stenod.errors import StenodError
+from stenod.models.access import ModelAccess
 from stenod.models.registry import ResolvedModel
 from stenod.observability.metrics import Metrics
 from stenod.scheduler.model_manager import ModelManager
@@ -29,7 +31,15 @@ from stenod.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-UPLOAD_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/inference"})
+UPLOAD_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/inference", "/v1/jobs"})
+
+
+def model_access(settings: Settings) -> ModelAccess:
+    m = settings.model
+    return ModelAccess(
+        configured=frozenset({m.name, *m.served}), model_dirs=tuple(m.model_dirs),
+        allow_paths=m.allow_request_paths, allow_downloads=m.allow_request_downloads and not settings.offline,
+    )
 
 
 def build_state(settings: Settings) -> AppState:
@@ -43,7 +53,9 @@ def build_state(settings: Settings) -> AppState:
     manager = ModelManager(
         settings.model, factory, offline=settings.offline,
         max_loaded=settings.server.max_loaded_models, idle_ttl_s=settings.server.model_idle_ttl_s,
-        on_load=lambda name, seconds: metrics.model_load_seconds.labels(name).observe(seconds),
+        on_load=lambda name, seconds: metrics.model_load_seconds.labels(manager.metrics_label(name)).observe(seconds),
+        on_load_error=lambda _name: metrics.model_load_failures.inc(),
+        access=model_access(settings),
     )
     scheduler = SlotScheduler(slots=plan.concurrency, queue_size=settings.server.queue_size)
     service = TranscriptionService(
@@ -66,6 +78,33 @@ async def _preload(state: AppState) -> None:
         state.preloading = False
 
 
+def _jobs_explicitly_configured(settings: Settings) -> bool:
+    jobs = settings.jobs
+    return bool(jobs.database_url or jobs.blob_url or jobs.broker_url)
+
+
+async def _start_jobs(state: AppState) -> None:
+    """Open the job stores and start workers/sweeper. A configured production store that cannot
+    be reached stops the server (fail fast at deploy); the embedded default failing (e.g. a
+    read-only data folder) only disables the job API, so synchronous serving keeps working."""
+    from stenod.jobs.runtime import build_runtime
+
+    settings = state.settings
+    try:
+        runtime = await anyio.to_thread.run_sync(
+            lambda: build_runtime(settings, manager=state.manager, scheduler=state.scheduler)
+        )
+    except Exception as exc:
+        if _jobs_explicitly_configured(settings):
+            raise
+        state.jobs_error = f"{type(exc).__name__}: {exc}"
+        logger.error("job API disabled: could not open the job store in %s: %s", settings.jobs.data_dir, exc)
+        return
+    await runtime.start()
+    state.jobs = runtime
+    logger.info("job API ready (%s mode)", runtime.mode)
+
+
 async def _unload_idle_loop(state: AppState, ttl_s: float) -> None:
     while True:
         await asyncio.sleep(max(1.0, min(30.0, ttl_s / 2)))
@@ -86,12 +125,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks.append(asyncio.create_task(_preload(state)))
         if settings.server.model_idle_ttl_s > 0:
             tasks.append(asyncio.create_task(_unload_idle_loop(state, settings.server.model_idle_ttl_s)))
+        if settings.jobs.enabled:
+            await _start_jobs(state)
         try:
             yield
         finally:
             state.draining = True
             for task in tasks:
                 task.cancel()
+            if state.jobs is not None:
+                await state.jobs.stop()
             state.scheduler.close()
             await anyio.to_thread.run_sync(state.manager.close)
 
@@ -100,11 +143,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Whisper speech-to-text with OpenAI- and whisper.cpp-compatible APIs.",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_docs: no CDN
+        redoc_url=None,
     )
     app.state.stenod = state
     install_error_handlers(app)
+    install_docs(app, title="stenod")
     app.include_router(openai.router)
     app.include_router(whispercpp.router)
+    if settings.jobs.enabled:
+        app.include_router(jobs.router)
     app.include_router(health.router)
     if settings.server.cors_origins:
         app.add_middleware(

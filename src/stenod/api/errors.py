@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stenod.errors import QueueFullError, StenodError
+from stenod.errors import AuthenticationError, QueueFullError, StenodError
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ def error_response(exc: StenodError) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, QueueFullError):
         headers["Retry-After"] = str(int(math.ceil(exc.retry_after_s)))
+    if isinstance(exc, AuthenticationError):
+        headers["WWW-Authenticate"] = 'Bearer realm="stenod"'  # RFC 6750: say how to authenticate
     return JSONResponse(
         error_body(exc.message, error_type=exc.error_type, param=exc.param, code=exc.code),
         status_code=exc.status_code,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from stenod.observability.metrics import Metrics
 from stenod.scheduler.model_manager import ModelManager
@@ -24,3 +25,8 @@ class AppState:
     preloading: bool = False
     load_error: str | None = None
     """Why preloading the default model failed, shown by /health."""
+    jobs: Any = None
+    """The job system (:class:`stenod.jobs.runtime.JobsRuntime`) once started; ``None`` when
+    disabled or unavailable."""
+    jobs_error: str | None = None
+    """Why the job system could not start (the job API answers 503 with it)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -56,6 +56,13 @@ class DecodedAudio:
     @property
     def duration_s(self) -> float:
         return len(self.samples) / SAMPLE_RATE
+
+    def clipped(self, offset_s: float, duration_s: float | None) -> DecodedAudio:
+        """The part from ``offset_s`` lasting ``duration_s`` (``None``: to the end); channels too."""
+        start = max(0, int(round(offset_s * SAMPLE_RATE)))
+        stop = len(self.samples) if duration_s is None else start + max(0, int(round(duration_s * SAMPLE_RATE)))
+        channels = None if self.channels is None else self.channels[:, start:stop]
+        return replace(self, samples=self.samples[start:stop], channels=channels)
 
 
 def source_name(source: AudioSource) -> str:

@@ -1,4 +1,4 @@
-"""Entry point: ``stenod transcribe | models | serve | batch | bench``."""
+"""Entry point: ``stenod transcribe | models | serve | worker | batch | bench``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from stenod.cli.config import config_app
 from stenod.cli.models import models_app
 from stenod.cli.serve import serve_command
 from stenod.cli.transcribe import transcribe_command
+from stenod.cli.worker import worker_command
 
 app = typer.Typer(
     name="stenod",
@@ -24,6 +25,7 @@ app.command("batch")(batch_command)
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.command("serve")(serve_command)
+app.command("worker")(worker_command)
 app.add_typer(config_app, name="config")
 
 

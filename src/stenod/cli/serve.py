@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
+import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -12,19 +15,52 @@ import typer
 import uvicorn
 
 from stenod.api.app import create_app
-from stenod.cli.common import ConfigOption, build_settings
+from stenod.cli.common import ConfigOption, build_settings, stderr
+from stenod.engines import cpu_count, plan_cpu
 from stenod.observability.logging import configure_logging
+from stenod.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
+READY_POLL_S = 0.2
+
+
+def ready_message(url: str, *, model: str, slots: int, threads: int) -> str:
+    """The line a person at a terminal sees once the server answers, with a request to paste."""
+    return (f"stenod ready on {url} (model {model}, {slots} slot(s) x {threads} thread(s)); try:\n"
+            f"  curl {url}/v1/audio/transcriptions -F file=@audio.wav -F model=whisper-1\n"
+            f"  API docs: {url}/docs   health: {url}/health   Ctrl-C stops (in-flight requests finish)")
+
+
 class _DrainingServer(uvicorn.Server):
     """Marks the app as draining the moment a signal arrives, so /health and /ready turn 503 and
-    new transcription requests on kept-alive connections are refused while in-flight ones finish."""
+    new transcription requests on kept-alive connections are refused while in-flight ones finish.
+    On a terminal, prints a "ready, try: curl ..." line once the default model is loaded."""
 
-    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None], on_ready: Callable[[str], None]) -> None:
         super().__init__(config)
         self._on_drain = on_drain
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            asyncio.get_running_loop().create_task(self._announce())
+
+    async def _announce(self) -> None:
+        state = self.config.app.state.stenod  # type: ignore[union-attr]
+        while state.preloading and not self.should_exit:  # the preload task runs in the lifespan
+            await asyncio.sleep(READY_POLL_S)
+        if self.should_exit or state.load_error:
+            return  # the load error is already logged
+        port = self.config.port
+        for server in self.servers:
+            for sock in server.sockets:
+                port = sock.getsockname()[1]
+        host = self.config.host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+        self._on_ready(f"http://{shown}:{port}")
 
     def handle_exit(self, sig: int, frame: object) -> None:
         self._on_drain()
@@ -47,19 +83,28 @@ def serve_command(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
     compute_type: Annotated[str | None, typer.Option("--compute-type", help="auto, int8, float32, float16.")] = None,
     api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Accepted Bearer key (repeatable).")] = None,
+    admin_key: Annotated[list[str] | None, typer.Option("--admin-key", help="Bearer key that may also use /load (repeatable).")] = None,
     print_progress: Annotated[bool | None, typer.Option("--print-progress", help="Log progress of each request.")] = None,
     preload: Annotated[bool | None, typer.Option("--preload/--lazy", help="Load the default model at start-up.")] = None,
     log_format: Annotated[str | None, typer.Option("--log-format", help="json or console.")] = None,
     config: Annotated[Path | None, ConfigOption] = None,
 ) -> None:
-    """Serve the OpenAI- and whisper.cpp-compatible HTTP API."""
+    """Serve the OpenAI- and whisper.cpp-compatible HTTP API.
+
+    Logs are JSON lines (one per request, with its id) unless --log-format console, or stderr is
+    a terminal and no format was configured: then they are readable lines and a "ready, try: curl"
+    line follows once the model is loaded.
+    """
     settings = build_settings(
         config,
         model={"name": model, "threads": threads, "engine": engine, "device": device, "compute_type": compute_type},
-        server={"host": host, "port": port, "slots": slots, "queue_size": queue_size, "api_keys": api_key,
+        server={"host": host, "port": port, "slots": slots, "queue_size": queue_size, "api_keys": api_key, "admin_api_keys": admin_key,
                 "print_progress": print_progress, "preload": preload},
         log={"format": log_format},
     )
+    interactive = sys.stderr.isatty()
+    if interactive and "format" not in settings.log.model_fields_set:
+        settings = settings.model_copy(update={"log": settings.log.model_copy(update={"format": "console"})})
     configure_logging(settings.log.level, settings.log.format)
     app = create_app(settings)
     state = app.state.stenod
@@ -73,4 +118,16 @@ def serve_command(
         app, host=settings.server.host, port=settings.server.port, log_config=None,
         timeout_graceful_shutdown=settings.server.drain_timeout_s, access_log=False,
     )
-    _DrainingServer(config_, on_drain).run()
+    def on_ready(url: str) -> None:
+        logger.info("ready on %s", url)
+        if interactive:
+            plan = state.scheduler
+            info = ready_message(url, model=state.manager.default_name, slots=plan.slots,
+                                 threads=_threads_per_slot(settings))
+            stderr.print(info, markup=False, highlight=False)
+
+    _DrainingServer(config_, on_drain, on_ready).run()
+
+
+def _threads_per_slot(settings: Settings) -> int:
+    return plan_cpu(cores=cpu_count(), threads=settings.model.threads, concurrency=settings.server.slots).threads

@@ -26,13 +26,14 @@ SegmentCallback = Callable[[Segment], None]
 TEMPERATURE_STEP = 0.2
 
 
-def temperature_schedule(start: float) -> tuple[float, ...]:
-    """Whisper's fallback: retry a window at ``start``, ``start + 0.2`` … 1.0 when decoding fails
-    its compression-ratio or log-probability checks (openai-whisper's CLI does the same)."""
-    if start >= 1.0:
+def temperature_schedule(start: float, step: float = TEMPERATURE_STEP) -> tuple[float, ...]:
+    """Whisper's fallback: retry a window at ``start``, ``start + step`` … 1.0 when decoding fails
+    its compression-ratio or log-probability checks (openai-whisper's CLI does the same).
+    ``step`` 0 means no fallback: one temperature only."""
+    if start >= 1.0 or step <= 0:
         return (start,)
-    steps = int(round((1.0 - start) / TEMPERATURE_STEP))
-    return tuple(round(start + i * TEMPERATURE_STEP, 2) for i in range(steps + 1))
+    steps = int((1.0 - start) / step + 1e-9)  # never past 1.0
+    return tuple(round(start + i * step, 2) for i in range(steps + 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +52,42 @@ class TranscriptionOptions:
     vad_min_duration_s: float = 30.0
     condition_on_previous_text: bool = True
     without_timestamps: bool = False
+    hotwords: str | None = None
+    """Words or phrases to favour (names, jargon). faster-whisper's ``hotwords`` (a prompt prefix
+    kept for every window); whisper.cpp has no such field, so they are added to its prompt."""
+    compression_ratio_threshold: float | None = 2.4
+    """A window whose text compresses better than this (repetition loops) is decoded again at the
+    next fallback temperature; ``None`` turns the check off. whisper.cpp has the same check as a
+    token-entropy threshold: it stays at its default (2.4) and ``None`` turns it off."""
+    log_prob_threshold: float | None = -1.0
+    """A window whose average token log-probability is below this is decoded again at the next
+    fallback temperature; ``None`` turns the check off."""
+    no_speech_threshold: float | None = 0.6
+    """A window is dropped as silence when its no-speech probability is above this and its
+    log-probability is below ``log_prob_threshold``; ``None`` never drops windows."""
+    vad_threshold: float = 0.5
+    """Silero VAD speech probability above which a frame counts as speech."""
+    vad_min_silence_ms: int = 2000
+    """Silence shorter than this does not split speech (VAD)."""
+    vad_speech_pad_ms: int = 400
+    """Audio kept on each side of detected speech (VAD), so word edges are not clipped."""
+    offset_s: float = 0.0
+    """Transcribe from this many seconds into the audio. Applied by the service layer
+    (:func:`stenod.service.transcription.transcribe_decoded`), which cuts the samples before the
+    engine sees them and shifts the transcript's times back, so engines never see it."""
+    duration_s: float | None = None
+    """Transcribe at most this many seconds (after ``offset_s``); ``None``: to the end."""
     batch_size: int = 0
     """> 1 decodes up to this many VAD-cut windows of one file in one batch (faster-whisper's
     BatchedInferencePipeline): faster for long audio, at some cost in context across windows."""
 
     def vad_enabled(self, duration_s: float) -> bool:
         return self.vad if self.vad is not None else duration_s > self.vad_min_duration_s
+
+    def prompt_with_hotwords(self) -> str | None:
+        """The initial prompt with the hotwords in front, for engines without a hotwords field."""
+        parts = [p.strip() for p in (self.hotwords, self.initial_prompt) if p and p.strip()]
+        return " ".join(parts) or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from stenod.engines.base import (
     SegmentCallback,
     TranscriptionOptions,
 )
+from stenod.engines.vad import silero_vad_options
 from stenod.errors import ModelLoadError
 from stenod.transcript import Segment, Transcript, Word
 
@@ -98,6 +99,11 @@ class FasterWhisperEngine:
             word_timestamps=options.word_timestamps,
             condition_on_previous_text=options.condition_on_previous_text,
             without_timestamps=options.without_timestamps,
+            hotwords=options.hotwords or None,
+            compression_ratio_threshold=options.compression_ratio_threshold,
+            log_prob_threshold=options.log_prob_threshold,
+            no_speech_threshold=options.no_speech_threshold,
+            vad_parameters=silero_vad_options(options),
         )
         if options.batch_size > 1:
             from faster_whisper import BatchedInferencePipeline

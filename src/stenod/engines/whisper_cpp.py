@@ -69,6 +69,7 @@ from stenod.engines.base import (
     SegmentCallback,
     TranscriptionOptions,
 )
+from stenod.engines.vad import silero_vad_options
 from stenod.errors import ModelLoadError, StenodError
 from stenod.models.ggml import GgmlConversionError, GgmlFileInfo, validate_ggml_file
 from stenod.transcript import Segment, Transcript, Word
@@ -231,7 +232,7 @@ class WhisperCppEngine:
         duration = len(audio) / SAMPLE_RATE
         speech_map: _SpeechMap | None = None
         if options.vad_enabled(duration) and len(audio):
-            speech_map, audio = _apply_vad(audio)
+            speech_map, audio = _apply_vad(audio, options)
         ctx = self._acquire()
         try:
             if cancel is not None and cancel.is_set():
@@ -337,8 +338,15 @@ class WhisperCppEngine:
         params.no_timestamps = options.without_timestamps
         params.token_timestamps = options.word_timestamps
         params.suppress_nst = True  # faster-whisper's default suppress_tokens=[-1]
-        if options.initial_prompt:
-            params.initial_prompt = options.initial_prompt
+        prompt = options.prompt_with_hotwords()  # whisper.cpp has no hotwords field
+        if prompt:
+            params.initial_prompt = prompt
+        # whisper.cpp's fallback checks: token entropy (its form of the compression-ratio check),
+        # average log-probability, and the no-speech probability. Disabled = a bound never crossed.
+        if options.compression_ratio_threshold is None:
+            params.entropy_thold = 0.0
+        params.logprob_thold = -1e9 if options.log_prob_threshold is None else options.log_prob_threshold
+        params.no_speech_thold = 2.0 if options.no_speech_threshold is None else options.no_speech_threshold
         temps = options.temperature or (0.0,)
         params.temperature = float(temps[0])
         params.temperature_inc = float(temps[1] - temps[0]) if len(temps) > 1 else 0.0
@@ -528,11 +536,11 @@ class _SpeechMap:
         return self._map.get_original_time(start), self._map.get_original_time(end, is_end=True), words
 
 
-def _apply_vad(audio: np.ndarray) -> tuple[_SpeechMap | None, np.ndarray]:
-    """Cut non-speech with faster-whisper's Silero VAD (its default options)."""
-    from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+def _apply_vad(audio: np.ndarray, options: TranscriptionOptions) -> tuple[_SpeechMap | None, np.ndarray]:
+    """Cut non-speech with faster-whisper's Silero VAD (threshold, silence and padding from ``options``)."""
+    from faster_whisper.vad import collect_chunks, get_speech_timestamps
 
-    chunks = get_speech_timestamps(audio, VadOptions())
+    chunks = get_speech_timestamps(audio, silero_vad_options(options))
     if not chunks:
         return None, np.zeros(0, dtype=np.float32)
     pieces, _ = collect_chunks(audio, chunks)

@@ -12,8 +12,12 @@ from stenod.formats.render import (
     to_json_dict,
     to_verbose_json_dict,
 )
+from stenod.formats.subtitles import DEFAULT_SUBTITLES, SubtitleOptions, subtitle_cues
 
 __all__ = [
+    "DEFAULT_SUBTITLES",
+    "SubtitleOptions",
+    "subtitle_cues",
     "FORMAT_EXTENSIONS",
     "MEDIA_TYPES",
     "RESPONSE_FORMATS",

@@ -2,17 +2,18 @@
 
 Shapes follow openai-python's ``Transcription`` / ``TranscriptionVerbose`` types and OpenAI's
 subtitle output; tsv follows whisper.cpp (``start\\tend\\ttext`` in integer milliseconds).
-Subtitle cues are made monotonic and non-overlapping here, because Whisper's segment times can
-overlap by a few milliseconds and strict players reject such files.
+Subtitle cues (line width, lines per cue, cue length, word cues; monotonic and non-overlapping)
+come from :mod:`stenod.formats.subtitles`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from stenod.engines.languages import language_name
+from stenod.formats.subtitles import DEFAULT_SUBTITLES, SubtitleOptions, subtitle_cues
 from stenod.transcript import Segment, Transcript
 
 ResponseFormat = Literal["json", "verbose_json", "text", "srt", "vtt", "tsv"]
@@ -46,39 +47,23 @@ def format_timestamp(seconds: float, *, decimal: str = ".", always_hours: bool =
     return f"{head}{minutes:02d}:{secs:02d}{decimal}{ms:03d}"
 
 
-def _speaker_prefix(segment: Segment) -> str:
-    return f"[{segment.speaker}] " if segment.speaker else ""
-
-
-def _cues(segments: Sequence[Segment]) -> Iterable[tuple[float, float, str]]:
-    """Non-empty cues with start >= previous end and end >= start."""
-    previous_end = 0.0
-    for seg in segments:
-        text = seg.text.strip()
-        if not text:
-            continue
-        start = max(seg.start, previous_end)
-        end = max(seg.end, start)
-        previous_end = end
-        yield start, end, _speaker_prefix(seg) + text
-
-
-def render_srt(transcript: Transcript) -> str:
+def render_srt(transcript: Transcript, subtitles: SubtitleOptions = DEFAULT_SUBTITLES) -> str:
     blocks = [
         f"{i}\n{format_timestamp(s, decimal=',')} --> {format_timestamp(e, decimal=',')}\n{text}\n"
-        for i, (s, e, text) in enumerate(_cues(transcript.segments), start=1)
+        for i, (s, e, text) in enumerate(subtitle_cues(transcript.segments, subtitles), start=1)
     ]
     return "\n".join(blocks)
 
 
-def render_vtt(transcript: Transcript) -> str:
-    blocks = [f"{format_timestamp(s)} --> {format_timestamp(e)}\n{text}\n" for s, e, text in _cues(transcript.segments)]
+def render_vtt(transcript: Transcript, subtitles: SubtitleOptions = DEFAULT_SUBTITLES) -> str:
+    cues = subtitle_cues(transcript.segments, subtitles)
+    blocks = [f"{format_timestamp(s)} --> {format_timestamp(e)}\n{text}\n" for s, e, text in cues]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def render_tsv(transcript: Transcript) -> str:
+def render_tsv(transcript: Transcript, subtitles: SubtitleOptions = DEFAULT_SUBTITLES) -> str:
     lines = ["start\tend\ttext"]
-    for s, e, text in _cues(transcript.segments):
+    for s, e, text in subtitle_cues(transcript.segments, subtitles, wrap=False):
         clean = text.replace("\t", " ").replace("\n", " ")
         lines.append(f"{int(round(s * 1000))}\t{int(round(e * 1000))}\t{clean}")
     return "\n".join(lines) + "\n"
@@ -154,8 +139,10 @@ def render(
     response_format: ResponseFormat,
     *,
     granularities: Sequence[TimestampGranularity] = ("segment",),
+    subtitles: SubtitleOptions = DEFAULT_SUBTITLES,
 ) -> str:
-    """Render ``transcript`` as ``response_format``; JSON formats are returned as a string."""
+    """Render ``transcript`` as ``response_format``; JSON formats are returned as a string.
+    ``subtitles`` shapes the cues of srt, vtt and tsv."""
     if response_format == "json":
         return json.dumps(to_json_dict(transcript), ensure_ascii=False)
     if response_format == "verbose_json":
@@ -163,9 +150,9 @@ def render(
     if response_format == "text":
         return render_text(transcript)
     if response_format == "srt":
-        return render_srt(transcript)
+        return render_srt(transcript, subtitles)
     if response_format == "vtt":
-        return render_vtt(transcript)
+        return render_vtt(transcript, subtitles)
     if response_format == "tsv":
-        return render_tsv(transcript)
+        return render_tsv(transcript, subtitles)
     raise ValueError(f"unknown response format {response_format!r}")

@@ -52,9 +52,16 @@ def resolve_model_or_raise(name: str, *, cache_dir: Path, offline: bool) -> Reso
     if name in BUNDLED_MODELS and bundled_model_installed(name):
         path = bundled_model_path(name, cache_dir)
         return ResolvedModel(name, path, "ctranslate2", "bundled", BUNDLED_MODELS[name].multilingual)
+    if "\x00" in name:
+        raise ModelNotFoundError(f"model name {name[:64]!r} contains a NUL byte")
     local = Path(name).expanduser()
-    if local.exists():
-        return _resolve_local(name, local)
+    try:
+        if local.exists():
+            return _resolve_local(name, local)
+    except OSError as exc:
+        # Names too long for the file system, /proc files that refuse reads, and the like: a
+        # clean "not found", never a 500 (issue 16).
+        raise ModelNotFoundError(f"model path {name[:64]!r} cannot be read ({exc.strerror or type(exc).__name__})") from exc
     if _looks_like_path(name):
         raise ModelNotFoundError(f"model path {name!r} does not exist")
     return _resolve_hub(name, cache_dir=cache_dir, offline=offline)
@@ -64,8 +71,21 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.endswith(".bin") or name.count("/") > 1
 
 
+def resolve_local_model_or_raise(name: str, path: Path) -> ResolvedModel:
+    """Resolve weights at a known local ``path`` under the name ``name``.
+
+    Raises:
+        ModelNotFoundError: not a model folder or ggml file, or unreadable.
+    """
+    try:
+        return _resolve_local(name, path)
+    except OSError as exc:
+        raise ModelNotFoundError(f"model {name!r} cannot be read ({exc.strerror or type(exc).__name__})") from exc
+
+
 def _resolve_local(name: str, path: Path) -> ResolvedModel:
     if path.is_file():
+        # Only regular files are opened: a FIFO or device would block or never end.
         with path.open("rb") as f:
             magic = f.read(4)
         if magic == GGML_MAGIC:

@@ -49,3 +49,13 @@ class Metrics:
             "stenod_model_load_seconds", "Time to load a model.", ["model"],
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120), registry=r,
         )
+        # No model label: the alert needs "loads are failing", and a label must never carry a
+        # client-supplied name.
+        self.model_load_failures = Counter(
+            "stenod_model_load_failures_total",
+            "Model loads that failed: weights found but not loadable, or the default model missing.",
+            registry=r,
+        )
+        self.default_model_loaded = Gauge(
+            "stenod_default_model_loaded", "1 when the default model is in memory and serving.", registry=r,
+        )

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stenod.engines.base import Engine
-from stenod.models.registry import ResolvedModel, resolve_model_or_raise
+from stenod.models.access import ModelAccess, check_client_model_or_raise, is_plain_name, model_in_dirs
+from stenod.models.bundled import BUNDLED_MODELS
+from stenod.models.registry import HUB_MODELS, ResolvedModel, resolve_local_model_or_raise, resolve_model_or_raise
 from stenod.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -23,6 +25,8 @@ logger = logging.getLogger(__name__)
 EngineFactory = Callable[[ResolvedModel], Engine]
 DEFAULT_ALIASES = frozenset({"", "whisper-1", "default"})
 """Model names clients send that mean "the server's default" (the OpenAI SDK sends whisper-1)."""
+OTHER_MODEL_LABEL = "other"
+"""The metrics label of every model name that is not one of a bounded, operator-controlled set."""
 
 
 @dataclass
@@ -49,6 +53,13 @@ class ModelManager:
         max_loaded: models kept in memory at once; the least recently used idle one is unloaded.
         idle_ttl_s: unload non-default models idle this long (0 = never).
         on_load: called with (model name, seconds) after each successful load.
+        on_load_error: called with the model name when a load fails for an operator's reason:
+            weights that were found but could not be loaded (corrupt, out of memory, device
+            error), or the configured default model not found. An unknown name sent by a client
+            is the client's error and is not reported.
+        access: which names clients may send (:mod:`stenod.models.access`); the default model
+            is always allowed. :meth:`acquire` itself trusts its caller: the service checks a
+            client's name with :meth:`check_client_model_or_raise` first.
     """
 
     def __init__(
@@ -60,6 +71,8 @@ class ModelManager:
         max_loaded: int = 2,
         idle_ttl_s: float = 0.0,
         on_load: Callable[[str, float], None] | None = None,
+        on_load_error: Callable[[str], None] | None = None,
+        access: ModelAccess | None = None,
     ) -> None:
         self._settings = settings
         self._factory = factory
@@ -67,15 +80,48 @@ class ModelManager:
         self._max_loaded = max_loaded
         self._idle_ttl_s = idle_ttl_s
         self._on_load = on_load
+        self._on_load_error = on_load_error
         self._lock = threading.Lock()
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._loading: dict[str, _LoadState] = {}
         self.default_name = settings.name
+        self._access = access or ModelAccess()
 
     # -- lookup -----------------------------------------------------------------------------
     def canonical_name(self, requested: str | None) -> str:
         name = (requested or "").strip()
         return self.default_name if name in DEFAULT_ALIASES else name
+
+    def check_client_model_or_raise(self, requested: str | None) -> str:
+        """The canonical name of a model a client asked for, if the server offers it.
+
+        Raises:
+            ModelNotFoundError: one message for every name not offered (no file-system details).
+        """
+        name = self.canonical_name(requested)
+        if name == self.default_name:
+            return name
+        with self._lock:
+            loaded = frozenset(self._loaded)
+        check_client_model_or_raise(name, access=self._access, loaded=loaded)
+        return name
+
+    def offered_names(self) -> list[str]:
+        """Names the operator configured for clients, beyond bundled and model-folder ones."""
+        return [n for n in self._access.configured if n != self.default_name]
+
+    @property
+    def access(self) -> ModelAccess:
+        return self._access
+
+    def metrics_label(self, name: str) -> str:
+        """``name`` when it belongs to a bounded, operator-controlled set; else ``other``, so
+        client-chosen names (paths, hub repositories) never grow the number of series."""
+        if name == self.default_name or name in self._access.configured or name in BUNDLED_MODELS or name in HUB_MODELS:
+            return name
+        if is_plain_name(name) and model_in_dirs(name, self._access.model_dirs) is not None:
+            return name
+        return OTHER_MODEL_LABEL
 
     def loaded_names(self) -> list[str]:
         with self._lock:
@@ -156,9 +202,18 @@ class ModelManager:
             state.event.set()
 
     def _load(self, name: str) -> None:
-        resolved = resolve_model_or_raise(name, cache_dir=self._settings.cache_dir, offline=self._offline)
+        try:
+            resolved = self._resolve(name)
+        except BaseException:
+            if name == self.default_name:
+                self._report_load_error(name)
+            raise
         started = time.monotonic()
-        engine = self._factory(resolved)
+        try:
+            engine = self._factory(resolved)
+        except BaseException:
+            self._report_load_error(name)
+            raise
         load_time = time.monotonic() - started
         now = time.monotonic()
         with self._lock:
@@ -168,6 +223,17 @@ class ModelManager:
             self._close(old)
         if self._on_load is not None:
             self._on_load(name, load_time)
+
+    def _report_load_error(self, name: str) -> None:
+        if self._on_load_error is not None:
+            self._on_load_error(name)
+
+    def _resolve(self, name: str) -> ResolvedModel:
+        if name not in BUNDLED_MODELS and name not in self._access.configured:
+            in_dir = model_in_dirs(name, self._access.model_dirs)
+            if in_dir is not None:
+                return resolve_local_model_or_raise(name, in_dir)
+        return resolve_model_or_raise(name, cache_dir=self._settings.cache_dir, offline=self._offline)
 
     def _evict_over_capacity_locked(self, *, keep: str) -> list[LoadedModel]:
         """Unload least-recently-used idle models until within capacity; never the default, a

@@ -19,7 +19,7 @@ from stenod.audio.decode import probe_audio
 from stenod.engines.base import CancelledError, SegmentCallback, TranscriptionOptions
 from stenod.errors import ClientDisconnectedError, StenodError
 from stenod.observability.metrics import Metrics
-from stenod.scheduler.model_manager import ModelManager
+from stenod.scheduler.model_manager import OTHER_MODEL_LABEL, ModelManager
 from stenod.scheduler.slots import SlotScheduler
 from stenod.service.transcription import TranscriptionResult, load_audio, transcribe_decoded
 
@@ -79,9 +79,13 @@ class TranscriptionService:
         """
         started = time.monotonic()
         deadline = started + self.request_timeout_s
-        model_label = self.manager.canonical_name(request.model)
         language = request.options.language or "auto"
+        model_label = OTHER_MODEL_LABEL
         try:
+            # Before anything else: a name the server does not offer is a 404 that has touched
+            # neither the file system nor the queue.
+            requested = self.manager.check_client_model_or_raise(request.model)
+            model_label = self.manager.metrics_label(requested)
             await anyio.to_thread.run_sync(self._check_header, source)
             waited = 0.0
 
@@ -91,7 +95,7 @@ class TranscriptionService:
                 self.metrics.queue_wait.observe(seconds)
 
             name, result = await self.scheduler.run(
-                lambda: self._run_in_slot(source, request, cancel, on_segment),
+                lambda: self._run_in_slot(source, requested, request, cancel, on_segment),
                 deadline=deadline,
                 cancel=cancel,
                 on_wait=record_wait,
@@ -105,11 +109,12 @@ class TranscriptionService:
         elapsed = time.monotonic() - started
         detected = result.transcript.language or language
         m = self.metrics
-        m.requests.labels(request.endpoint, name, detected, "200").inc()
-        m.latency.labels(request.endpoint, name).observe(elapsed)
-        m.audio_duration.labels(name).observe(result.audio_duration_s)
-        m.audio_seconds.labels(name).inc(result.audio_duration_s)
-        m.realtime_factor.labels(name).observe(result.realtime_factor)
+        label = self.manager.metrics_label(name)
+        m.requests.labels(request.endpoint, label, detected, "200").inc()
+        m.latency.labels(request.endpoint, label).observe(elapsed)
+        m.audio_duration.labels(label).observe(result.audio_duration_s)
+        m.audio_seconds.labels(label).inc(result.audio_duration_s)
+        m.realtime_factor.labels(label).observe(result.realtime_factor)
         logger.info(
             "transcribed %.1f s of audio with %s in %.2f s (rtf %.3f, waited %.2f s)",
             result.audio_duration_s, name, result.processing_s, result.realtime_factor, waited,
@@ -128,6 +133,7 @@ class TranscriptionService:
     def _run_in_slot(
         self,
         source: BinaryIO,
+        model: str,
         request: TranscriptionRequest,
         cancel: threading.Event,
         on_segment: SegmentCallback | None,
@@ -135,7 +141,7 @@ class TranscriptionService:
         if cancel.is_set():
             raise ClientDisconnectedError("client disconnected before transcription started")
         audio = load_audio(source, diarize=request.diarize, max_duration_s=self.max_duration_s)
-        name, engine = self.manager.acquire(request.model)
+        name, engine = self.manager.acquire(model)
         try:
             progress = self._progress_logger(name) if self.print_progress else None
             return name, transcribe_decoded(

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from stenod.audio.decode import AudioSource, DecodedAudio, decode_audio, probe_audio, source_name
 from stenod.engines.base import Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
-from stenod.errors import DiarizationInputError
+from stenod.errors import DiarizationInputError, UnsupportedParameterError
 from stenod.service.diarize import diarize_by_channel
-from stenod.transcript import Transcript
+from stenod.transcript import Transcript, shift_segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +61,38 @@ def transcribe_decoded(
     on_segment: SegmentCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> TranscriptionResult:
+    """Run ``engine`` on ``audio`` (or the part ``options.offset_s`` / ``duration_s`` select, with
+    times put back on the whole file's timeline), then diarize.
+
+    Raises:
+        UnsupportedParameterError: the offset is past the end of the audio.
+        the engine's errors.
+    """
     started = time.perf_counter()
+    whole_s = audio.duration_s
+    clipped = options.offset_s > 0 or options.duration_s is not None
+    if clipped:
+        if options.offset_s >= whole_s > 0:
+            raise UnsupportedParameterError(
+                f"offset {options.offset_s:g} s is past the end of the audio ({whole_s:.1f} s)", param="offset")
+        audio = audio.clipped(options.offset_s, options.duration_s)
+        if on_segment is not None:  # streamed segments carry whole-file times too
+            on_segment = _shifting(on_segment, options.offset_s, audio.duration_s)
     transcript = engine.transcribe(audio.samples, options, progress=progress, on_segment=on_segment, cancel=cancel)
     if diarize and audio.channels is not None:
         transcript = diarize_by_channel(transcript, audio.channels)
+    if clipped:
+        transcript = transcript.shifted(options.offset_s, duration=whole_s, clip_s=audio.duration_s)
     return TranscriptionResult(
         transcript=transcript,
         audio_duration_s=audio.duration_s,
         decode_s=0.0,
         processing_s=time.perf_counter() - started,
     )
+
+
+def _shifting(on_segment: SegmentCallback, offset_s: float, clip_s: float) -> SegmentCallback:
+    return lambda segment: on_segment(shift_segment(segment, offset_s, clip_s=clip_s))
 
 
 def transcribe_source(

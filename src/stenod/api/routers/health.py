@@ -25,6 +25,15 @@ def _status(state: State) -> str:
     return "ok"
 
 
+def _jobs_health(state: State) -> dict[str, object] | None:
+    if state.jobs is None:
+        return {"error": state.jobs_error} if state.jobs_error else None
+    try:
+        return state.jobs.health()  # type: ignore[no-any-return]
+    except Exception as exc:  # noqa: BLE001 - the store being away is what /health must report
+        return {"mode": state.jobs.mode, "error": f"job store unreachable ({type(exc).__name__})"}
+
+
 @router.get("/health")
 def health(state: State) -> JSONResponse:
     stats = state.scheduler.stats()
@@ -47,6 +56,7 @@ def health(state: State) -> JSONResponse:
         "avg_latency_s": round(stats.avg_latency_s, 3),
         "memory_rss_bytes": psutil.Process().memory_info().rss,
         "error": state.load_error,
+        "jobs": _jobs_health(state),
     }
     return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
@@ -65,4 +75,5 @@ def metrics(state: State) -> Response:
     m.slots_in_use.set(stats.running)
     m.slots_total.set(stats.slots)
     m.models_loaded.set(len(state.manager.loaded_names()))
+    m.default_model_loaded.set(1 if state.manager.is_loaded(state.manager.default_name) else 0)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -11,7 +11,7 @@ from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, 
 from stenod.api.params import OPENAI_FORMATS, build_request, parse_granularities, parse_response_format
 from stenod.api.responses import rendered_response, streamed_response, transcribe_or_cancel
 from stenod.engines.base import Task
-from stenod.errors import ModelNotFoundError
+from stenod.models.access import list_dir_models, unknown_model_error
 from stenod.models.catalog import list_models
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -92,9 +92,12 @@ def _model_ids(state: State) -> list[tuple[str, str]]:
     manager = state.manager
     entries = list_models(default=manager.default_name, cache_dir=state.settings.model.cache_dir, include_hub=False)
     ids = [(e.name, e.source) for e in entries if e.available]
-    for name in manager.loaded_names():
+    extra = [(n, "configured") for n in manager.offered_names()]
+    extra += [(n, "local") for n, _ in list_dir_models(manager.access.model_dirs)]
+    extra += [(n, "local") for n in manager.loaded_names()]
+    for name, source in extra:
         if name not in {i for i, _ in ids}:
-            ids.append((name, "local"))
+            ids.append((name, source))
     return ids
 
 
@@ -111,6 +114,6 @@ def get_model_route(model_id: str, state: State) -> dict[str, object]:
     for name, source in _model_ids(state):
         if name == model_id or (model_id == "whisper-1" and name == state.manager.default_name):
             return _model_object(model_id, int(state.started_at), f"stenod-{source}")
-    raise ModelNotFoundError(f"model {model_id!r} not found", param="model")
+    raise unknown_model_error(model_id, [name for name, _ in _model_ids(state)])
 
 

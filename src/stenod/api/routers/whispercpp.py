@@ -9,7 +9,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_api_key
+from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_admin, require_api_key
 from stenod.api.params import build_request, parse_response_format
 from stenod.api.responses import rendered_response, transcribe_or_cancel
 from stenod.errors import ModelLoadError, UnsupportedParameterError
@@ -47,10 +47,11 @@ async def inference(
     return rendered_response(served, fmt, ("segment",))
 
 
-@router.post("/load")
+@router.post("/load", dependencies=[Depends(require_admin)])
 async def load_model(state: State, model: Annotated[str, Form()]) -> dict[str, object]:
     """Load a model (a name, a model folder or a ggml file) and make it the default. If loading
-    fails, the current model keeps serving and the error is returned."""
+    fails, the current model keeps serving and the error is returned. Needs an admin key: an
+    admin is trusted like the operator, so paths and hub names are allowed here."""
     name = model.strip()
     if not name:
         raise UnsupportedParameterError("model must name a model or a path", param="model")

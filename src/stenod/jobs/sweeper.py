@@ -1,0 +1,37 @@
+"""Housekeeping the API servers run periodically (any number of servers may run it at once: each
+step is idempotent): delete jobs past their retention with their audio and results, and publish
+again the jobs a broker lost."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from stenod.service.jobs import JobService, delete_job_blobs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    expired: int
+    republished: int
+
+
+def sweep_once(service: JobService, *, republish: bool, now: float | None = None) -> SweepReport:
+    now = time.time() if now is None else now
+    store, blobs = service.store, service.blobs
+    expired = 0
+    for job in store.expired(now=now):
+        delete_job_blobs(blobs, job)
+        if store.delete(job.id):
+            expired += 1
+    republished = 0
+    if republish:
+        for job_id in store.due_for_publish(older_than_s=service.settings.republish_after_s, now=now):
+            if service.publish(job_id):
+                republished += 1
+    if expired or republished:
+        logger.info("job sweep: %d expired job(s) deleted, %d job(s) published again", expired, republished)
+    return SweepReport(expired=expired, republished=republished)
