@@ -20,8 +20,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-EngineName = Literal["auto", "faster-whisper", "whisper.cpp"]
-Device = Literal["auto", "cpu", "cuda"]
+EngineName = Literal["auto", "faster-whisper", "whisper.cpp", "torch"]
+DEVICE_PATTERN = r"^(auto|cpu|all|cuda(:\d+)?(,cuda(:\d+)?)*)$"
+"""``auto``, ``cpu``, ``cuda``, ``cuda:N``, a comma list of CUDA devices, or ``all`` GPUs."""
 ComputeType = Literal["auto", "int8", "int8_float16", "int8_float32", "float16", "bfloat16", "float32"]
 LogFormat = Literal["json", "console"]
 
@@ -43,9 +44,11 @@ class ModelSettings(BaseModel):
     """Default model: a bundled name (``base``, ``tiny.en``), a hub name (``small``, ``large-v3``,
     ``Systran/faster-whisper-small``), a CTranslate2 model folder, or a ggml ``.bin`` file."""
     engine: EngineName = "auto"
-    """``auto`` picks whisper.cpp for ggml files and faster-whisper otherwise."""
-    device: Device = "auto"
-    """``auto`` uses CUDA when CTranslate2 sees a GPU, else the CPU."""
+    """``auto`` picks whisper.cpp for ggml files, ``torch`` for transformers folders or when a
+    usable CUDA GPU and PyTorch are present, and faster-whisper otherwise."""
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN)
+    """``auto`` uses CUDA when a usable GPU is present, else the CPU; ``cuda:0,cuda:1`` or ``all``
+    runs one torch-engine worker per GPU."""
     compute_type: ComputeType = "auto"
     """``auto``: int8 on CPU (about 2x float32 at the same accuracy here), float16 on CUDA."""
     threads: int = Field(default=0, ge=0)

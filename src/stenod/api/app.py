@@ -19,7 +19,7 @@ from stenod.api.middleware import RequestContextMiddleware, UploadLimitMiddlewar
 from stenod.api.routers import health, jobs, openai, whispercpp
 from stenod.api.state import AppState
 from stenod.engines.base import Engine
-from stenod.engines.factory import cpu_count, create_engine, plan_cpu
+from stenod.engines.factory import cpu_count, create_engine, plan_server_slots
 from stenod.errors import StenodError
 from stenod.models.access import ModelAccess
 from stenod.models.registry import ResolvedModel
@@ -43,7 +43,7 @@ def model_access(settings: Settings) -> ModelAccess:
 
 
 def build_state(settings: Settings) -> AppState:
-    plan = plan_cpu(cores=cpu_count(), threads=settings.model.threads, concurrency=settings.server.slots)
+    plan = plan_server_slots(settings.model, cores=cpu_count(), slots=settings.server.slots, threads=settings.model.threads)
     metrics = Metrics()
 
     def factory(model: ResolvedModel) -> Engine:

@@ -253,7 +253,7 @@ class TorchWhisperEngine:
         if content_frames <= N_FRAMES:
             return [_Window(0, max(1, content_frames))]
         if options.vad_enabled(duration):
-            spans = _speech_spans(audio)
+            spans = _speech_spans(audio, options)
             if spans is not None:
                 return _windows_from_spans(spans)
         return _energy_windows(audio)
@@ -290,15 +290,19 @@ def _energy_windows(audio: np.ndarray) -> list[_Window]:
     return windows
 
 
-def _speech_spans(audio: np.ndarray) -> list[tuple[int, int]] | None:
-    """Speech spans in samples from faster-whisper's Silero VAD, or ``None`` when it is not
-    installed (the GPU image need not have it): then energy cuts are used."""
+def _speech_spans(audio: np.ndarray, options: TranscriptionOptions) -> list[tuple[int, int]] | None:
+    """Speech spans in samples from faster-whisper's Silero VAD (the same settings as the other
+    engines), or ``None`` when it is not installed: then energy cuts are used."""
     try:
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
+        from faster_whisper.vad import get_speech_timestamps
+
+        from stenod.engines.vad import silero_vad_options
     except ImportError:
         logger.info("VAD unavailable (faster-whisper not installed); cutting windows by energy")
         return None
-    spans = get_speech_timestamps(audio, VadOptions(max_speech_duration_s=N_FRAMES / FRAMES_PER_SECOND - 1))
+    vad = silero_vad_options(options)
+    vad.max_speech_duration_s = N_FRAMES / FRAMES_PER_SECOND - 1
+    spans = get_speech_timestamps(audio, vad)
     return [(int(s["start"]), int(s["end"])) for s in spans]
 
 

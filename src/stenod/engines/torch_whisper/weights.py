@@ -237,22 +237,13 @@ def find_tokenizer_json(path: Path, *, multilingual: bool) -> Path:
 
 
 def _bundled_tokenizer_json(multilingual: bool) -> Path | None:
-    from stenod.models.bundled import BUNDLED_MODELS, bundled_model_installed
+    from stenod.models.bundled import BUNDLED_MODELS, bundled_tokenizer_path
 
     for name, spec in BUNDLED_MODELS.items():
-        if spec.multilingual == multilingual and bundled_model_installed(name):
-            candidate = _bundled_tokenizer_path(name)
+        if spec.multilingual == multilingual:
+            candidate = bundled_tokenizer_path(name)
             if candidate is not None:
                 return candidate
-    return None
-
-
-def _bundled_tokenizer_path(name: str) -> Path | None:
-    from stenod.models import bundled
-
-    finder = getattr(bundled, "bundled_tokenizer_path", None)
-    if finder is not None:
-        return finder(name)
     return None
 
 
