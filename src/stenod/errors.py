@@ -125,6 +125,10 @@ class ServiceUnavailableError(StenodError):
     error_type = "service_unavailable"
     code = "unavailable"
 
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
 
 class AuthenticationError(StenodError):
     status_code = 401

@@ -87,6 +87,9 @@ class AudioSettings(BaseModel):
     """Longest audio accepted, checked from the container header before decoding."""
     max_file_mb: float = Field(default=200.0, gt=0)
     """Largest upload accepted by the server, enforced while receiving."""
+    chunk_s: float = Field(default=300.0, ge=30.0)
+    """Audio longer than this is decoded as a stream and transcribed in chunks of at most this many
+    seconds, cut at quiet points, so memory does not grow with duration (docs/RELIABILITY.md)."""
 
 
 class ServerSettings(BaseModel):
@@ -103,7 +106,16 @@ class ServerSettings(BaseModel):
     request_timeout_s: float = Field(default=600.0, gt=0)
     """Deadline for one synchronous request, queueing included (408 when exceeded)."""
     drain_timeout_s: float = Field(default=30.0, ge=0)
-    """On SIGTERM, how long in-flight requests get to finish before the process exits."""
+    """On SIGTERM, how long running requests get to finish; then they are answered 503 and the
+    process exits (queued requests get 503 at once)."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """A connection must deliver a request's headers within this many seconds, else 408 and close."""
+    body_idle_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest pause while a request body arrives, else 408 and close."""
+    max_connections: int = Field(default=1000, ge=1)
+    """Open connections at most; one more gets 503 and is closed (keep it under the descriptor limit)."""
+    max_connections_per_client: int = Field(default=64, ge=1)
+    """Open connections from one client address at most (behind a proxy, that is the proxy)."""
     preload: bool = True
     """Load the default model at start-up (``/ready`` is 503 until it is loaded)."""
     model_idle_ttl_s: float = Field(default=0.0, ge=0)
@@ -119,6 +131,9 @@ class ServerSettings(BaseModel):
     """Origins allowed to call the API from a browser, comma-separated; empty disables CORS."""
     print_progress: bool = False
     """Log transcription progress of each request."""
+    web_ui: bool = True
+    """Serve the browser page at ``/`` (upload, follow and read transcripts through the job API;
+    needs ``[jobs] enabled``)."""
 
     @field_validator("api_keys", "admin_api_keys", "cors_origins", mode="before")
     @classmethod

@@ -84,9 +84,18 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> It
     server.stop()
 
 
+SERIES_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+
+
 def live_sample_names(server: ServerProcess) -> set[str]:
+    """Series names the live server exports: its samples, plus the series of families it declares
+    (# TYPE) that have no sample yet, such as a labelled counter nothing has incremented."""
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
-    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {s.name for s in family.samples}
+        names |= {family.name + suffix for suffix in SERIES_SUFFIXES.get(family.type, ())}
+    return names
 
 
 @dataclass
@@ -182,6 +191,10 @@ def test_prometheus_scrapes_the_live_server_and_evaluates_every_rule(prometheus:
     assert prometheus.query('stenod_slots_total{job="stenod-api"}')[0]["value"][1] == "1"  # type: ignore[index]
     served = prometheus.query('sum(stenod_requests_total{job="stenod-api"})')[0]["value"][1]  # type: ignore[index]
     assert float(served) == 2  # the transcription and the refused upload
+    # Jobs run in-process here (no broker): one worker, the SQLite store reachable, nothing queued.
+    assert prometheus.query("stenod_jobs_workers")[0]["value"][1] == "1"  # type: ignore[index]
+    assert prometheus.query("stenod_jobs_store_up")[0]["value"][1] == "1"  # type: ignore[index]
+    assert prometheus.query("stenod_jobs_queue_depth")[0]["value"][1] == "0"  # type: ignore[index]
 
     def evaluated() -> bool:
         groups = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
@@ -208,7 +221,7 @@ def test_a_server_that_cannot_load_its_model_is_visible_to_the_alerts(tmp_path: 
     proc = subprocess.Popen(
         [sys.executable, "-m", "stenod", "serve", "--model", str(broken), "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        env={**os.environ, "STENOD_MODEL__CACHE_DIR": str(cache_dir)},
+        env={**os.environ, "STENOD_MODEL__CACHE_DIR": str(cache_dir), "STENOD_JOBS__DATA_DIR": str(tmp_path / "data")},
     )
     try:
         def failed() -> bool:

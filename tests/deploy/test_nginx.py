@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,13 +22,14 @@ import httpx
 import pytest
 
 from tests.api.conftest import ServerProcess, free_port, start_server
-from tests.conftest import JFK, JFK_TEXT
+from tests.conftest import CORPUS, JFK, JFK_TEXT, corpus_set
 from tests.deploy.conftest import DEPLOY, tool_or_skip
-from tests.wer_utils import normalize
+from tests.wer_utils import normalize, wer
 
 SHIPPED_CONF = DEPLOY / "nginx" / "nginx.conf"
 NGINX_DEFAULT_READ_TIMEOUT_S = 60.0
 SLOW_UPSTREAM_DELAY_S = NGINX_DEFAULT_READ_TIMEOUT_S + 5
+LONG_AUDIO = CORPUS / "longform-en" / "audio" / "ljspeech_LJ001-0001_0032_concat.flac"  # 237 s
 LIMIT_BYTES = 200_000_000 + 64 * 1024  # STENOD_AUDIO__MAX_FILE_MB default + stenod's multipart slack
 
 
@@ -148,13 +150,21 @@ def slow_call(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlowCall]:
     thread.join(timeout=5)
 
 
+REPLICAS = 3
+
+
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[list[ServerProcess]]:
-    servers: list[ServerProcess] = []
+    """Three tiny.en replicas, started in parallel. The tests below take them down one by one:
+    replica 2 drains (SIGTERM), replica 1 is killed, then replica 0."""
+    folders = [tmp_path_factory.mktemp("replica") for _ in range(REPLICAS)]
+    with ThreadPoolExecutor(REPLICAS) as pool:
+        futures = [pool.submit(start_server, f, cache_dir, "--model", "tiny.en", "--slots", "1", "--threads", "1",
+                               env={"STENOD_SERVER__DRAIN_TIMEOUT_S": "300"})  # the long request must finish
+                   for f in folders]
+    servers = [f.result() for f in futures if f.exception() is None]
     try:
-        for _ in range(2):
-            servers.append(start_server(tmp_path_factory.mktemp("replica"), cache_dir,
-                                        "--model", "tiny.en", "--slots", "1", "--threads", "1"))
+        assert len(servers) == REPLICAS, [str(f.exception()) for f in futures if f.exception()]
         yield servers
     finally:
         for s in servers:
@@ -181,16 +191,16 @@ def transcribe(url: str, **headers: str) -> httpx.Response:
                           data={"model": "whisper-1"}, headers=headers, timeout=120)
 
 
-def test_requests_reach_both_replicas_and_keep_their_request_id(balancer: Nginx, replicas: list[ServerProcess]) -> None:
+def test_requests_reach_every_replica_and_keep_their_request_id(balancer: Nginx, replicas: list[ServerProcess]) -> None:
     before = [served_requests(s) for s in replicas]
-    for i in range(4):
+    for i in range(2 * REPLICAS):
         r = transcribe(balancer.url, **{"X-Request-ID": f"deploy-test-{i}"})
         assert r.status_code == 200, r.text
         assert normalize(r.json()["text"]) == normalize(JFK_TEXT)
         assert r.headers["x-request-id"] == f"deploy-test-{i}"
     served = [served_requests(s) - b for s, b in zip(replicas, before, strict=True)]
-    assert sum(served) == 4
-    assert all(n >= 1 for n in served), f"least_conn sent everything to one replica: {served}"
+    assert sum(served) == 2 * REPLICAS
+    assert all(n >= 1 for n in served), f"least_conn left a replica idle: {served}"
     # nginx makes an id when the caller sends none, and stenod answers with it.
     assert re.fullmatch(r"[0-9a-f]{32}", transcribe(balancer.url).headers["x-request-id"])
 
@@ -230,8 +240,37 @@ def test_body_over_the_limit_gets_413_in_the_api_error_shape(balancer: Nginx, re
     assert r.json()["error"]["code"] == "file_too_large"
 
 
+def test_a_draining_replica_drops_no_request(balancer: Nginx, replicas: list[ServerProcess]) -> None:
+    """An upgrade: SIGTERM to a replica busy with a long request. While it drains, and after it
+    exits, every transcription sent through nginx succeeds on the others."""
+    draining = replicas[2]
+    in_flight: list[int] = []
+
+    def long_request() -> None:  # 237 s of speech: several seconds of work even on a fast machine
+        with LONG_AUDIO.open("rb") as f:
+            r = httpx.post(f"{draining.url}/v1/audio/transcriptions", files={"file": (LONG_AUDIO.name, f)}, timeout=600)
+        in_flight.append(r.status_code)
+
+    busy = threading.Thread(target=long_request)
+    busy.start()
+    deadline = time.monotonic() + 60
+    while "stenod_slots_in_use 1.0" not in httpx.get(f"{draining.url}/metrics", timeout=10).text:
+        assert time.monotonic() < deadline, "the long request never started"
+        time.sleep(0.1)
+    draining.proc.send_signal(signal.SIGTERM)
+    responses = [transcribe(balancer.url)]
+    still_draining = draining.proc.poll() is None
+    responses += [transcribe(balancer.url) for _ in range(3)]
+    busy.join(timeout=600)
+    assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+    assert all(normalize(r.json()["text"]) == normalize(JFK_TEXT) for r in responses)
+    assert in_flight == [200], "the in-flight request was not allowed to finish"
+    assert draining.proc.wait(timeout=60) == 0
+    assert still_draining, "inconclusive: the replica had exited before the first request through nginx ended"
+
+
 def test_a_killed_replica_is_routed_around(balancer: Nginx, replicas: list[ServerProcess]) -> None:
-    survivor, victim = replicas
+    survivor, victim = replicas[0], replicas[1]
     victim.stop(signal.SIGKILL)
     before = served_requests(survivor)
     for _ in range(4):  # POSTs too: a refused connection means nothing was sent, so nginx retries
@@ -255,3 +294,40 @@ def test_a_request_longer_than_nginx_default_timeout_is_not_cut(slow_call: SlowC
     assert json.loads(str(result["body"])) == {"text": "slow but whole"}
     # The upstream really was silent longer than nginx's default 60 s (else this proves nothing).
     assert float(str(result["elapsed_s"])) >= SLOW_UPSTREAM_DELAY_S
+
+
+@pytest.mark.slow
+def test_a_real_transcription_longer_than_60s_is_not_cut(tmp_path: Path, cache_dir: Path) -> None:
+    """Through the shipped config, a real stenod that needs more than nginx's default 60 s: the
+    bundled base model, float32, beam search 5, one thread, one slot, and two requests of 237 s of
+    speech at once (the second also waits for the first)."""
+    (tmp_path / "stenod").mkdir()
+    server = start_server(tmp_path / "stenod", cache_dir, "--model", "base", "--slots", "1", "--threads", "1",
+                          "--compute-type", "float32", env={"STENOD_MODEL__BEAM_SIZE": "5"})
+    nginx = start_nginx(tmp_path / "nginx", [server.port])
+    reference = corpus_set("longform-en")[1][LONG_AUDIO.stem]
+    results: list[tuple[int, str, float]] = []
+
+    def call() -> None:
+        started = time.monotonic()
+        with LONG_AUDIO.open("rb") as f:
+            r = httpx.post(f"{nginx.url}/v1/audio/transcriptions", files={"file": (LONG_AUDIO.name, f)},
+                           data={"language": "en"}, timeout=1200)
+        results.append((r.status_code, r.text, time.monotonic() - started))
+
+    try:
+        threads = [threading.Thread(target=call) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=1300)
+    finally:
+        nginx.stop()
+        server.stop()
+    assert len(results) == 2
+    for status, body, _ in results:
+        assert status == 200, body
+        # The whole recording, not a cut-off part: word error rate against the reference.
+        assert wer([reference], [json.loads(body)["text"]]) < 0.15
+    slowest = max(elapsed for _, _, elapsed in results)
+    assert slowest > NGINX_DEFAULT_READ_TIMEOUT_S, f"inconclusive: the slowest request took {slowest:.0f} s"

@@ -41,7 +41,7 @@ LEAKS = ("magic", "folder", "exist", "permission", "directory", "denied", "errno
 
 def _skeleton(message: str) -> str:
     """The message with the echoed name taken out: must be the same for every unknown name."""
-    return re.sub(r"unknown model '.*'; ", "unknown model <name>; ", message, flags=re.S)
+    return re.sub(r"unknown model '.*'; ", "unknown model <name>; ", message, flags=re.DOTALL)
 
 
 def test_every_unknown_name_gets_the_same_404_revealing_nothing(cache_dir: Path) -> None:

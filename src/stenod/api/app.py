@@ -16,7 +16,7 @@ from stenod import __version__
 from stenod.api.docs import install_docs
 from stenod.api.errors import install_error_handlers
 from stenod.api.middleware import RequestContextMiddleware, UploadLimitMiddleware
-from stenod.api.routers import health, jobs, openai, whispercpp
+from stenod.api.routers import health, jobs, openai, web, whispercpp
 from stenod.api.state import AppState
 from stenod.engines.base import Engine
 from stenod.engines.factory import cpu_count, create_engine, plan_server_slots
@@ -61,7 +61,7 @@ def build_state(settings: Settings) -> AppState:
     service = TranscriptionService(
         manager=manager, scheduler=scheduler, metrics=metrics,
         max_duration_s=settings.audio.max_duration_s, request_timeout_s=settings.server.request_timeout_s,
-        print_progress=settings.server.print_progress,
+        print_progress=settings.server.print_progress, chunk_s=settings.audio.chunk_s,
     )
     logger.info("inference plan: %d slots x %d threads on %d cores", plan.concurrency, plan.threads, cpu_count())
     return AppState(settings=settings, manager=manager, scheduler=scheduler, metrics=metrics, service=service)
@@ -113,6 +113,18 @@ async def _unload_idle_loop(state: AppState, ttl_s: float) -> None:
             logger.info("unloaded idle models: %s", ", ".join(unloaded))
 
 
+def begin_drain(state: AppState) -> None:
+    """Stop taking work (call on the event loop): /health and /ready turn 503, new and queued
+    transcription requests get 503 + Retry-After at once, running ones get ``drain_timeout_s``."""
+    state.draining = True
+    state.scheduler.drain(timeout_s=state.settings.server.drain_timeout_s)
+    workers = state.jobs.workers if state.jobs is not None else None
+    if workers is not None:
+        # Jobs are durable: hand running ones back to the queue now (they stop at the next window)
+        # rather than let them use the drain time; another server or the next start resumes them.
+        asyncio.get_running_loop().create_task(workers.stop(timeout_s=state.settings.server.drain_timeout_s))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     state = build_state(settings)
@@ -135,8 +147,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
             if state.jobs is not None:
                 await state.jobs.stop()
+            busy = state.scheduler.stats().running
             state.scheduler.close()
-            await anyio.to_thread.run_sync(state.manager.close)
+            if busy:
+                # Transcriptions answered 503 at the drain deadline may still be inside the engine
+                # until they reach the cancel check; freeing their weights under them could crash.
+                logger.info("exiting with %d cancelled transcription(s) still stopping; models not unloaded", busy)
+            else:
+                await anyio.to_thread.run_sync(state.manager.close)
 
     app = FastAPI(
         title="stenod",
@@ -154,6 +172,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.jobs.enabled:
         app.include_router(jobs.router)
     app.include_router(health.router)
+    if settings.server.web_ui and settings.jobs.enabled:
+        app.include_router(web.router)  # the page is a job-API client
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"],

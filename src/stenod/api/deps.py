@@ -111,7 +111,8 @@ def require_admin(request: Request, state: State) -> None:
 
 def refuse_when_draining(state: State) -> None:
     if state.draining:
-        raise ServiceUnavailableError("server is shutting down; retry on another instance")
+        raise ServiceUnavailableError("server is shutting down; retry on another instance",
+                                      retry_after_s=state.scheduler.drain_retry_after_s)
 
 
 class NamedUpload(io.RawIOBase):

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stenod.errors import AuthenticationError, QueueFullError, StenodError
+from stenod.errors import AuthenticationError, StenodError
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +22,9 @@ def error_body(message: str, *, error_type: str, param: str | None = None, code:
 
 def error_response(exc: StenodError) -> JSONResponse:
     headers: dict[str, str] = {}
-    if isinstance(exc, QueueFullError):
-        headers["Retry-After"] = str(int(math.ceil(exc.retry_after_s)))
+    retry_after_s = getattr(exc, "retry_after_s", None)
+    if isinstance(retry_after_s, (int, float)):
+        headers["Retry-After"] = str(max(1, int(math.ceil(retry_after_s))))
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = 'Bearer realm="stenod"'  # RFC 6750: say how to authenticate
     return JSONResponse(

@@ -3,6 +3,7 @@ body arrives (a Content-Length over the limit is refused before a byte of body i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -47,8 +48,24 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (REQUEST_ID_HEADER.encode(), request_id.encode())]
             await send(message)
 
+        started_response = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started_response
+            if message["type"] == "http.response.start":
+                started_response = True
+            await send_with_id(message)
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_tracked)
+        except asyncio.CancelledError:
+            # The server cancels what is still running when its shutdown grace period ends:
+            # answer in the error shape (never uvicorn's plain-text 500), then let the task end.
+            if started_response:
+                raise
+            await _send_error(send_with_id, 503, "server shut down before this request finished; retry",
+                              "service_unavailable", "unavailable", retry_after=5)
+            status = 503
         finally:
             logger.info(
                 "%s %s %d %.1fms", scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000,
@@ -112,6 +129,17 @@ class UploadLimitMiddleware:
                         (b"connection", b"close")],
         })
         await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, status: int, message: str, error_type: str, code: str, *,
+                      retry_after: int | None = None) -> None:
+    body = json.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _content_length(scope: Scope) -> int | None:

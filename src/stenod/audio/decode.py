@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -193,18 +194,144 @@ def probe_audio(source: AudioSource, *, max_duration_s: float | None = None) -> 
         )
 
 
+class AudioStream:
+    """An open audio source, decoded and resampled block by block to 16 kHz float32: the whole
+    file is never in memory (issue 16: a 2.7 MB FLAC of 3.9 h of silence took a server from 0.56 to
+    4.4 GB when decoded whole). The header checks run when it is opened; the emptiness and
+    truncation checks run when :meth:`blocks` reaches the end.
+
+    Use as a context manager; :meth:`blocks` may be iterated once.
+
+    Args:
+        source: a path or a binary file object positioned at the start of the data.
+        keep_channels: yield two channels (multi-channel input is downmixed to stereo) for
+            diarization; mono input still yields one.
+        max_duration_s: refuse audio longer than this, from the header when it declares a
+            duration, else as soon as decoding passes the limit.
+
+    Raises:
+        EmptyAudioError, AudioDecodeError, AudioTooLongError: on open (header) or while iterating.
+    """
+
+    def __init__(self, source: AudioSource, *, keep_channels: bool = False, max_duration_s: float | None = None) -> None:
+        self.name = source_name(source)
+        self._max_duration_s = max_duration_s
+        self._container = _open(source)
+        try:
+            self._stream = _audio_stream(self._container, self.name)
+            self.declared_s = _header_duration(self._container, self._stream, source)
+            _check_duration_or_raise(self.name, self.declared_s, max_duration_s)
+        except BaseException:
+            self._container.close()
+            raise
+        ctx = self._stream.codec_context
+        self.source_sample_rate: int = ctx.sample_rate or 0
+        self.source_channels: int = ctx.channels or 1
+        self.stereo = keep_channels and self.source_channels >= 2
+        self.decoded_samples = 0
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    @property
+    def decoded_s(self) -> float:
+        return self.decoded_samples / SAMPLE_RATE
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """``(n_channels, n)`` float32 blocks at 16 kHz (``n_channels`` 2 when :attr:`stereo`, else
+        1), a few thousand samples each, as the decoder produces them."""
+        name = self.name
+        limit = None if self._max_duration_s is None else int(self._max_duration_s * SAMPLE_RATE)
+        layout = "stereo" if self.stereo else "mono"
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=SAMPLE_RATE)
+        # FFmpeg's resampler has no downmix for layouts it does not know (9 channels and more,
+        # e.g. a 64-channel WAV); those frames are downmixed here first.
+        manual = False
+        try:
+            for frame in self._container.decode(self._stream):
+                frame.pts = None  # let the resampler ignore gaps in timestamps
+                if manual:
+                    frame = _downmix_frame(frame, stereo=self.stereo)
+                try:
+                    out = resampler.resample(frame)
+                except (av.error.FFmpegError, ValueError):
+                    if manual or self.decoded_samples:
+                        raise
+                    manual = True
+                    resampler = av.AudioResampler(format="fltp", layout=layout, rate=SAMPLE_RATE)
+                    out = resampler.resample(_downmix_frame(frame, stereo=self.stereo))
+                yield from self._take(out, limit)
+            yield from self._take(resampler.resample(None), limit)
+        except (AudioTooLongError, GeneratorExit):
+            raise
+        except (av.error.FFmpegError, ValueError, OSError) as exc:
+            if self.decoded_samples == 0:
+                raise AudioDecodeError(f"{name}: not decodable as audio ({_reason(exc)})") from exc
+            raise AudioDecodeError(
+                f"{name}: audio is truncated or corrupt after {self.decoded_s:.1f} s ({_reason(exc)})"
+            ) from exc
+        self._check_complete_or_raise()
+
+    def _take(self, frames: list[av.AudioFrame], limit: int | None) -> Iterator[np.ndarray]:
+        for out in frames:
+            arr = out.to_ndarray().astype(np.float32, copy=False)
+            self.decoded_samples += arr.shape[-1]
+            if limit is not None and self.decoded_samples > limit:
+                raise AudioTooLongError(f"{self.name}: audio is longer than the limit of {self._max_duration_s:g} s")
+            yield arr
+
+    def _check_complete_or_raise(self) -> None:
+        if self.decoded_samples == 0:
+            raise EmptyAudioError(f"{self.name}: audio has no samples (zero length)")
+        declared, decoded_s = self.declared_s, self.decoded_s
+        if declared is not None and declared - decoded_s > max(_TRUNCATION_TOLERANCE_S, 0.1 * declared):
+            raise AudioDecodeError(
+                f"{self.name}: audio is truncated or corrupt: the header declares {declared:.1f} s "
+                f"but only {decoded_s:.1f} s could be decoded"
+            )
+
+
+_INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
+
+
+def _downmix_frame(frame: av.AudioFrame, *, stereo: bool) -> av.AudioFrame:
+    """A mono (or first-two-channels stereo) float frame from a frame of any channel count."""
+    n_channels = frame.layout.nb_channels or 1
+    arr = frame.to_ndarray()
+    if not frame.format.is_planar:
+        arr = arr.reshape(-1, n_channels).T
+    if arr.dtype == np.uint8:
+        data = (arr.astype(np.float32) - 128.0) / 128.0
+    elif arr.dtype in _INT_SCALE:
+        data = arr.astype(np.float32) / _INT_SCALE[arr.dtype]
+    else:
+        data = arr.astype(np.float32, copy=False)
+    mixed = data[:2] if stereo and n_channels >= 2 else data.mean(axis=0, keepdims=True, dtype=np.float32)
+    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(mixed, dtype=np.float32), format="fltp",
+                                     layout="stereo" if mixed.shape[0] == 2 else "mono")
+    out.sample_rate = frame.sample_rate
+    return out
+
+
 def decode_audio(
     source: AudioSource,
     *,
     keep_channels: bool = False,
     max_duration_s: float | None = None,
 ) -> DecodedAudio:
-    """Decode the first audio stream of ``source`` to 16 kHz float32.
+    """Decode the first audio stream of ``source`` to 16 kHz float32, whole (for short audio;
+    long audio goes through :class:`AudioStream`).
 
     Args:
         source: a path or a binary file object positioned at the start of the data.
-        keep_channels: also return two channels (multi-channel input is downmixed to stereo by
-            FFmpeg); used by diarization. Mono input returns ``channels=None``.
+        keep_channels: also return two channels (multi-channel input is downmixed to stereo);
+            used by diarization. Mono input returns ``channels=None``.
         max_duration_s: refuse audio longer than this, from the header when it declares a
             duration, else as soon as decoding passes the limit.
 
@@ -213,23 +340,15 @@ def decode_audio(
         AudioDecodeError: not audio, corrupt, or truncated.
         AudioTooLongError: longer than ``max_duration_s``.
     """
-    name = source_name(source)
-    with _open(source) as container:
-        stream = _audio_stream(container, name)
-        declared = _header_duration(container, stream, source)
-        _check_duration_or_raise(name, declared, max_duration_s)
-        src_channels = stream.codec_context.channels or 1
-        stereo = keep_channels and src_channels >= 2
-        pcm = _decode_stream(container, stream, name, stereo=stereo, max_duration_s=max_duration_s)
-    n_samples = pcm.shape[-1]
-    if n_samples == 0:
-        raise EmptyAudioError(f"{name}: audio has no samples (zero length)")
-    decoded_s = n_samples / SAMPLE_RATE
-    if declared is not None and declared - decoded_s > max(_TRUNCATION_TOLERANCE_S, 0.1 * declared):
-        raise AudioDecodeError(
-            f"{name}: audio is truncated or corrupt: the header declares {declared:.1f} s "
-            f"but only {decoded_s:.1f} s could be decoded"
-        )
+    with AudioStream(source, keep_channels=keep_channels, max_duration_s=max_duration_s) as stream:
+        pcm = np.concatenate(list(stream.blocks()), axis=-1)
+        return decoded_from_pcm(pcm, stereo=stream.stereo, source_sample_rate=stream.source_sample_rate,
+                                source_channels=stream.source_channels)
+
+
+def decoded_from_pcm(pcm: np.ndarray, *, stereo: bool, source_sample_rate: int, source_channels: int) -> DecodedAudio:
+    """``DecodedAudio`` from ``(n_channels, n)`` blocks joined: mono mix plus the two channels when
+    ``stereo``."""
     if stereo:
         channels = pcm
         mono = channels.mean(axis=0, dtype=np.float32)
@@ -239,50 +358,6 @@ def decode_audio(
     return DecodedAudio(
         samples=np.ascontiguousarray(mono, dtype=np.float32),
         channels=channels,
-        source_sample_rate=stream.codec_context.sample_rate or 0,
-        source_channels=src_channels,
+        source_sample_rate=source_sample_rate,
+        source_channels=source_channels,
     )
-
-
-def _decode_stream(
-    container: av.container.InputContainer,
-    stream: av.audio.stream.AudioStream,
-    name: str,
-    *,
-    stereo: bool,
-    max_duration_s: float | None,
-) -> np.ndarray:
-    layout = "stereo" if stereo else "mono"
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=SAMPLE_RATE)
-    chunks: list[np.ndarray] = []
-    total = 0
-    limit = None if max_duration_s is None else int(max_duration_s * SAMPLE_RATE)
-
-    def take(frames: list[av.AudioFrame]) -> None:
-        nonlocal total
-        for out in frames:
-            arr = out.to_ndarray()
-            chunks.append(arr)
-            total += arr.shape[-1]
-        if limit is not None and total > limit:
-            raise AudioTooLongError(
-                f"{name}: audio is longer than the limit of {max_duration_s:g} s"
-            )
-
-    try:
-        for frame in container.decode(stream):
-            frame.pts = None  # let the resampler ignore gaps in timestamps
-            take(resampler.resample(frame))
-        take(resampler.resample(None))
-    except AudioTooLongError:
-        raise
-    except (av.error.FFmpegError, ValueError, OSError) as exc:
-        if total == 0:
-            raise AudioDecodeError(f"{name}: not decodable as audio ({_reason(exc)})") from exc
-        raise AudioDecodeError(
-            f"{name}: audio is truncated or corrupt after {total / SAMPLE_RATE:.1f} s ({_reason(exc)})"
-        ) from exc
-    n_ch = 2 if stereo else 1
-    if not chunks:
-        return np.zeros((n_ch, 0), dtype=np.float32)
-    return np.concatenate(chunks, axis=-1).astype(np.float32, copy=False)

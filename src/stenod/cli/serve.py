@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +16,9 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from stenod.api.app import create_app
+from stenod.api.app import begin_drain, create_app
+from stenod.api.connections import ConnectionLimits, LimitedHttpToolsProtocol
+from stenod.api.state import AppState
 from stenod.cli.common import ConfigOption, build_settings, stderr
 from stenod.engines import cpu_count, plan_cpu
 from stenod.observability.logging import configure_logging
@@ -24,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 READY_POLL_S = 0.2
+SHUTDOWN_GRACE_S = 5.0
+"""After the drain, uvicorn's own grace period for responses still being written."""
 
 
 def ready_message(url: str, *, model: str, slots: int, threads: int) -> str:
@@ -34,14 +40,22 @@ def ready_message(url: str, *, model: str, slots: int, threads: int) -> str:
 
 
 class _DrainingServer(uvicorn.Server):
-    """Marks the app as draining the moment a signal arrives, so /health and /ready turn 503 and
-    new transcription requests on kept-alive connections are refused while in-flight ones finish.
-    On a terminal, prints a "ready, try: curl ..." line once the default model is loaded."""
+    """Drains before uvicorn shuts down, so the listener stays open while the server drains.
 
-    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None], on_ready: Callable[[str], None]) -> None:
+    The first SIGTERM (or SIGINT) marks the app draining: ``/health`` and ``/ready`` answer 503 (on
+    new connections too, so a load balancer sees it), new and queued transcription requests get 503
+    with Retry-After at once, and running ones get ``drain_timeout_s`` before they are answered 503
+    in the API's error shape. When no request is in flight, or the drain deadline has passed and
+    those answers are out, uvicorn's shutdown runs. A second signal shuts down at once.
+    On a terminal, prints a "ready, try: curl ..." line once the default model is loaded.
+    """
+
+    def __init__(self, config: uvicorn.Config, state: AppState, on_ready: Callable[[str], None]) -> None:
         super().__init__(config)
-        self._on_drain = on_drain
+        self._state = state
         self._on_ready = on_ready
+        self._drain_requested_at: float | None = None
+        self._drain_started = False
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -63,13 +77,37 @@ class _DrainingServer(uvicorn.Server):
         self._on_ready(f"http://{shown}:{port}")
 
     def handle_exit(self, sig: int, frame: object) -> None:
-        self._on_drain()
-        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        if self._drain_requested_at is not None or sig not in (signal.SIGTERM, signal.SIGINT):
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+            self._forget_sigterm(sig)
+            return
+        # In a signal handler: only flag; the event-loop work happens in on_tick.
+        self._drain_requested_at = time.monotonic()
+        self._state.draining = True
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.append(sig)  # re-raised after shutdown as uvicorn does: Ctrl-C exits 130
+        self._forget_sigterm(sig)
+
+    def _forget_sigterm(self, sig: int) -> None:
         # uvicorn re-raises captured signals after shutdown, so the process would die "by SIGTERM".
         # A drained shutdown is a clean one: exit 0, which is what systemd and Kubernetes expect.
         captured = getattr(self, "_captured_signals", None)
         if isinstance(captured, list) and sig == signal.SIGTERM:
             captured[:] = [s for s in captured if s != signal.SIGTERM]
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_requested_at is not None and not self.should_exit:
+            timeout_s = self._state.settings.server.drain_timeout_s
+            if not self._drain_started:
+                self._drain_started = True
+                logger.info("signal received: draining (up to %.0f s for running requests)", timeout_s)
+                begin_drain(self._state)
+            elapsed = time.monotonic() - self._drain_requested_at
+            if not self.server_state.tasks or elapsed > timeout_s + SHUTDOWN_GRACE_S:
+                logger.info("drained after %.1f s; shutting down", elapsed)
+                self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def serve_command(
@@ -109,15 +147,18 @@ def serve_command(
     app = create_app(settings)
     state = app.state.stenod
 
-    def on_drain() -> None:
-        if not state.draining:
-            logger.info("signal received: draining (up to %.0f s for in-flight requests)", settings.server.drain_timeout_s)
-        state.draining = True
-
-    config_ = uvicorn.Config(
-        app, host=settings.server.host, port=settings.server.port, log_config=None,
-        timeout_graceful_shutdown=settings.server.drain_timeout_s, access_log=False,
+    server = settings.server
+    limits = ConnectionLimits(
+        header_timeout_s=server.header_timeout_s, body_idle_timeout_s=server.body_idle_timeout_s,
+        max_connections=server.max_connections, max_connections_per_client=server.max_connections_per_client,
+        on_refused=lambda reason: state.metrics.connections_refused.labels(reason).inc(),
     )
+    config_ = uvicorn.Config(
+        app, host=server.host, port=server.port, log_config=None, access_log=False,
+        http=functools.partial(LimitedHttpToolsProtocol, limits=limits),  # type: ignore[arg-type]
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
+
     def on_ready(url: str) -> None:
         logger.info("ready on %s", url)
         if interactive:
@@ -126,7 +167,7 @@ def serve_command(
                                  threads=_threads_per_slot(settings))
             stderr.print(info, markup=False, highlight=False)
 
-    _DrainingServer(config_, on_drain, on_ready).run()
+    _DrainingServer(config_, state, on_ready).run()
 
 
 def _threads_per_slot(settings: Settings) -> int:

@@ -134,7 +134,7 @@ def _transcribe_one(
 
         return transcribe_source(
             engine, path, options, max_duration_s=settings.audio.max_duration_s,
-            diarize=diarize, progress=progress,
+            diarize=diarize, progress=progress, chunk_s=settings.audio.chunk_s,
         )
 
 

@@ -57,6 +57,11 @@ class Metrics:
             "stenod_device_windows", "Windows decoded on the device since the model loaded.", device_labels, registry=r)
         self.device_busy_seconds = Gauge(
             "stenod_device_busy_seconds", "Seconds the device's batch worker spent decoding since load.", device_labels, registry=r)
+        self.connections_refused = Counter(
+            "stenod_connections_refused_total",
+            "Connections closed by a connection limit (header_timeout, body_timeout, max_connections, "
+            "max_connections_per_client).", ["reason"], registry=r,
+        )
         self.model_load_seconds = Histogram(
             "stenod_model_load_seconds", "Time to load a model.", ["model"],
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120), registry=r,
@@ -67,6 +72,21 @@ class Metrics:
             "stenod_model_load_failures_total",
             "Model loads that failed: weights found but not loadable, or the default model missing.",
             registry=r,
+        )
+        # Durable jobs, read from the job store and the broker when /metrics is scraped. The same on
+        # every API replica (they share the store): aggregate with max(), not sum().
+        self.jobs = Gauge(
+            "stenod_jobs", "Jobs in the job store by status (queued, processing).", ["status"], registry=r,
+        )
+        self.jobs_queue_depth = Gauge(
+            "stenod_jobs_queue_depth", "Jobs waiting for a worker (broker messages, or queued jobs in-process).",
+            registry=r,
+        )
+        self.jobs_workers = Gauge(
+            "stenod_jobs_workers", "Worker processes that reported in the last minute.", registry=r,
+        )
+        self.jobs_store_up = Gauge(
+            "stenod_jobs_store_up", "1 when the job store answered this scrape, 0 when it did not.", registry=r,
         )
         self.default_model_loaded = Gauge(
             "stenod_default_model_loaded", "1 when the default model is in memory and serving.", registry=r,

@@ -51,6 +51,14 @@ class SlotScheduler:
         self._avg_service_s = 0.0
         self._avg_latency_s = 0.0
         self._closed = False
+        # Plain flags and per-wait futures rather than asyncio.Event: an Event binds to the first
+        # loop that waits on it, and in-process tests run one app on several loops.
+        self._draining = False
+        self._drain_expired = False
+        self._drain_waiters: set[asyncio.Future[None]] = set()
+        self._expiry_waiters: set[asyncio.Future[None]] = set()
+        self.drain_retry_after_s = 5.0
+        """Retry-After sent with draining 503s: long enough for a load balancer to notice."""
 
     def stats(self) -> SchedulerStats:
         return SchedulerStats(
@@ -82,56 +90,138 @@ class SlotScheduler:
         Raises:
             QueueFullError: every slot busy and the wait queue full (429 + Retry-After).
             DeadlineExceededError: the deadline passed while waiting or running.
-            ServiceUnavailableError: the scheduler is shutting down.
+            ServiceUnavailableError: the server is draining: refused at once when waiting, or
+                when the drain deadline passes while running (503 + Retry-After).
         """
-        if self._closed:
-            raise ServiceUnavailableError("server is shutting down")
+        if self._closed or self._draining:
+            raise self._draining_error("server is shutting down; retry on another instance")
         if self._sem.locked() and self._queued >= self.queue_size:
             raise QueueFullError(
                 f"server busy: {self._running} requests running and {self._queued} queued",
                 retry_after_s=self.retry_after_s(),
             )
         started = time.monotonic()
-        self._queued += 1
-        try:
-            await asyncio.wait_for(self._sem.acquire(), timeout=max(0.0, deadline - started))
-        except TimeoutError as exc:
-            raise DeadlineExceededError("request deadline passed while waiting for a free slot") from exc
-        finally:
-            self._queued -= 1
+        await self._acquire_slot(deadline, started)
         waited = time.monotonic() - started
         if on_wait is not None:
             on_wait(waited)
         self._running += 1
         service_started = time.monotonic()
+        future: asyncio.Future[T] | None = None
         try:
             if cancel.is_set():
                 raise asyncio.CancelledError()
             # Copy the context so log lines from the slot thread keep the request id.
             ctx = contextvars.copy_context()
             future = asyncio.get_running_loop().run_in_executor(self._executor, ctx.run, fn)
+            drained = self._waiter(self._expiry_waiters, already=self._drain_expired)
             try:
-                return await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline - service_started))
-            except TimeoutError as exc:
-                cancel.set()
-                # The slot stays held until the work notices the cancel flag and returns.
-                await asyncio.gather(future, return_exceptions=True)
-                raise DeadlineExceededError("request deadline passed during transcription") from exc
+                done, _ = await asyncio.wait(
+                    {future, drained}, timeout=max(0.0, deadline - service_started),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
             except asyncio.CancelledError:
                 cancel.set()
                 await asyncio.gather(future, return_exceptions=True)
                 raise
+            finally:
+                self._expiry_waiters.discard(drained)
+                drained.cancel()
+            if future in done:
+                return future.result()
+            cancel.set()
+            if drained in done:
+                # Answer now; the slot is freed when the work notices the cancel flag.
+                raise self._draining_error("server shut down before this transcription finished; retry")
+            # The slot stays held until the work notices the cancel flag and returns.
+            await asyncio.gather(future, return_exceptions=True)
+            raise DeadlineExceededError("request deadline passed during transcription")
         finally:
-            self._running -= 1
+            if future is not None and not future.done():
+                future.add_done_callback(lambda _: self._finish(service_started, started))
+            else:
+                self._finish(service_started, started)
+
+    async def _acquire_slot(self, deadline: float, started: float) -> None:
+        """Wait FIFO for a slot, until the deadline or the start of a drain."""
+        self._queued += 1
+        acquire = asyncio.ensure_future(self._sem.acquire())
+        draining = self._waiter(self._drain_waiters, already=self._draining)
+        try:
+            done, _ = await asyncio.wait(
+                {acquire, draining}, timeout=max(0.0, deadline - started), return_when=asyncio.FIRST_COMPLETED,
+            )
+        except asyncio.CancelledError:
+            self._give_back(acquire)
+            raise
+        finally:
+            self._queued -= 1
+            self._drain_waiters.discard(draining)
+            draining.cancel()
+        if acquire in done and not self._draining:
+            return
+        self._give_back(acquire)
+        if self._draining:
+            raise self._draining_error("server is shutting down; this request was still queued, retry")
+        raise DeadlineExceededError("request deadline passed while waiting for a free slot")
+
+    def _give_back(self, acquire: asyncio.Future[bool]) -> None:
+        if acquire.done() and not acquire.cancelled():
             self._sem.release()
-            service = time.monotonic() - service_started
-            self._completed += 1
-            self._avg_service_s = _ewma(self._avg_service_s, service)
-            self._avg_latency_s = _ewma(self._avg_latency_s, time.monotonic() - started)
+        else:
+            acquire.cancel()
+
+    def _finish(self, service_started: float, started: float) -> None:
+        self._running -= 1
+        self._sem.release()
+        service = time.monotonic() - service_started
+        self._completed += 1
+        self._avg_service_s = _ewma(self._avg_service_s, service)
+        self._avg_latency_s = _ewma(self._avg_latency_s, time.monotonic() - started)
+
+    def _draining_error(self, message: str) -> ServiceUnavailableError:
+        return ServiceUnavailableError(message, retry_after_s=self.drain_retry_after_s)
+
+    def drain(self, *, timeout_s: float) -> None:
+        """Start draining (call on the event loop): queued requests get 503 at once, new ones
+        too, and running ones get ``timeout_s`` to finish before they are answered 503."""
+        if self._draining:
+            return
+        self._draining = True
+        _wake(self._drain_waiters)
+        asyncio.get_running_loop().call_later(max(0.0, timeout_s), self._expire_drain)
+
+    def _expire_drain(self) -> None:
+        self._drain_expired = True
+        _wake(self._expiry_waiters)
+
+    @staticmethod
+    def _waiter(waiters: set[asyncio.Future[None]], *, already: bool) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if already:
+            future.set_result(None)
+        else:
+            waiters.add(future)
+        return future
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     def close(self) -> None:
         self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _wake(waiters: set[asyncio.Future[None]]) -> None:
+    for future in list(waiters):
+        future.get_loop().call_soon_threadsafe(_resolve, future)
+    waiters.clear()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _ewma(previous: float, value: float) -> float:

@@ -21,7 +21,7 @@ from stenod.errors import ClientDisconnectedError, StenodError
 from stenod.observability.metrics import Metrics
 from stenod.scheduler.model_manager import OTHER_MODEL_LABEL, ModelManager
 from stenod.scheduler.slots import SlotScheduler
-from stenod.service.transcription import TranscriptionResult, load_audio, transcribe_decoded
+from stenod.service.transcription import TranscriptionResult, transcribe_source
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class TranscriptionService:
         max_duration_s: float,
         request_timeout_s: float,
         print_progress: bool = False,
+        chunk_s: float | None = None,
     ) -> None:
         self.manager = manager
         self.scheduler = scheduler
@@ -60,6 +61,7 @@ class TranscriptionService:
         self.max_duration_s = max_duration_s
         self.request_timeout_s = request_timeout_s
         self.print_progress = print_progress
+        self.chunk_s = chunk_s
 
     async def transcribe(
         self,
@@ -140,13 +142,13 @@ class TranscriptionService:
     ) -> tuple[str, TranscriptionResult]:
         if cancel.is_set():
             raise ClientDisconnectedError("client disconnected before transcription started")
-        audio = load_audio(source, diarize=request.diarize, max_duration_s=self.max_duration_s)
         name, engine = self.manager.acquire(model)
         try:
             progress = self._progress_logger(name) if self.print_progress else None
-            return name, transcribe_decoded(
-                engine, audio, request.options, diarize=request.diarize,
-                progress=progress, on_segment=on_segment, cancel=cancel,
+            # Streamed and chunked: memory stays bounded whatever the audio's duration.
+            return name, transcribe_source(
+                engine, source, request.options, max_duration_s=self.max_duration_s, diarize=request.diarize,
+                progress=progress, on_segment=on_segment, cancel=cancel, chunk_s=self.chunk_s,
             )
         except CancelledError as exc:
             raise ClientDisconnectedError("client disconnected; transcription abandoned") from exc

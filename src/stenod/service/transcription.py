@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from stenod.audio.decode import AudioSource, DecodedAudio, decode_audio, probe_audio, source_name
+from stenod.audio.decode import AudioSource, AudioStream, DecodedAudio, decode_audio, probe_audio, source_name
 from stenod.engines.base import Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import DiarizationInputError, UnsupportedParameterError
 from stenod.service.diarize import diarize_by_channel
@@ -95,6 +95,25 @@ def _shifting(on_segment: SegmentCallback, offset_s: float, clip_s: float) -> Se
     return lambda segment: on_segment(shift_segment(segment, offset_s, clip_s=clip_s))
 
 
+def open_audio(source: AudioSource, *, diarize: bool, max_duration_s: float) -> AudioStream:
+    """Open ``source`` as a stream (header checks done); with ``diarize`` the two channels are
+    kept and mono input is refused.
+
+    Raises:
+        DiarizationInputError: ``diarize`` on a one-channel recording.
+        AudioDecodeError, EmptyAudioError, AudioTooLongError: see :class:`AudioStream`.
+    """
+    stream = AudioStream(source, keep_channels=diarize, max_duration_s=max_duration_s)
+    if diarize and stream.source_channels < 2:
+        stream.close()
+        raise DiarizationInputError(
+            f"{stream.name}: diarization needs a two-channel recording (one speaker per channel); "
+            f"this file has {stream.source_channels} channel",
+            param="diarize",
+        )
+    return stream
+
+
 def transcribe_source(
     engine: Engine,
     source: AudioSource,
@@ -103,16 +122,21 @@ def transcribe_source(
     max_duration_s: float,
     diarize: bool = False,
     progress: ProgressCallback | None = None,
+    on_segment: SegmentCallback | None = None,
     cancel: threading.Event | None = None,
+    chunk_s: float | None = None,
 ) -> TranscriptionResult:
-    """Decode and transcribe; raises the domain errors of :func:`load_audio` and the engine."""
-    started = time.perf_counter()
-    audio = load_audio(source, diarize=diarize, max_duration_s=max_duration_s)
-    decode_s = time.perf_counter() - started
-    result = transcribe_decoded(engine, audio, options, diarize=diarize, progress=progress, cancel=cancel)
-    return TranscriptionResult(
-        transcript=result.transcript,
-        audio_duration_s=result.audio_duration_s,
-        decode_s=decode_s,
-        processing_s=result.processing_s,
-    )
+    """Decode and transcribe in bounded memory: audio longer than ``chunk_s`` (default
+    :data:`~stenod.service.long_audio.DEFAULT_CHUNK_S`) is streamed and transcribed chunk by
+    chunk (:func:`~stenod.service.long_audio.transcribe_stream`).
+
+    Raises:
+        the domain errors of :func:`open_audio`, the decoder and the engine.
+    """
+    from stenod.service.long_audio import DEFAULT_CHUNK_S, transcribe_stream  # it imports this module
+
+    with open_audio(source, diarize=diarize, max_duration_s=max_duration_s) as stream:
+        return transcribe_stream(
+            engine, stream, options, chunk_s=chunk_s or DEFAULT_CHUNK_S, diarize=diarize,
+            progress=progress, on_segment=on_segment, cancel=cancel,
+        )

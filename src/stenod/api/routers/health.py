@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stenod import __version__
 from stenod.api.deps import State
+from stenod.observability.metrics import Metrics
 
 router = APIRouter()
 
@@ -32,6 +33,21 @@ def _jobs_health(state: State) -> dict[str, object] | None:
         return state.jobs.health()  # type: ignore[no-any-return]
     except Exception as exc:  # noqa: BLE001 - the store being away is what /health must report
         return {"mode": state.jobs.mode, "error": f"job store unreachable ({type(exc).__name__})"}
+
+
+def _set_job_metrics(m: Metrics, jobs: dict[str, object] | None) -> None:
+    """Job gauges from what /health reports (one read of the store and the broker per scrape)."""
+    if jobs is None:  # jobs disabled
+        return
+    if "error" in jobs:
+        m.jobs_store_up.set(0)
+        return
+    m.jobs_store_up.set(1)
+    for status in ("queued", "processing"):
+        m.jobs.labels(status).set(float(jobs.get(status) or 0))  # type: ignore[arg-type]
+    m.jobs_queue_depth.set(float(jobs.get("queue_depth") or 0))  # type: ignore[arg-type]
+    workers = jobs.get("workers")
+    m.jobs_workers.set(sum(int(w.get("concurrency", 1)) for w in workers) if isinstance(workers, list) else 0)
 
 
 @router.get("/health")
@@ -80,4 +96,5 @@ def metrics(state: State) -> Response:
     for model in state.manager.engine_info():
         for dev in model.get("devices", []):  # type: ignore[union-attr]
             m.observe_device(state.manager.metrics_label(str(model["model"])), dev)
+    _set_job_metrics(m, _jobs_health(state))
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,221 @@
+"""Bounded memory whatever the duration: streaming decode, chunks cut at quiet points, chunked
+transcription that reads like one, and the silence bomb of issue 16 against a real server."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import pytest
+
+from stenod.audio.chunking import quiet_chunks
+from stenod.audio.decode import SAMPLE_RATE, AudioStream, decode_audio
+from stenod.engines.base import TranscriptionOptions
+from stenod.service.long_audio import transcribe_stream
+from stenod.service.transcription import transcribe_source
+from stenod.transcript import Segment, Transcript
+from tests.api.conftest import ServerProcess, start_server
+from tests.conftest import JFK, JFK_TEXT, corpus_set
+from tests.media import write_wav
+from tests.security.inprocess import make_app, upload
+from tests.wer_utils import normalize, wer
+
+MIB = 1024 * 1024
+
+
+def silence_flac(path: Path, hours: float) -> Path:
+    """Digital silence at 16 kHz in large FLAC frames: 3.9 h is about 120 KB on disk and 900 MB
+    of float32 once decoded whole."""
+    with av.open(str(path), "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=SAMPLE_RATE, layout="mono")
+        stream.codec_context.options = {"compression_level": "5", "frame_size": "32768"}
+        block = np.zeros((1, 65536), dtype=np.int16)
+        remaining = int(hours * 3600 * SAMPLE_RATE)
+        while remaining:
+            n = min(remaining, block.shape[1])
+            frame = av.AudioFrame.from_ndarray(block[:, :n], format="s16", layout="mono")
+            frame.sample_rate = SAMPLE_RATE
+            for packet in stream.encode(frame):
+                out.mux(packet)
+            remaining -= n
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+# -- quiet-point chunking -------------------------------------------------------------------------
+
+def test_chunks_are_lossless_bounded_and_cut_in_the_pauses() -> None:
+    rng = np.random.default_rng(7)
+    seconds = 95
+    signal = (0.3 * rng.standard_normal(seconds * SAMPLE_RATE)).astype(np.float32)
+    # Each pause lies in the last 8 s of the 20 s after the previous one.
+    pauses = [(15.0, 15.6), (33.0, 33.6), (50.0, 50.6), (68.0, 68.6), (86.0, 86.6)]
+    for a, b in pauses:
+        signal[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)] = 0.0
+    blocks = [signal[None, i : i + 4096] for i in range(0, len(signal), 4096)]
+    chunks = list(quiet_chunks(blocks, chunk_s=20, search_s=8))
+    assert np.array_equal(np.concatenate([c.pcm for c in chunks], axis=-1)[0], signal)
+    assert all(c.duration_s <= 20 for c in chunks) and [c.last for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    cuts = [c.start_s for c in chunks[1:]]
+    assert len(cuts) == len(pauses)
+    for cut, (a, b) in zip(cuts, pauses, strict=True):
+        assert a <= cut <= b, (cut, a, b)
+    # Short audio: one chunk, the joined blocks exactly.
+    (only,) = quiet_chunks(blocks[:3], chunk_s=20)
+    assert only.last and np.array_equal(only.pcm, np.concatenate(blocks[:3], axis=-1))
+
+
+# -- chunk loop logic, with an engine that only reports what it was given ---------------------------
+
+class RecordingEngine:
+    """Transcribes each window as one segment saying how loud it was; remembers each call's options."""
+
+    def __init__(self, language: str = "de") -> None:
+        self.calls: list[tuple[int, TranscriptionOptions]] = []
+        self.language = language
+
+    def transcribe(self, audio, options, *, progress=None, on_segment=None, cancel=None):  # type: ignore[no-untyped-def]
+        self.calls.append((len(audio), options))
+        duration = len(audio) / SAMPLE_RATE
+        loud = float(np.abs(audio).max()) > 0.01
+        segments = [Segment(id=0, seek=0, start=0.5, end=duration - 0.5, text=f" words{len(self.calls)}", tokens=(),
+                            temperature=0.0, avg_logprob=-0.1, compression_ratio=1.0, no_speech_prob=0.0)] if loud else []
+        for seg in segments:
+            if on_segment:
+                on_segment(seg)
+        return Transcript.from_segments(segments, language=options.language or self.language if loud else "en",
+                                        duration=duration, language_probability=0.9, task=options.task)
+
+
+def test_chunked_transcription_carries_language_prompt_and_times(tmp_path: Path) -> None:
+    # 0-25 s quiet noise (no "speech"), 25-70 s loud, with pauses every 20 s to cut at.
+    rng = np.random.default_rng(1)
+    signal = np.concatenate([0.001 * rng.standard_normal(25 * SAMPLE_RATE), 0.5 * rng.standard_normal(45 * SAMPLE_RATE)])
+    for t in (19.5, 39.5, 59.5):
+        signal[int(t * SAMPLE_RATE) : int((t + 0.5) * SAMPLE_RATE)] = 0.0
+    path = write_wav(tmp_path / "mixed.wav", signal.astype(np.float32))
+    engine = RecordingEngine(language="de")
+    streamed: list[Segment] = []
+    with AudioStream(path) as stream:
+        result = transcribe_stream(engine, stream, TranscriptionOptions(initial_prompt="Glossary: Zoom."),  # type: ignore[arg-type]
+                                   chunk_s=20, on_segment=streamed.append)
+    options = [o for _, o in engine.calls]
+    assert len(options) == 4
+    assert all(o.vad is True for o in options)  # decided from the file's length, not the chunk's
+    assert options[0].language is None and options[1].language is None  # nothing heard yet
+    assert [o.language for o in options[2:]] == ["de", "de"]  # detected once, then carried
+    assert options[0].initial_prompt == options[1].initial_prompt == "Glossary: Zoom."
+    assert options[2].initial_prompt == "words2" and options[3].initial_prompt == "words3"
+    segs = result.transcript.segments
+    assert [s.id for s in segs] == [0, 1, 2] and result.transcript.language == "de"
+    assert segs[0].start == pytest.approx(20.5, abs=0.1) and segs[-1].end <= result.transcript.duration
+    assert [(s.id, s.start) for s in streamed] == [(s.id, s.start) for s in segs]
+    assert result.audio_duration_s == pytest.approx(70.0, abs=0.01)
+
+
+def test_digital_silence_chunks_never_reach_the_engine(tmp_path: Path) -> None:
+    path = silence_flac(tmp_path / "quiet.flac", hours=0.1)
+    engine = RecordingEngine()
+    with AudioStream(path) as stream:
+        result = transcribe_stream(engine, stream, TranscriptionOptions(), chunk_s=60)  # type: ignore[arg-type]
+    assert engine.calls == [] and result.transcript.text == "" and result.audio_duration_s == pytest.approx(360)
+
+
+def test_cancel_stops_between_chunks(tmp_path: Path) -> None:
+    from stenod.engines.base import CancelledError
+
+    rng = np.random.default_rng(2)
+    path = write_wav(tmp_path / "noise.wav", (0.3 * rng.standard_normal(100 * SAMPLE_RATE)).astype(np.float32))
+    cancel = threading.Event()
+
+    class CancellingEngine(RecordingEngine):
+        def transcribe(self, audio, options, **kwargs):  # type: ignore[no-untyped-def, override]
+            cancel.set()
+            return super().transcribe(audio, options, **kwargs)
+
+    engine = CancellingEngine()
+    with pytest.raises(CancelledError), AudioStream(path) as stream:
+        transcribe_stream(engine, stream, TranscriptionOptions(), chunk_s=30, cancel=cancel)  # type: ignore[arg-type]
+    assert len(engine.calls) == 1
+
+
+# -- real engine ----------------------------------------------------------------------------------
+
+def test_chunked_transcription_of_real_speech_stays_accurate(tiny_engine: object) -> None:
+    audio_dir, refs = corpus_set("longform-en")
+    path = audio_dir / "earnings22_1_4482311_3_62.wav"
+    result = transcribe_source(tiny_engine, path, TranscriptionOptions(), max_duration_s=3600, chunk_s=15)  # type: ignore[arg-type]
+    segs = result.transcript.segments
+    assert len(segs) >= 4 and [s.id for s in segs] == list(range(len(segs)))
+    assert all(a.start <= b.start for a, b in zip(segs, segs[1:])) and segs[-1].end <= result.transcript.duration + 0.01
+    # Whole-file tiny.en scores about 2 % here; 15 s chunks about 1-7 % depending on the cuts.
+    assert wer([normalize(refs[path.stem])], [normalize(result.transcript.text)]) <= 0.12
+
+
+def test_64_channel_wav_is_downmixed_not_refused(cache_dir: Path, tmp_path: Path) -> None:
+    speech = decode_audio(JFK).samples
+    many = np.repeat(speech[:, None], 64, axis=1) * 0.9
+    path = write_wav(tmp_path / "jfk-64ch.wav", many, channels=64)
+    decoded = decode_audio(path)
+    assert np.corrcoef(decoded.samples[: len(speech)], speech[: len(decoded.samples)])[0, 1] > 0.99
+    response = upload(make_app(cache_dir), path.read_bytes(), filename="jfk-64ch.wav", model="whisper-1")
+    assert response.status_code == 200, response.text
+    assert normalize(response.json()["text"]) == normalize(JFK_TEXT)
+
+
+# -- the silence bomb against a real server -------------------------------------------------------
+
+def peak_rss(server: ServerProcess) -> int:
+    """The server's peak resident memory so far (VmHWM), in bytes."""
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def rss(server: ServerProcess) -> int:
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return silence_flac(tmp_path_factory.mktemp("bomb") / "silence-3.9h.flac", hours=3.9)
+
+
+def test_silence_bomb_keeps_peak_memory_bounded(tmp_path: Path, cache_dir: Path, bomb: Path) -> None:
+    assert bomb.stat().st_size < 5 * MIB
+    srv = start_server(tmp_path, cache_dir, "--model", "tiny.en", "--slots", "2")
+    try:
+        warm = httpx.post(f"{srv.url}/v1/audio/transcriptions", files={"file": ("jfk.flac", JFK.read_bytes())},
+                          data={"model": "whisper-1"}, timeout=120)
+        assert warm.status_code == 200
+        before_peak, before_rss = peak_rss(srv), rss(srv)
+
+        def send() -> httpx.Response:
+            with bomb.open("rb") as f:
+                return httpx.post(f"{srv.url}/v1/audio/transcriptions", files={"file": (bomb.name, f)},
+                                  data={"model": "whisper-1", "response_format": "verbose_json"}, timeout=600)
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two at once, as in the issue
+            responses = list(pool.map(lambda _: send(), range(2)))
+        for r in responses:
+            assert r.status_code == 200, r.text
+            assert r.json()["text"] == "" and r.json()["duration"] == pytest.approx(3.9 * 3600, abs=1)
+        growth = peak_rss(srv) - before_peak
+        # Decoded whole, each would be 900 MB of float32 (4.4 GB peak in issue 16). Streamed, two
+        # requests hold two 300 s chunks (2 x 19 MB) and their joins; 250 MB leaves room for the
+        # allocator and the upload handling.
+        assert growth < 250 * MIB, f"peak RSS grew {growth / MIB:.0f} MiB (from {before_peak / MIB:.0f} MiB)"
+        assert rss(srv) - before_rss < 250 * MIB
+        (srv.log_path.parent / "bomb-rss.txt").write_text(
+            f"before_peak={before_peak} after_peak={peak_rss(srv)} before_rss={before_rss} after_rss={rss(srv)}\n")
+    finally:
+        srv.stop()

@@ -1,0 +1,151 @@
+"""Connection-level defences against a real server process: header and body timeouts, caps on
+connections in total and per client address, and 413s that reach the client instead of a reset."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.conftest import ServerProcess, start_server
+
+LIMITS_ENV = {
+    "STENOD_SERVER__HEADER_TIMEOUT_S": "1",
+    "STENOD_SERVER__BODY_IDLE_TIMEOUT_S": "1",
+    "STENOD_SERVER__MAX_CONNECTIONS": "5",
+    "STENOD_SERVER__MAX_CONNECTIONS_PER_CLIENT": "3",
+}
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[ServerProcess]:
+    srv = start_server(tmp_path_factory.mktemp("limits"), cache_dir, "--model", "tiny.en", "--lazy", env=LIMITS_ENV)
+    yield srv
+    srv.stop()
+
+
+def connect(srv: ServerProcess, source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=15, source_address=(source, 0))
+    return sock
+
+
+def read_reply(sock: socket.socket) -> str:
+    """Everything the server sends until it closes the connection (the 15 s socket timeout is
+    only a guard against a hang)."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            raise AssertionError("connection reset by the server instead of an answer") from None
+        if not chunk:
+            return b"".join(chunks).decode(errors="replace")
+        chunks.append(chunk)
+
+
+def error_code(reply: str) -> str:
+    return json.loads(reply.split("\r\n\r\n", 1)[1])["error"]["code"]
+
+
+def wait_for_log(srv: ServerProcess, needle: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while needle not in srv.log():
+        assert time.monotonic() < deadline, f"{needle!r} not logged:\n{srv.log()[-2000:]}"
+        time.sleep(0.1)
+
+
+def test_silent_connection_gets_408_and_is_closed(limited: ServerProcess) -> None:
+    with connect(limited) as sock:
+        reply = read_reply(sock)
+    assert reply.startswith("HTTP/1.1 408"), reply
+    assert error_code(reply) == "header_timeout"
+    wait_for_log(limited, "connection limit header_timeout")
+
+
+def test_slowloris_headers_are_cut_off(limited: ServerProcess) -> None:
+    with connect(limited) as sock:
+        sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for _ in range(100):  # one header byte every 0.1 s would take 10 s
+                sock.sendall(b"X")
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reply = read_reply(sock)
+    assert reply.startswith("HTTP/1.1 408"), reply
+
+
+def test_stalled_body_gets_408(limited: ServerProcess) -> None:
+    with connect(limited) as sock:
+        sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n")
+        reply = read_reply(sock)
+    assert reply.startswith("HTTP/1.1 408"), reply
+    assert error_code(reply) == "body_timeout"
+    wait_for_log(limited, "connection limit body_timeout")
+
+
+def test_connection_caps_per_client_and_in_total(limited: ServerProcess) -> None:
+    # 127.0.0.0/8 is all loopback on Linux: 127.0.0.2 and .3 are other client addresses.
+    held = [connect(limited) for _ in range(3)]
+    try:
+        with connect(limited) as fourth:
+            reply = read_reply(fourth)
+        assert reply.startswith("HTTP/1.1 503"), reply
+        assert error_code(reply) == "max_connections_per_client"
+        assert "retry-after: 1" in reply.lower()
+        held += [connect(limited, "127.0.0.2") for _ in range(2)]
+        time.sleep(0.2)  # let the server accept them (they are silent, so nothing to wait on)
+        with connect(limited, "127.0.0.3") as sixth:
+            reply = read_reply(sixth)
+        assert reply.startswith("HTTP/1.1 503"), reply
+        assert error_code(reply) == "max_connections"
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for_log(limited, "connection limit max_connections_per_client")
+    wait_for_log(limited, "connection limit max_connections:")
+    # Freed slots are usable again, and the refusals are counted by reason only.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            metrics = httpx.get(f"{limited.url}/metrics", timeout=10)
+            if metrics.status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    refused = dict(re.findall(r'stenod_connections_refused_total\{reason="(\w+)"\} (\d+)', metrics.text))
+    assert int(float(refused["max_connections_per_client"])) >= 1 and int(float(refused["max_connections"])) >= 1
+
+
+def test_concurrent_uploads_over_the_limit_all_read_their_413(tmp_path: Path, cache_dir: Path) -> None:
+    srv = start_server(tmp_path, cache_dir, "--model", "tiny.en", "--lazy", env={"STENOD_AUDIO__MAX_FILE_MB": "1"})
+    body = b"\x00" * 3_000_000
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+
+    def upload(i: int) -> tuple[int, str]:
+        try:
+            if i % 2:
+                r = httpx.post(f"{srv.url}/v1/audio/transcriptions", files={"file": ("big.wav", body)}, timeout=60)
+            else:  # chunked: no Content-Length, cut off in flight
+                r = httpx.post(f"{srv.url}/v1/audio/transcriptions", content=iter([head] + [body[:1_000_000]] * 3),
+                               headers={"Content-Type": "multipart/form-data; boundary=b"}, timeout=60)
+            return r.status_code, r.json()["error"]["code"]
+        except httpx.TransportError as exc:
+            return 0, type(exc).__name__
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(upload, range(96)))
+        assert results == [(413, "file_too_large")] * 96, [r for r in results if r[0] != 413][:5]
+    finally:
+        srv.stop()
