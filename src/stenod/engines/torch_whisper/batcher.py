@@ -20,6 +20,10 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+ARRIVAL_GAP_S = 0.002
+"""A burst of submissions (clients answered by the same batch come back together) is over when
+no window arrived for this long."""
+
 
 @dataclass(slots=True)
 class _Job:
@@ -55,7 +59,7 @@ class WindowBatcher:
         run_detect: Callable[[list[Any]], list[Any]],
         *,
         max_rows: int,
-        max_wait_s: float = 0.005,
+        max_wait_s: float = 0.010,
         name: str = "cpu",
     ) -> None:
         self._run_decode = run_decode
@@ -105,13 +109,17 @@ class WindowBatcher:
                 self._cond.wait()
             if self._closed:
                 return []
-            # A lone window waits a few milliseconds for company, never longer.
+            # Gather a burst: keep waiting while windows keep arriving (a gap of ARRIVAL_GAP_S ends
+            # it), but never longer than max_wait_s in all, so a lone window waits a few ms at most.
             deadline = time.monotonic() + self.max_wait_s
             while sum(j.rows for j in self._queue) < self.max_rows and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._cond.wait(left)
+                before = len(self._queue)
+                self._cond.wait(min(left, ARRIVAL_GAP_S))
+                if len(self._queue) == before:
+                    break
             mode = self._queue[0].mode
             batch: list[_Job] = []
             rows = 0

@@ -151,14 +151,17 @@ class WindowDecoder:
         beam = tasks[0].mode[0] == "beam"
         finished: dict[int, list[_Row]] = {i: [] for i in range(len(tasks))}
 
+        sampling = any(t.temperature > 0 for t in tasks)
+        step_state: Tensor | None = None  # (3, rows): last token, penultimate token, last timestamp index
         for step in range(sample_len):
-            logits = self._filter(logits, batch_rows, step, no_ts)
+            all_no_ts = all(tasks[r.task].without_timestamps for r in batch_rows)
+            logits = self._filter(logits, step_state, step, no_ts, all_no_ts)
             logprobs = torch.log_softmax(logits, dim=-1)
             old_tasks = [r.task for r in batch_rows]
             if beam:
                 new_rows, sources, next_tokens = self._beam_step(logprobs, batch_rows, tasks, finished)
             else:
-                new_rows, sources, next_tokens = self._sample_step(logits, logprobs, temps, batch_rows, finished)
+                new_rows, sources, next_tokens = self._sample_step(logits, logprobs, temps, batch_rows, finished, sampling)
             batch_rows = new_rows
             for row in batch_rows:
                 if not row.done and len(row.tokens) >= tasks[row.task].sample_len:
@@ -172,8 +175,11 @@ class WindowDecoder:
                 state.reorder(index, cross=not same_windows)
                 temps = temps.index_select(0, index)
                 no_ts = no_ts.index_select(0, index)
-            tokens = torch.tensor(next_tokens, device=self.device)[:, None]
-            logits = self.model.decode(tokens, state)[:, 0]
+            # One host-to-device copy per step (each copy waits for the queued kernels).
+            tb = s.timestamp_begin
+            pen = [r.tokens[-2] if len(r.tokens) >= 2 else tb for r in batch_rows]
+            step_state = torch.tensor([next_tokens, pen, [r.max_ts for r in batch_rows]]).to(self.device)
+            logits = self.model.decode(step_state[0][:, None], state)[:, 0]
 
         for row in batch_rows:  # out of room: unfinished rows still compete
             if not row.done:
@@ -181,14 +187,14 @@ class WindowDecoder:
         return [self._result(t, finished[i], no_speech_by_task[i]) for i, t in enumerate(tasks)]
 
     # ------------------------------------------------------------------------------------------
-    def _filter(self, logits: Tensor, rows: list[_Row], step: int, no_ts: Tensor) -> Tensor:
+    def _filter(self, logits: Tensor, step_state: Tensor | None, step: int, no_ts: Tensor, all_no_ts: bool) -> Tensor:
         s = self.tokenizer.special
         tb, eot = s.timestamp_begin, s.eot
         neg = -math.inf
         logits = logits.masked_fill(self._suppress, neg)
         if step == 0:
             logits = logits.masked_fill(self._blank, neg)
-        if bool(no_ts.all()):
+        if all_no_ts:
             logits[:, tb:] = neg
             return logits
         if step == 0:
@@ -196,12 +202,8 @@ class WindowDecoder:
             logits[text_mask, :tb] = neg
             logits[text_mask, tb + MAX_INITIAL_TIMESTAMP_INDEX + 1 :] = neg
         else:
-            last = [r.tokens[-1] for r in rows]
-            pen = [r.tokens[-2] if len(r.tokens) >= 2 else tb for r in rows]
-            max_ts = [r.max_ts for r in rows]
-            last_t = torch.tensor(last, device=self.device)
-            pen_t = torch.tensor(pen, device=self.device)
-            max_t = torch.tensor(max_ts, device=self.device)
+            assert step_state is not None
+            last_t, pen_t, max_t = step_state[0], step_state[1], step_state[2]
             last_ts = last_t >= tb
             pen_ts = pen_t >= tb
             only_text = last_ts & pen_ts
@@ -220,18 +222,25 @@ class WindowDecoder:
         return logits
 
     def _sample_step(
-        self, logits: Tensor, logprobs: Tensor, temps: Tensor, batch_rows: list[_Row], finished: dict[int, list[_Row]]
+        self,
+        logits: Tensor,
+        logprobs: Tensor,
+        temps: Tensor,
+        batch_rows: list[_Row],
+        finished: dict[int, list[_Row]],
+        sampling: bool,
     ) -> tuple[list[_Row], list[int], list[int]]:
         eot, tb = self.tokenizer.special.eot, self.tokenizer.special.timestamp_begin
         greedy = logits.argmax(dim=-1)
-        if bool((temps > 0).any()):
+        if sampling:
             scaled = logits / temps.clamp(min=1e-6)[:, None]
             sampled = torch.multinomial(scaled.softmax(dim=-1), 1)[:, 0]
             next_tokens = torch.where(temps > 0, sampled, greedy)
         else:
             next_tokens = greedy
         chosen_lp = logprobs.gather(1, next_tokens[:, None])[:, 0]
-        toks, lps = next_tokens.tolist(), chosen_lp.tolist()
+        both = torch.stack([next_tokens.double(), chosen_lp.double()]).tolist()  # one device sync
+        toks, lps = [int(t) for t in both[0]], both[1]
         for row, tok, lp in zip(batch_rows, toks, lps):
             if row.done:
                 continue

@@ -41,7 +41,7 @@ from stenod.engines.torch_whisper.audio import (
 from stenod.engines.torch_whisper.batcher import WindowBatcher
 from stenod.engines.torch_whisper.decoding import WindowDecoder, WindowResult, WindowTask
 from stenod.engines.torch_whisper.devices import parse_devices_or_raise, torch_dtype
-from stenod.engines.torch_whisper.model import Whisper
+from stenod.engines.torch_whisper.model import Whisper, disable_cudnn_attention
 from stenod.engines.torch_whisper.tokens import TIME_PRECISION_S, WhisperTokenizer
 from stenod.engines.torch_whisper.weights import dims_from_state_dict, find_tokenizer_json, model_metadata, read_state_dict
 from stenod.errors import ModelLoadError
@@ -86,7 +86,7 @@ class TorchWhisperEngine:
         UnsupportedParameterError: a CUDA device was asked for and none is usable.
     """
 
-    def __init__(self, config: EngineConfig, *, max_rows: int = 0, max_wait_s: float = 0.005) -> None:
+    def __init__(self, config: EngineConfig, *, max_rows: int = 0, max_wait_s: float = 0.010) -> None:
         self._config = config
         started = time.perf_counter()
         devices = parse_devices_or_raise(config.device)
@@ -106,6 +106,8 @@ class TorchWhisperEngine:
         self._devices: list[_Device] = []
         tensors = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for name, a in state.items()}
         del state
+        if devices[0] != "cpu":
+            disable_cudnn_attention()
         for name in devices:
             device = torch.device(name)
             model = Whisper(dims)

@@ -14,9 +14,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-_CUDA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+def disable_cudnn_attention() -> None:
+    """Keep SDPA off cuDNN's kernels (torch's default on Hopper): cuDNN builds a plan for every new
+    shape, and a decoder step has a new key length every time (2.7 ms per call measured on an
+    H200, most of a step); flash and memory-efficient attention have no such cost. Process-wide,
+    set once when a CUDA engine loads."""
+    torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +41,13 @@ class ModelDimensions:
 
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the weights' dtype (fp16 overflows in the variance)."""
+    """LayerNorm in float32 arithmetic: the CUDA kernel accumulates half inputs in float32 by
+    itself (one kernel instead of five per norm, which matters at a decoder step's size); on the
+    CPU half inputs are upcast explicitly."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.is_cuda or x.dtype == torch.float32:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return F.layer_norm(
             x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps
         ).type(x.dtype)
@@ -62,11 +71,6 @@ class MultiHeadAttention(nn.Module):
         return x.transpose(1, 2).reshape(b, t, -1)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        if q.is_cuda:
-            # Not cuDNN's SDPA (torch's default on Hopper): it builds a plan per new shape, and a
-            # decoder step has a new key length every time (measured 2.7 ms per call on an H200).
-            with sdpa_kernel(_CUDA_BACKENDS):
-                return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal))
         return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal))
 
 
