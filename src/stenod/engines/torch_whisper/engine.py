@@ -50,9 +50,6 @@ from stenod.transcript import Segment, Transcript, Word
 logger = logging.getLogger(__name__)
 
 ENGINE_NAME = "torch"
-COMPRESSION_RATIO_THRESHOLD = 2.4
-LOGPROB_THRESHOLD = -1.0
-NO_SPEECH_THRESHOLD = 0.6
 MIN_CUT_S = 20.0
 """Parallel long-form windows are cut at the quietest 0.2 s between 20 and 30 s into the window."""
 DEFAULT_MAX_ROWS = {"cuda": 128, "cpu": 8}
@@ -355,7 +352,8 @@ class _Run:
         self.tok = tok
         self.sot_sequence = tok.sot_sequence(language=language if tok.multilingual else None, task=options.task)
         self.n_text_ctx = engine.dims.n_text_ctx
-        self.initial_prompt = tok.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
+        prompt = options.prompt_with_hotwords()  # hotwords lead the prompt of every window
+        self.initial_prompt = tok.encode(" " + prompt.strip()) if prompt else []
 
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -406,15 +404,22 @@ class _Run:
         return [r for r in results if r is not None]
 
     def _needs_fallback(self, r: WindowResult) -> bool:
+        o = self.options
         text = self.tok.decode(r.tokens)
-        needs = compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD or r.avg_logprob < LOGPROB_THRESHOLD
-        if r.no_speech_prob > NO_SPEECH_THRESHOLD:
+        needs = False
+        if o.compression_ratio_threshold is not None and compression_ratio(text) > o.compression_ratio_threshold:
+            needs = True
+        if o.log_prob_threshold is not None and r.avg_logprob < o.log_prob_threshold:
+            needs = True
+        if o.no_speech_threshold is not None and r.no_speech_prob > o.no_speech_threshold:
             needs = False  # silence: a low log-probability is expected
         return needs
 
-    @staticmethod
-    def _is_silence(r: WindowResult) -> bool:
-        return r.no_speech_prob > NO_SPEECH_THRESHOLD and r.avg_logprob < LOGPROB_THRESHOLD
+    def _is_silence(self, r: WindowResult) -> bool:
+        o = self.options
+        if o.no_speech_threshold is None or r.no_speech_prob <= o.no_speech_threshold:
+            return False
+        return o.log_prob_threshold is None or r.avg_logprob < o.log_prob_threshold
 
     # ------------------------------------------------------------------------------------------
     def regions(self, regions: list[_Window], *, condition: bool) -> list[Segment]:
