@@ -194,11 +194,11 @@ def bench_system(system, sets, results: Results, args, tag: str) -> None:  # typ
         names = list(clips)
         audio_s = sum(len(a) for a in clips.values()) / SR
         peak_reset()
-        texts, wall = timed(lambda: system.run_group([clips[n] for n in names], language, len(names)))
+        texts, wall = timed(lambda c=clips, ns=names, lang=language: system.run_group([c[n] for n in ns], lang, len(ns)))
         results.put(f"{tag}/wer/{set_name}", {
             "system": system.name, "files": len(names), "audio_s": round(audio_s, 2), "wall_s": round(wall, 3),
             "x_real_time": round(audio_s / wall, 1), "peak_gpu_mb": peak_mb(),
-            "hypotheses": dict(zip(names, texts)),
+            "hypotheses": dict(zip(names, texts, strict=False)),
         })
 
     # Long-form: copies of the long files, all at once.
@@ -226,7 +226,7 @@ def bench_system(system, sets, results: Results, args, tag: str) -> None:  # typ
         clips = [pool[i % len(pool)] for i in range(n)]
         audio_s = sum(len(a) for a in clips) / SR
         peak_reset()
-        (texts, lat), wall = timed(lambda: system.closed_loop(clips, c, "en"))
+        (texts, lat), wall = timed(lambda cl=clips, cc=c: system.closed_loop(cl, cc, "en"))
         lat_sorted = sorted(lat)
         results.put(f"{tag}/short-{c}", {
             "system": system.name, "concurrency": c, "requests": n, "audio_s": round(audio_s, 1),
@@ -246,7 +246,7 @@ def bench_system(system, sets, results: Results, args, tag: str) -> None:  # typ
         results.put(f"{tag}/beam5-short-32", {
             "system": system.name, "beam_size": 5, "concurrency": 32, "requests": len(clips), "audio_s": round(audio_s, 1),
             "wall_s": round(wall, 3), "x_real_time": round(audio_s / wall, 1), "peak_gpu_mb": peak_mb(),
-            "hypotheses": dict(zip(names, texts)),
+            "hypotheses": dict(zip(names, texts, strict=False)),
         })
         system.beam_size = 1
 
@@ -262,7 +262,7 @@ def main() -> None:
     ap.add_argument("--short-requests", type=int, default=256)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 128])
     ap.add_argument("--systems", nargs="+", default=["torch", "pipeline"])
-    ap.add_argument("--wer-sets", nargs="+", default=list(ENGLISH_SETS) + ["multilingual-fleurs"])
+    ap.add_argument("--wer-sets", nargs="+", default=[*list(ENGLISH_SETS), "multilingual-fleurs"])
     args = ap.parse_args()
     results = Results(Path(args.out))
     sets = load_sets(Path(args.audio))

@@ -152,7 +152,7 @@ class WindowBatcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
-            for job, result in zip(batch, results):
+            for job, result in zip(batch, results, strict=False):
                 job.future.set_result(result)
             self.stats.batches += 1
             self.stats.windows += len(batch)

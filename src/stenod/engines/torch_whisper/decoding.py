@@ -141,7 +141,7 @@ class WindowDecoder:
         logits_all = self.model.decode(prefix, state)
         sot_slots = torch.tensor([prefix_len - len(tasks[i].prefix) + tasks[i].sot_index for i in row_task], device=self.device)
         no_speech = logits_all[torch.arange(n_rows, device=self.device), sot_slots].softmax(dim=-1)[:, s.no_speech]
-        no_speech_by_task = {i: float(p) for i, p in zip(row_task, no_speech.tolist())}
+        no_speech_by_task = {i: float(p) for i, p in zip(row_task, no_speech.tolist(), strict=False)}
         logits = logits_all[:, -1]
         del logits_all
 
@@ -241,7 +241,7 @@ class WindowDecoder:
         chosen_lp = logprobs.gather(1, next_tokens[:, None])[:, 0]
         both = torch.stack([next_tokens.double(), chosen_lp.double()]).tolist()  # one device sync
         toks, lps = [int(t) for t in both[0]], both[1]
-        for row, tok, lp in zip(batch_rows, toks, lps):
+        for row, tok, lp in zip(batch_rows, toks, lps, strict=False):
             if row.done:
                 continue
             row.sum_logprob += lp
@@ -280,7 +280,7 @@ class WindowDecoder:
             scores: dict[tuple[int, ...], tuple[float, int, float]] = {}
             for k in ks:
                 row = batch_rows[k]
-                for lp, tok in zip(top_lp_l[k][: beam_size + 1], top_tok_l[k][: beam_size + 1]):
+                for lp, tok in zip(top_lp_l[k][: beam_size + 1], top_tok_l[k][: beam_size + 1], strict=False):
                     seq = (*row.tokens, tok)
                     score = row.sum_logprob + lp
                     if seq not in scores or scores[seq][0] < score:

@@ -43,9 +43,14 @@ from stenod.engines.torch_whisper.decoding import WindowDecoder, WindowResult, W
 from stenod.engines.torch_whisper.devices import parse_devices_or_raise, torch_dtype
 from stenod.engines.torch_whisper.model import Whisper, disable_cudnn_attention
 from stenod.engines.torch_whisper.tokens import TIME_PRECISION_S, WhisperTokenizer
-from stenod.engines.torch_whisper.weights import dims_from_state_dict, find_tokenizer_json, model_metadata, read_state_dict
+from stenod.engines.torch_whisper.weights import (
+    dims_from_state_dict,
+    find_tokenizer_json,
+    model_metadata,
+    read_state_dict,
+)
 from stenod.errors import ModelLoadError
-from stenod.transcript import Segment, Transcript, Word
+from stenod.transcript import Segment, Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +113,7 @@ class TorchWhisperEngine:
         for name in devices:
             device = torch.device(name)
             model = Whisper(dims)
-            missing, unexpected = model.load_state_dict(tensors, strict=False)
+            missing, _unexpected = model.load_state_dict(tensors, strict=False)
             missing = [m for m in missing if not m.endswith("key.bias")]
             if missing:
                 raise ModelLoadError(f"{path}: weights lack {len(missing)} tensors, first {missing[0]!r}")
@@ -201,7 +206,7 @@ class TorchWhisperEngine:
         codes = list(self._tokenizer.special.languages)
         values = probs.tolist()
         best = int(np.argmax(values))
-        return LanguageDetection(codes[best], float(values[best]), {c: float(p) for c, p in zip(codes, values)})
+        return LanguageDetection(codes[best], float(values[best]), {c: float(p) for c, p in zip(codes, values, strict=False)})
 
     def transcribe(
         self,
@@ -441,7 +446,7 @@ class _Run:
                 history[i][reset_since[i] :] if condition else list(self.initial_prompt) for i in live
             ]
             results = self._decode_with_fallback(windows, prompts)
-            for i, window, result in zip(live, windows, results):
+            for i, window, result in zip(live, windows, results, strict=False):
                 if self._is_silence(result):
                     seeks[i] += window.frames
                     continue

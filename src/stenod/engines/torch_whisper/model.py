@@ -198,7 +198,7 @@ class Whisper(nn.Module):
         mask = (key_slots[None, None, :] >= state.pad[:, None, None]) & (key_slots[None, None, :] <= slots[None, :, None])
         mask = mask | (key_slots[None, None, :] == slots[None, :, None])
         mask = mask[:, None, :, :]  # (batch, 1, t, end)
-        for block, (ck, cv), (sk, sv) in zip(dec.blocks, state.cross_kv, state.self_kv):
+        for block, (ck, cv), (sk, sv) in zip(dec.blocks, state.cross_kv, state.self_kv, strict=False):
             a = block.attn
             h = block.attn_ln(x)
             sk[:, :, start:end] = a.split(a.key(h))

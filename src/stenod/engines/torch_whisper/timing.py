@@ -97,7 +97,7 @@ def _align(
         weights = median_filter(weights, MEDIAN_FILTER_WIDTH)
         matrix = weights.mean(dim=0)[len(sot_sequence) : -1].cpu().double().numpy()
     text_idx, time_idx = dtw(-matrix)
-    words, word_tokens = tok.split_to_word_tokens(text_tokens + [s.eot], language=language)
+    words, word_tokens = tok.split_to_word_tokens([*text_tokens, s.eot], language=language)
     if len(word_tokens) <= 1:
         return []
     boundaries = np.pad(np.cumsum([len(w) for w in word_tokens[:-1]]), (1, 0))
@@ -158,12 +158,12 @@ def add_word_timestamps(
             continue
         offset = seek / FRAMES_PER_SECOND
         # Count tokens per timing word so words can be dealt back to their segments.
-        words_tokens = tok.split_to_word_tokens(text_tokens + [tok.special.eot], language=language)[1][:-1]
-        rows = [[w, st, en, p, len(wt)] for (w, st, en, p), wt in zip(timings, words_tokens)]
+        words_tokens = tok.split_to_word_tokens([*text_tokens, tok.special.eot], language=language)[1][:-1]
+        rows = [[w, st, en, p, len(wt)] for (w, st, en, p), wt in zip(timings, words_tokens, strict=False)]
         rows = _merge_punctuation(rows)
         pos = 0
         cursor = 0
-        for i, toks in zip(indices, seg_tokens):
+        for i, toks in zip(indices, seg_tokens, strict=False):
             seg = segments[i]
             limit = pos + len(toks)
             words: list[Word] = []

@@ -27,7 +27,7 @@ def _byte_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=False)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +135,7 @@ class WhisperTokenizer:
         subwords, subword_tokens = self._split_unicode(tokens)
         words: list[str] = []
         word_tokens: list[list[int]] = []
-        for subword, toks in zip(subwords, subword_tokens):
+        for subword, toks in zip(subwords, subword_tokens, strict=False):
             special = toks[0] >= self.special.eot
             with_space = subword.startswith(" ")
             punctuation = subword.strip() in set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")

@@ -87,8 +87,8 @@ def dims_from_state_dict(sd: Mapping[str, np.ndarray]) -> ModelDimensions:
 
 
 def read_ct2_state_dict(path: Path) -> dict[str, np.ndarray]:
-    from stenod.models.ggml.ct2 import read_ct2_model, whisper_hparams_from_ct2
     from stenod.models.ggml.convert import _openai_tensors
+    from stenod.models.ggml.ct2 import read_ct2_model, whisper_hparams_from_ct2
     from stenod.models.ggml.format import GgmlConversionError
 
     try:
