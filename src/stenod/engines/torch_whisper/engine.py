@@ -106,7 +106,7 @@ class TorchWhisperEngine:
         self.alignment_heads = heads
         self.dims = dims
         self._devices: list[_Device] = []
-        tensors = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for name, a in state.items()}
+        tensors = {name: torch.from_numpy(np.array(a, dtype=np.float32)) for name, a in state.items()}  # writable copies
         del state
         if devices[0] != "cpu":
             disable_cudnn_attention()
