@@ -58,11 +58,13 @@ def plan_cpu(*, cores: int, threads: int = 0, concurrency: int = 0) -> CpuPlan:
 
 
 def torch_cuda_usable() -> bool:
-    """PyTorch is installed and sees a working CUDA GPU. Never imports torch where it is not
-    installed, so CPU-only installs pay nothing for the probe."""
+    """PyTorch is installed and sees a working CUDA GPU. Imports torch only where it is installed
+    and an NVIDIA driver is loaded, so CPU machines pay nothing for the probe."""
     import importlib.util
 
-    if importlib.util.find_spec("torch") is None:
+    from stenod.models.select import nvidia_driver_present
+
+    if importlib.util.find_spec("torch") is None or not nvidia_driver_present():
         return False
     from stenod.engines.torch_whisper.devices import cuda_usable
 

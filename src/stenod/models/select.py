@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +50,22 @@ class MachineMemory:
     cores: int
 
 
+def nvidia_driver_present() -> bool:
+    """An NVIDIA driver is loaded (checked without importing PyTorch, whose import costs seconds
+    on every CPU-only start where it is installed)."""
+    import ctypes.util
+
+    if Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists():
+        return True
+    return ctypes.util.find_library("cuda") is not None
+
+
 def probe_memory() -> MachineMemory:
-    """Free GPU memory (through PyTorch, only if installed) and free host memory."""
+    """Free GPU memory (through PyTorch, only if installed and a driver is there) and free host memory."""
     import psutil
 
     gpu: int | None = None
-    if importlib.util.find_spec("torch") is not None:
+    if importlib.util.find_spec("torch") is not None and nvidia_driver_present():
         try:
             import torch
 

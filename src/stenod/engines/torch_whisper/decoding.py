@@ -67,6 +67,11 @@ class WindowResult:
     temperature: float
 
 
+def _normalized(row: _Row) -> float:
+    """Log-probability per token: how candidates of different lengths are ranked."""
+    return row.sum_logprob / max(1, len(row.tokens))
+
+
 @dataclass(slots=True)
 class _Row:
     task: int
@@ -291,14 +296,20 @@ class WindowDecoder:
                 score, k, lp = scores[seq]
                 parent = batch_rows[k]
                 if seq[-1] == eot:
-                    if len(done) < beam_size:
-                        done.append(_Row(task_index, list(seq[:-1]), list(parent.logprobs), score, True))
+                    done.append(_Row(task_index, list(seq[:-1]), list(parent.logprobs), score, True))
                 elif len(survivors) < beam_size:
                     row = _Row(task_index, list(seq), [*parent.logprobs, lp], score)
                     row.max_ts = seq[-1] - tb if seq[-1] >= tb else parent.max_ts
                     survivors.append((row, k))
-            if len(done) >= beam_size:
-                continue  # enough finished candidates: this window is decoded
+            done.sort(key=_normalized, reverse=True)
+            del done[beam_size:]
+            # Done when beam_size candidates are finished and none still running scores better per
+            # token: a short early ending ("CHAPTER II" and end-of-text) must not win just by being
+            # first to finish while the full sentence is still being decoded.
+            if not survivors or (
+                len(done) >= beam_size and _normalized(done[0]) >= max(_normalized(r) for r, _ in survivors)
+            ):
+                continue
             for row, k in survivors:
                 new_rows.append(row)
                 sources.append(k)
@@ -306,7 +317,7 @@ class WindowDecoder:
 
     def _result(self, task: WindowTask, candidates: list[_Row], no_speech_prob: float) -> WindowResult:
         # Rank by log-probability over length (openai-whisper's default, no length penalty).
-        best = max(candidates, key=lambda r: r.sum_logprob / max(1, len(r.tokens)))
+        best = max(candidates, key=_normalized)
         return WindowResult(
             tokens=list(best.tokens),
             token_logprobs=list(best.logprobs),
