@@ -14,8 +14,16 @@ from rich.table import Table
 
 from stenod.cli.common import ConfigOption, build_settings, fail
 from stenod.errors import StenodError
-from stenod.models.catalog import list_models, model_entry
-from stenod.models.ggml_cache import GGML_QUANTIZATIONS
+from stenod.models import (
+    GGML_QUANTIZATIONS,
+    GgmlConversionError,
+    convert_ct2_to_ggml,
+    is_ggml_quantization,
+    list_models,
+    model_entry,
+    validate_ggml_file,
+)
+from stenod.service import resolve_model
 
 models_app = typer.Typer(help="List, inspect and convert models.", no_args_is_help=True)
 
@@ -76,29 +84,28 @@ def convert_command(
 ) -> None:
     """Convert a Whisper model: CTranslate2 to a whisper.cpp ggml file (validated before it is
     written), or CTranslate2 / ggml to a transformers folder (written atomically)."""
-    from stenod.models import resolve_model_or_raise
-    from stenod.models.ggml import GgmlConversionError, convert_ct2_to_ggml, validate_ggml_file
-
     if to == "hf":
         _convert_to_hf(src, quantize or "float16", output, config)
         return
     quantize = quantize or "f16"
     if to != "ggml":
         fail(f"--to {to!r} is not supported; choose ggml or hf", code=2)
-    if quantize not in GGML_QUANTIZATIONS:
+    if not is_ggml_quantization(quantize):
         fail(f"--quantize must be one of {', '.join(GGML_QUANTIZATIONS)}, not {quantize!r}", code=2)
     settings = build_settings(config)
     try:
-        resolved = resolve_model_or_raise(src, cache_dir=settings.model.cache_dir, offline=settings.offline)
+        resolved = resolve_model(settings, src)
     except StenodError as exc:
         fail(exc.message)
     if resolved.format == "ggml":
         fail(f"{src} is already a ggml file")
+    if resolved.format == "hf":
+        fail(f"{src} is a transformers folder; --to ggml needs a CTranslate2 model (e.g. a bundled name)")
     name = resolved.name if resolved.source == "bundled" else Path(src).expanduser().resolve().name
     out = output if output is not None else Path(f"ggml-{name}-{quantize}.bin")
     started = time.perf_counter()
     try:
-        convert_ct2_to_ggml(resolved.path, out, quantize=quantize)  # type: ignore[arg-type]
+        convert_ct2_to_ggml(resolved.path, out, quantize=quantize)
         info = validate_ggml_file(out)
     except GgmlConversionError as exc:
         fail(f"cannot convert {src}: {exc}")
@@ -117,11 +124,9 @@ def _convert_to_hf(src: str, dtype: str, output: Path | None, config: Path | Non
         from stenod.engines.torch_whisper.weights import convert_to_hf
     except ImportError as exc:
         fail(f"--to hf needs PyTorch and safetensors: pip install 'stenod[gpu]' ({exc})")
-    from stenod.models import resolve_model_or_raise
-
     settings = build_settings(config)
     try:
-        resolved = resolve_model_or_raise(src, cache_dir=settings.model.cache_dir, offline=settings.offline)
+        resolved = resolve_model(settings, src)
     except StenodError as exc:
         fail(exc.message)
     if resolved.format == "hf":
