@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stenod.engines.base import Engine, TranscriptionOptions, check_model_supports_or_raise, temperature_schedule
-from stenod.engines.factory import CpuPlan, cpu_count, create_engine, plan_cpu, prepare_model_or_raise
+from stenod.engines.factory import CpuPlan, cpu_count, create_engine, prepare_model_or_raise
 from stenod.errors import UnsupportedParameterError
 from stenod.languages import normalize_language_or_raise
 from stenod.models.access import ModelAccess

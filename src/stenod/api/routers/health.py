@@ -94,7 +94,8 @@ def metrics(state: State) -> Response:
     m.models_loaded.set(len(state.manager.loaded_names()))
     m.default_model_loaded.set(1 if state.manager.is_loaded(state.manager.default_name) else 0)
     for model in state.manager.engine_info():
-        for dev in model.get("devices", []):  # type: ignore[union-attr]
+        devices = model.get("devices", [])
+        for dev in devices if isinstance(devices, list) else []:
             m.observe_device(state.manager.metrics_label(str(model["model"])), dev)
     _set_job_metrics(m, _jobs_health(state))
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -31,7 +31,7 @@ class _Job:
     """``decode`` or ``detect``."""
     payload: Any
     rows: int
-    future: Future = field(default_factory=Future)
+    future: Future[Any] = field(default_factory=Future)
     mode: tuple[str, int] = ("sample", 0)
 
 
@@ -74,13 +74,13 @@ class WindowBatcher:
         self._thread.start()
 
     # ------------------------------------------------------------------------------------------
-    def submit_decode(self, task: Any, *, rows: int, mode: tuple[str, int]) -> Future:
+    def submit_decode(self, task: Any, *, rows: int, mode: tuple[str, int]) -> Future[Any]:
         return self._submit(_Job("decode", task, rows, mode=mode))
 
-    def submit_detect(self, mel: Any) -> Future:
+    def submit_detect(self, mel: Any) -> Future[Any]:
         return self._submit(_Job("detect", mel, 1, mode=("detect", 0)))
 
-    def _submit(self, job: _Job) -> Future:
+    def _submit(self, job: _Job) -> Future[Any]:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the engine is closed")

@@ -109,7 +109,8 @@ class WindowDecoder:
     # ------------------------------------------------------------------------------------------
     def encode(self, mels: Tensor) -> Tensor:
         dtype = next(self.model.parameters()).dtype
-        return self.model.encoder(mels.to(dtype))
+        features: Tensor = self.model.encoder(mels.to(dtype))
+        return features
 
     @torch.inference_mode()
     def detect_language(self, mels: Tensor) -> Tensor:

@@ -315,7 +315,8 @@ def _windows_from_spans(spans: list[tuple[int, int]]) -> list[_Window]:
     a window is kept, so timestamps need no remapping; silence between windows is skipped)."""
     frame = SAMPLE_RATE // FRAMES_PER_SECOND
     windows: list[_Window] = []
-    start = end = None
+    start: int | None = None
+    end = 0
     for s, e in spans:
         s, e = s // frame, -(-e // frame)
         if start is None:
@@ -325,7 +326,7 @@ def _windows_from_spans(spans: list[tuple[int, int]]) -> list[_Window]:
         else:
             windows.append(_Window(start, end - start))
             start, end = s, e
-    if start is not None and end is not None:
+    if start is not None:
         windows.append(_Window(start, min(N_FRAMES, end - start)))
     return windows
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from stenod.engines.base import TranscriptionOptions
     from stenod.engines.torch_whisper.engine import TorchWhisperEngine, _Device
 
+_TimedWord = tuple[str, float, float, float, int]
+"""(word, start s, end s, probability, token count)."""
 TOKENS_PER_SECOND = 50
 MEDIAN_FILTER_WIDTH = 7
 PREPEND_PUNCTUATION = "\"'“¿([{-"
@@ -112,19 +114,19 @@ def _align(
     return out
 
 
-def _merge_punctuation(words: list[list]) -> list[list]:  # [word, start, end, prob, n_tokens]
+def _merge_punctuation(words: list[_TimedWord]) -> list[_TimedWord]:
     """Attach leading punctuation to the next word and trailing punctuation to the previous one."""
-    merged: list[list] = []
-    carry: list | None = None
+    merged: list[_TimedWord] = []
+    carry: _TimedWord | None = None
     for w in words:
         if carry is not None:
-            w = [carry[0] + w[0], w[1], w[2], w[3], carry[4] + w[4]]
+            w = (carry[0] + w[0], w[1], w[2], w[3], carry[4] + w[4])
             carry = None
         if w[0].strip() and w[0].strip() in PREPEND_PUNCTUATION and w[0].startswith(" "):
             carry = w
             continue
         if merged and w[0] and not w[0].startswith(" ") and w[0].strip() and all(c in APPEND_PUNCTUATION for c in w[0].strip()):
-            merged[-1] = [merged[-1][0] + w[0], merged[-1][1], merged[-1][2], merged[-1][3], merged[-1][4] + w[4]]
+            merged[-1] = (merged[-1][0] + w[0], merged[-1][1], merged[-1][2], merged[-1][3], merged[-1][4] + w[4])
             continue
         merged.append(w)
     if carry is not None:
@@ -159,7 +161,7 @@ def add_word_timestamps(
         offset = seek / FRAMES_PER_SECOND
         # Count tokens per timing word so words can be dealt back to their segments.
         words_tokens = tok.split_to_word_tokens([*text_tokens, tok.special.eot], language=language)[1][:-1]
-        rows = [[w, st, en, p, len(wt)] for (w, st, en, p), wt in zip(timings, words_tokens, strict=False)]
+        rows: list[_TimedWord] = [(w, st, en, p, len(wt)) for (w, st, en, p), wt in zip(timings, words_tokens, strict=False)]
         rows = _merge_punctuation(rows)
         pos = 0
         cursor = 0

@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -254,7 +255,7 @@ def _bundled_tokenizer_json(multilingual: bool) -> Path | None:
 
 def hf_config(
     dims: ModelDimensions, special: SpecialTokens, *, suppress_tokens: list[int], alignment_heads: list[list[int]]
-) -> tuple[dict, dict]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """transformers' ``config.json`` and ``generation_config.json`` for these dimensions."""
     ids = {f: getattr(special, f) for f in ("eot", "sot", "translate", "transcribe", "sot_prev", "no_timestamps")}
     multilingual = bool(special.languages)
@@ -330,7 +331,7 @@ def _iter_hf_tensors(sd: Mapping[str, np.ndarray], dtype: np.dtype) -> Iterator[
     # transformers' k_proj has no bias either; nothing else to add (proj_out is tied).
 
 
-def convert_to_hf(src: Path, dst: Path, *, dtype: str = "float16", model_config: Mapping | None = None) -> Path:
+def convert_to_hf(src: Path, dst: Path, *, dtype: str = "float16", model_config: Mapping[str, Any] | None = None) -> Path:
     """Write the Whisper at ``src`` (CTranslate2 folder, transformers folder or ggml file) as a
     transformers folder at ``dst``: config.json, generation_config.json, model.safetensors,
     tokenizer.json and tokenizer/preprocessor configs. Written into a temporary sibling folder and
@@ -366,16 +367,16 @@ def convert_to_hf(src: Path, dst: Path, *, dtype: str = "float16", model_config:
             json.dumps({**PREPROCESSOR_CONFIG, "feature_size": dims.n_mels}, indent=2), encoding="utf-8"
         )
         shutil.copyfile(tokenizer_json, tmp / "tokenizer.json")
-        special = "<|endoftext|>"
+        endoftext = "<|endoftext|>"
         (tmp / "tokenizer_config.json").write_text(
             json.dumps(
                 {
                     "tokenizer_class": "WhisperTokenizer",
                     "model_max_length": 1024,
-                    "bos_token": special,
-                    "eos_token": special,
-                    "unk_token": special,
-                    "pad_token": special,
+                    "bos_token": endoftext,
+                    "eos_token": endoftext,
+                    "unk_token": endoftext,
+                    "pad_token": endoftext,
                     "add_prefix_space": False,
                     "errors": "replace",
                 },
@@ -393,7 +394,7 @@ def convert_to_hf(src: Path, dst: Path, *, dtype: str = "float16", model_config:
     return dst
 
 
-def _ct2_config(src: Path) -> dict:
+def _ct2_config(src: Path) -> dict[str, Any]:
     """Suppressed tokens and alignment heads: from the CTranslate2 or transformers config if there
     is one (a ggml file carries neither: then Whisper's defaults apply)."""
     folder = src if src.is_dir() else src.parent
@@ -403,6 +404,8 @@ def _ct2_config(src: Path) -> dict:
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
         return {}
     if "suppress_ids" in data:
         return data
@@ -416,6 +419,6 @@ def _ct2_config(src: Path) -> dict:
     return {}
 
 
-def model_metadata(path: Path) -> dict:
+def model_metadata(path: Path) -> dict[str, Any]:
     """Suppressed token ids and alignment heads for the weights at ``path`` (may be empty)."""
     return _ct2_config(path)
