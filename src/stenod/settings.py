@@ -109,6 +109,9 @@ class ServerSettings(BaseModel):
     """A connection must deliver a request's headers within this many seconds, else 408 and close."""
     body_idle_timeout_s: float = Field(default=30.0, gt=0)
     """Longest pause while a request body arrives, else 408 and close."""
+    memory_budget_mb: float = Field(default=0.0, ge=0)
+    """Memory that transcription requests may reserve together (estimated per request from its
+    duration, at most one chunk); a request past it gets 429 + Retry-After. 0 = no budget."""
     max_connections: int = Field(default=1000, ge=1)
     """Open connections at most; one more gets 503 and is closed (keep it under the descriptor limit)."""
     max_connections_per_client: int = Field(default=64, ge=1)

@@ -19,7 +19,7 @@ from stenod.service.long_audio import transcribe_stream
 from stenod.service.transcription import transcribe_source
 from stenod.transcript import Segment, Transcript
 from tests.api.conftest import ServerProcess, start_server
-from tests.conftest import JFK, JFK_TEXT, corpus_set
+from tests.conftest import CORPUS, JFK, JFK_TEXT, corpus_set
 from tests.media import write_wav
 from tests.security.inprocess import make_app, upload
 from tests.wer_utils import normalize, wer
@@ -219,3 +219,29 @@ def test_silence_bomb_keeps_peak_memory_bounded(tmp_path: Path, cache_dir: Path,
             f"before_peak={before_peak} after_peak={peak_rss(srv)} before_rss={before_rss} after_rss={rss(srv)}\n")
     finally:
         srv.stop()
+
+
+# -- global memory budget ---------------------------------------------------------------------------
+
+def test_memory_budget_refuses_what_would_exceed_it(cache_dir: Path) -> None:
+    from stenod.errors import QueueFullError
+    from stenod.scheduler.memory import MemoryBudget, request_memory_bytes
+
+    budget = MemoryBudget(80 * MIB)
+    one = request_memory_bytes(60, chunk_s=300)
+    assert request_memory_bytes(4 * 3600, chunk_s=300) == request_memory_bytes(None, chunk_s=300)  # streamed: capped
+    with budget.reserve(one):
+        with pytest.raises(QueueFullError) as refused:
+            with budget.reserve(one):
+                pass
+        assert refused.value.retry_after_s >= 1 and "budget" in refused.value.message
+    with budget.reserve(one):  # released again
+        assert budget.reserved_bytes == one
+
+    app = make_app(cache_dir, server={"memory_budget_mb": 40})
+    small = upload(app, JFK.read_bytes(), filename="jfk.flac", model="whisper-1")
+    assert small.status_code == 200, small.text
+    medium = CORPUS / "longform-en" / "audio" / "earnings22_1_4482311_3_62.wav"
+    big = upload(app, medium.read_bytes(), filename=medium.name, model="whisper-1")
+    assert big.status_code == 429 and big.json()["error"]["code"] == "queue_full", big.text
+    assert int(big.headers["Retry-After"]) >= 1 and "memory budget" in big.json()["error"]["message"]

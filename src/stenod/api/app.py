@@ -24,6 +24,7 @@ from stenod.errors import StenodError
 from stenod.models.access import ModelAccess
 from stenod.models.registry import ResolvedModel
 from stenod.observability.metrics import Metrics
+from stenod.scheduler.memory import MemoryBudget
 from stenod.scheduler.model_manager import ModelManager
 from stenod.scheduler.slots import SlotScheduler
 from stenod.service.server_transcription import TranscriptionService
@@ -62,6 +63,7 @@ def build_state(settings: Settings) -> AppState:
         manager=manager, scheduler=scheduler, metrics=metrics,
         max_duration_s=settings.audio.max_duration_s, request_timeout_s=settings.server.request_timeout_s,
         print_progress=settings.server.print_progress, chunk_s=settings.audio.chunk_s,
+        memory=MemoryBudget(int(settings.server.memory_budget_mb * 1024 * 1024)),
     )
     logger.info("inference plan: %d slots x %d threads on %d cores", plan.concurrency, plan.threads, cpu_count())
     return AppState(settings=settings, manager=manager, scheduler=scheduler, metrics=metrics, service=service)

@@ -15,12 +15,14 @@ from typing import BinaryIO
 
 import anyio.to_thread
 
-from stenod.audio.decode import probe_audio
+from stenod.audio.decode import AudioProbe, probe_audio
 from stenod.engines.base import CancelledError, SegmentCallback, TranscriptionOptions
 from stenod.errors import ClientDisconnectedError, StenodError
 from stenod.observability.metrics import Metrics
+from stenod.scheduler.memory import MemoryBudget, request_memory_bytes
 from stenod.scheduler.model_manager import OTHER_MODEL_LABEL, ModelManager
 from stenod.scheduler.slots import SlotScheduler
+from stenod.service.long_audio import DEFAULT_CHUNK_S
 from stenod.service.transcription import TranscriptionResult, transcribe_source
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class TranscriptionService:
         request_timeout_s: float,
         print_progress: bool = False,
         chunk_s: float | None = None,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.manager = manager
         self.scheduler = scheduler
@@ -62,6 +65,7 @@ class TranscriptionService:
         self.request_timeout_s = request_timeout_s
         self.print_progress = print_progress
         self.chunk_s = chunk_s
+        self.memory = memory or MemoryBudget(0)
 
     async def transcribe(
         self,
@@ -88,7 +92,7 @@ class TranscriptionService:
             # neither the file system nor the queue.
             requested = self.manager.check_client_model_or_raise(request.model)
             model_label = self.manager.metrics_label(requested)
-            await anyio.to_thread.run_sync(self._check_header, source)
+            probe = await anyio.to_thread.run_sync(self._check_header, source)
             waited = 0.0
 
             def record_wait(seconds: float) -> None:
@@ -96,12 +100,16 @@ class TranscriptionService:
                 waited = seconds
                 self.metrics.queue_wait.observe(seconds)
 
-            name, result = await self.scheduler.run(
-                lambda: self._run_in_slot(source, requested, request, cancel, on_segment),
-                deadline=deadline,
-                cancel=cancel,
-                on_wait=record_wait,
-            )
+            # Reserved while queued and running: work that would take the server past its memory
+            # budget is refused (429) before it queues.
+            needed = request_memory_bytes(probe.duration_s, chunk_s=self.chunk_s or DEFAULT_CHUNK_S)
+            with self.memory.reserve(needed):
+                name, result = await self.scheduler.run(
+                    lambda: self._run_in_slot(source, requested, request, cancel, on_segment),
+                    deadline=deadline,
+                    cancel=cancel,
+                    on_wait=record_wait,
+                )
         except StenodError as exc:
             self._record_failure(request.endpoint, model_label, language, exc)
             raise
@@ -128,9 +136,10 @@ class TranscriptionService:
         self.metrics.requests.labels(endpoint, model, language, status).inc()
         self.metrics.errors.labels(endpoint, model, language, status, exc.code or exc.error_type).inc()
 
-    def _check_header(self, source: BinaryIO) -> None:
-        probe_audio(source, max_duration_s=self.max_duration_s)
+    def _check_header(self, source: BinaryIO) -> AudioProbe:
+        probe = probe_audio(source, max_duration_s=self.max_duration_s)
         source.seek(0)
+        return probe
 
     def _run_in_slot(
         self,
