@@ -13,9 +13,16 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from stenod import __version__
+from stenod.api.auth import Authenticator
 from stenod.api.docs import install_docs
+from stenod.api.ratelimit import RateLimits
 from stenod.api.errors import install_error_handlers
-from stenod.api.middleware import RequestContextMiddleware, UploadLimitMiddleware
+from stenod.api.middleware import (
+    ProtectedPathsMiddleware,
+    RequestContextMiddleware,
+    UploadLimitMiddleware,
+    protected_prefixes,
+)
 from stenod.api.routers import health, jobs, openai, web, whispercpp
 from stenod.api.state import AppState
 from stenod.engines.base import Engine
@@ -66,7 +73,8 @@ def build_state(settings: Settings) -> AppState:
         memory=MemoryBudget(int(settings.server.memory_budget_mb * 1024 * 1024)),
     )
     logger.info("inference plan: %d slots x %d threads on %d cores", plan.concurrency, plan.threads, cpu_count())
-    return AppState(settings=settings, manager=manager, scheduler=scheduler, metrics=metrics, service=service)
+    return AppState(settings=settings, manager=manager, scheduler=scheduler, metrics=metrics, service=service,
+                    auth=Authenticator(settings), limits=RateLimits(settings.server.rate_limit_storage_url))
 
 
 async def _preload(state: AppState) -> None:
@@ -149,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
             if state.jobs is not None:
                 await state.jobs.stop()
+            state.auth.close()
             busy = state.scheduler.stats().running
             state.scheduler.close()
             if busy:
@@ -183,5 +192,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     max_bytes = int(settings.audio.max_file_mb * 1_000_000)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, paths=UPLOAD_PATHS)
+    protected = protected_prefixes(settings)
+    if protected:
+        app.add_middleware(ProtectedPathsMiddleware, auth=state.auth, prefixes=protected)
     app.add_middleware(RequestContextMiddleware)  # outermost: every response carries the id
     return app

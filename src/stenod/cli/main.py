@@ -8,6 +8,7 @@ from stenod import __version__
 from stenod.cli.batch import batch_command
 from stenod.cli.bench import bench_app
 from stenod.cli.config import config_app
+from stenod.cli.keys import keys_app
 from stenod.cli.models import models_app
 from stenod.cli.serve import serve_command
 from stenod.cli.transcribe import transcribe_command
@@ -27,6 +28,7 @@ app.add_typer(bench_app, name="bench")
 app.command("serve")(serve_command)
 app.command("worker")(worker_command)
 app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
 
 
 def _version(value: bool) -> None:

@@ -7,11 +7,13 @@ Async on the outside, blocking work on the scheduler's threads inside.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import anyio.to_thread
 
@@ -28,6 +30,16 @@ from stenod.service.transcription import TranscriptionResult, transcribe_source
 logger = logging.getLogger(__name__)
 
 
+class Quota(Protocol):
+    """A caller's per-key allowance (:class:`stenod.api.ratelimit.KeyQuota`)."""
+
+    def charge_audio(self, seconds: float) -> None:
+        """Raises RateLimitedError when ``seconds`` more audio would pass the allowance."""
+
+    def concurrent(self) -> AbstractContextManager[None]:
+        """Hold one of the caller's concurrent-request slots; raises RateLimitedError when none is free."""
+
+
 @dataclass(frozen=True, slots=True)
 class TranscriptionRequest:
     """One request as the API parsed it."""
@@ -36,6 +48,8 @@ class TranscriptionRequest:
     options: TranscriptionOptions
     endpoint: str
     diarize: bool = False
+    quota: Quota | None = None
+    """The calling key's limits; ``None``: unlimited."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +115,12 @@ class TranscriptionService:
                 self.metrics.queue_wait.observe(seconds)
 
             # Reserved while queued and running: work that would take the server past its memory
-            # budget is refused (429) before it queues.
+            # budget, or the key past its limits, is refused (429) before it queues.
             needed = request_memory_bytes(probe.duration_s, chunk_s=self.chunk_s or DEFAULT_CHUNK_S)
-            with self.memory.reserve(needed):
+            quota = request.quota
+            with quota.concurrent() if quota else contextlib.nullcontext(), self.memory.reserve(needed):
+                if quota is not None and probe.duration_s is not None:
+                    quota.charge_audio(probe.duration_s)
                 name, result = await self.scheduler.run(
                     lambda: self._run_in_slot(source, requested, request, cancel, on_segment),
                     deadline=deadline,
@@ -116,6 +133,8 @@ class TranscriptionService:
         except asyncio.CancelledError:
             self._record_failure(request.endpoint, model_label, language, ClientDisconnectedError("client disconnected"))
             raise
+        if request.quota is not None and probe.duration_s is None:
+            self._charge_after(request.quota, result)
         elapsed = time.monotonic() - started
         detected = result.transcript.language or language
         m = self.metrics
@@ -130,6 +149,13 @@ class TranscriptionService:
             result.audio_duration_s, name, result.processing_s, result.realtime_factor, waited,
         )
         return ServedTranscription(result=result, model=name, queue_wait_s=waited)
+
+    @staticmethod
+    def _charge_after(quota: Quota, result: TranscriptionResult) -> None:
+        """Audio whose container declared no duration is charged once decoded (never refused
+        afterwards: the work is done)."""
+        with contextlib.suppress(StenodError):
+            quota.charge_audio(result.audio_duration_s)
 
     def _record_failure(self, endpoint: str, model: str, language: str, exc: StenodError) -> None:
         status = str(exc.status_code)

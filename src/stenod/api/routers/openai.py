@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_api_key
-from stenod.api.params import OPENAI_FORMATS, build_request, parse_granularities, parse_response_format
-from stenod.api.responses import rendered_response, streamed_response, transcribe_or_cancel
+from stenod.api.deps import (
+    State,
+    named_upload_or_raise,
+    quota_of,
+    refuse_when_draining,
+    require_api_key,
+)
+from stenod.api.params import (
+    OPENAI_FORMATS,
+    build_request,
+    parse_granularities,
+    parse_response_format,
+)
+from stenod.api.responses import (
+    rendered_response,
+    streamed_response,
+    transcribe_or_cancel,
+)
 from stenod.engines.base import Task
 from stenod.models.access import list_dir_models, unknown_model_error
 from stenod.models.catalog import list_models
@@ -38,6 +54,7 @@ async def _audio_route(
         endpoint=endpoint, model=model, task=task, language=language, prompt=prompt, temperature=temperature,
         word_timestamps="word" in granularities, model_settings=state.settings.model,
     )
+    params = replace(params, quota=quota_of(request))
     upload = named_upload_or_raise(file)
     if stream:
         return await streamed_response(state.service, upload, params)

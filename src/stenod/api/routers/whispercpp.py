@@ -3,13 +3,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_admin, require_api_key
+from stenod.api.deps import (
+    State,
+    named_upload_or_raise,
+    quota_of,
+    refuse_when_draining,
+    require_admin,
+    require_api_key,
+)
 from stenod.api.params import build_request, parse_response_format
 from stenod.api.responses import rendered_response, transcribe_or_cancel
 from stenod.errors import ModelLoadError, UnsupportedParameterError
@@ -42,6 +50,7 @@ async def inference(
         language=language, prompt=prompt, temperature=temperature, word_timestamps=False,
         model_settings=state.settings.model, without_timestamps=_flag(no_timestamps), diarize=_flag(diarize),
     )
+    params = replace(params, quota=quota_of(request))
     upload = named_upload_or_raise(file)
     served = await transcribe_or_cancel(request, state.service, upload, params)
     return rendered_response(served, fmt, ("segment",))
