@@ -139,3 +139,18 @@ def test_oversize_upload_is_refused_before_the_body_is_read(tmp_path: Path, cach
         assert srv.proc.poll() is None
     finally:
         srv.stop()
+
+
+def test_a_deadline_passing_during_transcription_is_408_not_a_disconnect(tmp_path: Path, cache_dir: Path) -> None:
+    """Found through nginx: a request still running at its deadline was answered 499 ("client
+    closed the connection") because the disconnect watcher also stopped on the deadline's cancel."""
+    srv = start_server(tmp_path, cache_dir, "--model", "tiny.en", "--slots", "1", "--threads", "1",
+                       env={"STENOD_SERVER__REQUEST_TIMEOUT_S": "2"})
+    try:
+        r = transcribe(srv.url, LONG)  # 4 minutes of speech: far more than 2 s of work
+        assert r.status_code == 408, r.text
+        assert r.json()["error"]["code"] == "deadline_exceeded"
+        metrics = httpx.get(f"{srv.url}/metrics").text
+        assert 'status="408"' in metrics and 'status="499"' not in metrics
+    finally:
+        srv.stop()

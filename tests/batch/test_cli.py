@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -76,6 +77,7 @@ def test_ctrl_c_finishes_in_flight_work_and_a_rerun_completes_the_rest(tmp_path:
     assert proc.returncode == 130, stderr
     assert "Ctrl-C: finishing the files in flight" in stderr
     assert "(interrupted)" in stdout
+    assert re.search(r"^error: interrupted after \d of 5 files \(rerun the same command to resume\)$", stderr, re.M), stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] and summary["files_pending"] >= 1
     assert summary["files_ok"] + summary["files_pending"] == 5
@@ -121,8 +123,8 @@ def test_second_ctrl_c_abandons_in_flight_files_without_partial_outputs(tmp_path
     [
         (["/no/such/folder", "-o", "{out}"], "not a folder"),
         (["{src}", "-o", "{out}", "--formats", "txt,docx"], "unknown format 'docx'"),
-        (["{src}", "-o", "{out}", "--language", "klingon"], "unknown language code"),
-        (["{src}", "-o", "{out}", "--task", "summarize"], "--task must be transcribe or translate"),
+        (["{src}", "-o", "{out}", "--language", "klingon"], "--language: unknown language 'klingon'"),
+        (["{src}", "-o", "{out}", "--task", "summarize"], "--task: invalid value 'summarize'"),
         (["{src}", "-o", "{out}", "--server", "http://x", "--batch-size", "8"], "cannot be combined with --server"),
         (["{src}", "-o", "{out}", "--model", "no-such-model-anywhere"], "no-such-model-anywhere"),
     ],
@@ -133,6 +135,7 @@ def test_bad_usage_exits_2(args: list[str], message: str, tmp_path: Path) -> Non
     result = CliRunner().invoke(app, ["batch", *argv])
     assert result.exit_code == 2, result.output
     assert message in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("error: ")]) == 1
 
 
 def test_batch_size_runs_one_process_with_the_batched_pipeline(tmp_path: Path, cache_dir: Path) -> None:

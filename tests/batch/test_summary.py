@@ -27,6 +27,7 @@ def test_totals_rtf_and_throughput() -> None:
                   started_at="", finished_at="", wall_s=4.0, interrupted=True)
     assert (s.files_total, s.files_ok, s.files_failed, s.files_pending) == (4, 2, 1, 1)
     assert s.files_ok + s.files_failed + s.files_pending == s.files_total
+    assert s.formats == ["txt"]  # as --formats and the file extension say, not OpenAI's "text"
     assert s.total_audio_s == 40 and s.total_processing_s == 5 and s.overall_rtf == 0.125
     assert (s.run_files, s.run_audio_s, s.throughput_audio_x) == (2, 10, 2.5)  # this run: a and c
     rows = list(csv.DictReader(io.StringIO(summary_csv(s))))

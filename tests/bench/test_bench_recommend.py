@@ -107,3 +107,41 @@ def test_equal_machine_count_prefers_lower_wer_over_lower_latency(
                                    ("base", "int8", 1, 0.15, 400.0, 0.041)]).model_dump_json())  # type: ignore[attr-defined]
     _, rec = _recommend(path, "--target-audio-hours-per-hour", "5")
     assert rec["chosen"]["model"] == "base" and rec["chosen"]["machines"] == 1
+
+
+def test_states_sample_size_languages_and_the_serve_command(result_file: Path) -> None:
+    code, rec = _recommend(result_file)
+    assert code == 0
+    assert rec["sample"].startswith("measured on 1 file(s), 1.7 min of audio (1 with reference transcripts)")
+    assert "small sample" in rec["sample"] and rec["reasons"][0] == rec["sample"]
+    assert rec["chosen"]["languages"] == "multilingual (99)"
+    assert rec["serve_command"] == ("stenod serve --model base --engine faster-whisper --device cpu "
+                                    "--compute-type int8 --threads 1 --slots 2")
+    table = CliRunner().invoke(app, ["bench", "recommend", str(result_file)]).output
+    assert "| tiny.en faster-whisper cpu/int8 t=1 | en |" in table
+    assert "small sample" in table
+    assert "Run it on each machine with:\n  stenod serve --model base" in table
+
+
+def test_an_english_only_choice_is_said_so(result_file: Path) -> None:
+    _, rec = _recommend(result_file, "--latency-budget-s", "2")
+    assert rec["chosen"]["model"] == "tiny.en" and rec["chosen"]["languages"] == "en"
+    assert any("tiny.en is English-only" in r for r in rec["reasons"])
+
+
+def test_the_serve_command_it_prints_is_accepted_by_serve(result_file: Path) -> None:
+    """Every flag of the printed command exists and takes that value (checked up to settings)."""
+    import shlex
+
+    from stenod.cli.common import build_settings
+
+    _, rec = _recommend(result_file)
+    args = shlex.split(rec["serve_command"])[2:]
+    pairs = dict(zip(args[::2], args[1::2], strict=True))
+    settings = build_settings(None, model={"name": pairs["--model"], "engine": pairs["--engine"],
+                                           "device": pairs["--device"], "compute_type": pairs["--compute-type"],
+                                           "threads": int(pairs["--threads"])},
+                              server={"slots": int(pairs["--slots"])})
+    assert (settings.model.threads, settings.server.slots) == (1, 2)
+    help_text = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    assert all(flag in help_text for flag in pairs)

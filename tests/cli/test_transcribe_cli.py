@@ -49,10 +49,11 @@ def errors(stderr: str) -> list[str]:
 
 
 def assert_clean_stderr(stderr: str) -> None:
-    """Only summary lines and one-line errors: no traceback, no log noise, no wrapped lines."""
+    """Only summary lines, one-line errors and the final "wrote ..." line: no traceback, no log
+    noise, no wrapped lines."""
     assert "Traceback" not in stderr
     for line in stderr.splitlines():
-        assert SUMMARY.match(line) or line.startswith("error: "), line
+        assert SUMMARY.match(line) or line.startswith(("error: ", "wrote ")), line
 
 
 # --- happy paths ------------------------------------------------------------------------------
@@ -110,9 +111,9 @@ def test_output_dir_that_is_a_file(tmp_path: Path, cache_dir: Path) -> None:
     blocker = tmp_path / "out"
     blocker.write_text("a file")
     result = stenod("transcribe", "-m", "tiny.en", "-o", str(blocker), str(SHORT), cache_dir=cache_dir)
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.returncode == 2 and result.stdout == ""  # a usage error, found before the model loads
     assert_clean_stderr(result.stderr)
-    assert errors(result.stderr) == [f"error: cannot create output folder {blocker}: File exists"]
+    assert errors(result.stderr) == [f"error: --output-dir {blocker}: cannot write there (File exists)"]
 
 
 def test_unwritable_output_file_fails_that_file_only(tmp_path: Path, cache_dir: Path) -> None:
@@ -168,7 +169,7 @@ def test_progress_bar_only_for_long_files(cache_dir: Path) -> None:
     short_done = text.index("LJ001-0002.wav: 1.9 s audio in")
     assert "%" not in text[:short_done]
     long_part = text[short_done:]
-    assert re.search(r"earnings22_1_4482311_3_62\.wav ━+.* 100%", long_part)
+    assert re.search(r"earnings22_1_4482311_3_62\.wav \(2/2\) ━+.* 100%", long_part)
     assert "earnings22_1_4482311_3_62.wav: 59.6 s audio in" in long_part
 
 
@@ -177,7 +178,7 @@ def test_progress_bar_only_for_long_files(cache_dir: Path) -> None:
 
 def test_hub_model_offline(cache_dir: Path) -> None:
     result = stenod("transcribe", "-m", "large-v3", str(JFK), cache_dir=cache_dir)
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.returncode == 2 and result.stdout == ""  # a bad --model value, as in batch
     assert_clean_stderr(result.stderr)
     (line,) = errors(result.stderr)
     assert "'large-v3' is not available offline" in line
@@ -186,9 +187,9 @@ def test_hub_model_offline(cache_dir: Path) -> None:
 
 def test_path_that_is_not_a_model(tmp_path: Path, cache_dir: Path) -> None:
     result = stenod("transcribe", "-m", str(tmp_path), str(JFK), cache_dir=cache_dir)
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.returncode == 2 and result.stdout == ""
     assert_clean_stderr(result.stderr)
-    assert errors(result.stderr) == [f"error: {tmp_path} is not a model folder: expected a CTranslate2 model "
+    assert errors(result.stderr) == [f"error: --model: {tmp_path} is not a model folder: expected a CTranslate2 model "
                                      "(model.bin, config.json, tokenizer.json) or a whisper.cpp ggml .bin file"]
 
 
@@ -269,19 +270,20 @@ def test_audio_longer_than_the_limit(cache_dir: Path) -> None:
 def test_unknown_language(cache_dir: Path) -> None:
     # The language applies to the whole run, so it is refused before any file is opened.
     result = stenod("transcribe", "-m", "tiny.en", "--language", "xx", str(SHORT), cache_dir=cache_dir)
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.returncode == 2 and result.stdout == ""
     assert_clean_stderr(result.stderr)
     assert errors(result.stderr) == [
-        "error: unknown language code 'xx'; use an ISO-639-1 code such as 'en' or 'auto'"
+        "error: --language: unknown language 'xx'; use a code (de) or an English name (german), or auto"
     ]
 
 
 def test_translate_on_english_only_model(cache_dir: Path) -> None:
     result = stenod("transcribe", "-m", "tiny.en", "--task", "translate", str(SHORT), cache_dir=cache_dir)
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.returncode == 2 and result.stdout == ""  # refused before any file is read
     assert_clean_stderr(result.stderr)
     (line,) = errors(result.stderr)
-    assert line.startswith(f"error: {SHORT}: ") and "English-only and cannot translate" in line
+    assert line == ("error: --model tiny.en is English-only and cannot translate; use a multilingual model "
+                    "such as --model base")
 
 
 # --- diarization ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ routes, every STENOD_* variable a real setting, the ingress limits equal to ngin
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -301,3 +302,45 @@ def test_every_stenod_variable_in_deploy_files_is_a_setting() -> None:
         if model is None or key not in model.annotation.model_fields:  # type: ignore[union-attr]
             unknown.append(name)
     assert not unknown, f"not settings of stenod: {unknown}"
+
+
+def _env_sources(compose_config: dict[str, object]) -> dict[str, dict[str, str]]:
+    """STENOD_* values each deploy file sets, per file and service."""
+    sources: dict[str, dict[str, str]] = {}
+    for dockerfile in DOCKERFILES:
+        runtime = dockerfile.read_text().split("AS runtime", 1)[1].replace("\\\n", " ")
+        env = dict(pair.split("=", 1) for line in re.findall(r"^ENV (.*)$", runtime, re.MULTILINE)
+                   for pair in shlex.split(line))
+        sources[dockerfile.name] = env
+    for unit in UNITS:
+        sources[unit.name] = dict(v.split("=", 1) for v in unit_settings(unit).get("Environment", []))
+    for name in ("api", "worker"):
+        service = compose_config["services"][name]  # type: ignore[index]
+        sources[f"compose {name}"] = {k: str(v) for k, v in service["environment"].items()}
+    config_map = k8s_find("ConfigMap", "stenod-config")["data"]
+    for doc in k8s_documents():
+        if doc["kind"] == "Deployment":
+            env = {**config_map, **{e["name"]: e["value"] for e in _container(doc).get("env", [])}}  # type: ignore[union-attr,index,dict-item]
+            sources[f"k8s {doc['metadata']['name']}"] = env  # type: ignore[index]
+    return {where: {k: v for k, v in env.items() if k.startswith("STENOD_")} for where, env in sources.items()}
+
+
+def test_every_stenod_value_in_deploy_files_is_accepted_by_the_settings(
+    compose_config: dict[str, object], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each file's STENOD_* environment, loaded by the real settings object (types, ranges, choices)."""
+    from pydantic import ValidationError
+
+    sources = _env_sources(compose_config)
+    assert all(sources.values()), [w for w, env in sources.items() if not env]
+    for where, env in sources.items():
+        for key in [k for k in os.environ if k.startswith("STENOD_")]:
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            pytest.fail(f"{where}: {exc}")
+        if "STENOD_SERVER__PORT" in env:
+            assert settings.server.port == int(env["STENOD_SERVER__PORT"])

@@ -84,9 +84,18 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> It
     server.stop()
 
 
+SERIES_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+
+
 def live_sample_names(server: ServerProcess) -> set[str]:
+    """Series names the live server exports: its samples, plus the series of families it declares
+    (# TYPE) that have no sample yet, such as a labelled counter nothing has incremented."""
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
-    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {s.name for s in family.samples}
+        names |= {family.name + suffix for suffix in SERIES_SUFFIXES.get(family.type, ())}
+    return names
 
 
 @dataclass

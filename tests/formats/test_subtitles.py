@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -74,7 +75,7 @@ def test_without_word_times_the_span_is_shared_and_stays_inside_the_segment() ->
     assert len(cues) == len(WORDS)
     assert cues[0][0] == 10.0 and cues[-1][1] == pytest.approx(15.6, abs=0.002)
     assert all(s <= e for s, e, _ in cues)
-    assert all(a[1] <= b[0] + 1e-9 for a, b in zip(cues, cues[1:]))
+    assert all(a[1] <= b[0] + 1e-9 for a, b in itertools.pairwise(cues))
 
 
 def test_vtt_and_tsv_honour_the_same_cues() -> None:

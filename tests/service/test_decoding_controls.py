@@ -23,7 +23,7 @@ def engine(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     if request.param == "faster-whisper":
         return request.getfixturevalue("tiny_engine")
     pytest.importorskip("_pywhispercpp")
-    from tests.engines.test_whisper_cpp import _load  # noqa: PLC0415
+    from tests.engines.test_whisper_cpp import _load
 
     path = request.getfixturevalue("tiny_ggml")
     cached = getattr(request.session, "_stenod_wcpp_tiny", None)
@@ -35,7 +35,7 @@ def engine(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def tiny_ggml(cache_dir):  # type: ignore[no-untyped-def]
-    from tests.engines.test_whisper_cpp import _ggml  # noqa: PLC0415
+    from tests.engines.test_whisper_cpp import _ggml
 
     return _ggml("tiny.en", cache_dir)
 

@@ -13,8 +13,9 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from stenod.api.deps import NamedUpload
+from stenod.engines.languages import language_name
 from stenod.errors import ClientDisconnectedError, StenodError
-from stenod.formats import MEDIA_TYPES, ResponseFormat, TimestampGranularity, render
+from stenod.formats import DEFAULT_SUBTITLES, MEDIA_TYPES, ResponseFormat, SubtitleOptions, TimestampGranularity, render
 from stenod.service.server_transcription import ServedTranscription, TranscriptionRequest, TranscriptionService
 from stenod.transcript import Segment
 
@@ -22,7 +23,9 @@ DISCONNECT_POLL_S = 0.25
 
 
 async def _watch_disconnect(request: Request, cancel: threading.Event) -> None:
-    while not cancel.is_set():
+    """Return only when the client is gone. (Not when ``cancel`` is set: the scheduler sets it too,
+    on a deadline or a drain, and the work then ends with its own 408/503.)"""
+    while True:
         if await request.is_disconnected():
             cancel.set()
             return
@@ -50,9 +53,10 @@ async def transcribe_or_cancel(
 
 
 def rendered_response(
-    served: ServedTranscription, response_format: ResponseFormat, granularities: Sequence[TimestampGranularity]
+    served: ServedTranscription, response_format: ResponseFormat, granularities: Sequence[TimestampGranularity],
+    subtitles: SubtitleOptions = DEFAULT_SUBTITLES,
 ) -> Response:
-    body = render(served.result.transcript, response_format, granularities=granularities)
+    body = render(served.result.transcript, response_format, granularities=granularities, subtitles=subtitles)
     return Response(
         content=body,
         media_type=MEDIA_TYPES[response_format],
@@ -62,6 +66,21 @@ def rendered_response(
             "X-Stenod-Processing-Time": f"{served.result.processing_s:.3f}",
         },
     )
+
+
+def language_detection_response(served: ServedTranscription) -> Response:
+    """whisper.cpp's ``detect_language`` answer: the language (name and code), its probability and
+    every language above 0.1 %."""
+    result = served.result
+    probabilities = {code: round(p, 4) for code, p in (result.language_probabilities or {}).items() if p > 0.001}
+    body = {
+        "detected_language": language_name(result.transcript.language),
+        "detected_language_code": result.transcript.language,
+        "detected_language_probability": round(result.transcript.language_probability, 4),
+        "language_probabilities": probabilities,
+    }
+    return Response(content=json.dumps(body), media_type="application/json",
+                    headers={"X-Stenod-Model": served.model})
 
 
 def _sse(data: dict[str, object]) -> bytes:

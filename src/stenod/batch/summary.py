@@ -28,6 +28,9 @@ from stenod.batch.manifest import FileResult
 from stenod.storage.atomic import write_atomic
 
 FileStatus = Literal["ok", "failed", "pending"]
+_FLAG_NAMES = {"text": "txt"}
+"""Formats as the user names them in --formats and sees them as file extensions (not OpenAI's
+``text``), so summary.json reads like the command that produced it."""
 CSV_COLUMNS = ("filename", "status", "language", "duration_s", "processing_s", "realtime_factor",
                "error", "outputs", "from_earlier_run", "text")
 
@@ -96,7 +99,8 @@ def summarize(
     processing = sum(r.processing_s for r in ok)
     run_audio = sum(r.duration_s for r in run if r.success)
     return BatchSummary(
-        input_dir=str(input_dir), output_dir=str(output_dir), runner=runner, formats=list(formats),
+        input_dir=str(input_dir), output_dir=str(output_dir), runner=runner,
+        formats=[_FLAG_NAMES.get(f, f) for f in formats],
         started_at=started_at, finished_at=finished_at, interrupted=interrupted,
         files_total=len(entries),
         files_ok=len(ok),

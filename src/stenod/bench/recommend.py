@@ -29,11 +29,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import get_args
 
 from stenod.bench.schema import EngineBenchResult, EngineRun
+from stenod.models.catalog import model_languages
+from stenod.settings import ComputeType
 
 DEFAULT_UTILIZATION = 0.7
 DEFAULT_WER_TOLERANCE = 0.005
+SMALL_SAMPLE_AUDIO_S = 1800.0
+"""Below half an hour of measured audio, RTF and especially WER differences are rough: a
+1-point WER gap on a few minutes of speech is a handful of words."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,8 @@ class Candidate:
     machines: int
     fits: bool
     why_not: str | None = None
+    languages: str = "unknown"
+    """``en`` (English-only model: no other language, no translation) or ``multilingual (99)``."""
 
     @property
     def label(self) -> str:
@@ -73,10 +81,38 @@ class Recommendation:
     chosen: Candidate | None
     candidates: list[Candidate]
     reasons: list[str] = field(default_factory=list)
+    sample: str = ""
+    """How much audio the measurements rest on, with a caveat when that is little."""
+    serve_command: str | None = None
+    """The ``stenod serve`` command line that runs the chosen configuration on one machine."""
+
+
+def sample_note(result: EngineBenchResult) -> str:
+    """``measured on N files, X min of audio (M with references)`` plus a caveat below
+    :data:`SMALL_SAMPLE_AUDIO_S`."""
+    audio_s = sum(f.audio_s for f in result.files)
+    with_refs = sum(1 for f in result.files if f.reference)
+    note = (f"measured on {len(result.files)} file(s), {audio_s / 60:.1f} min of audio "
+            f"({with_refs} with reference transcripts)")
+    if audio_s < SMALL_SAMPLE_AUDIO_S:
+        note += ("; that is a small sample: treat WER differences of a point or two as noise and "
+                 "re-measure on at least 30 min of your own recordings before buying machines")
+    return note
+
+
+def serve_command_for(candidate: Candidate) -> str:
+    """``stenod serve`` flags that reproduce ``candidate`` (model, engine, device, compute type,
+    threads per slot, slots)."""
+    r = candidate.run
+    # whisper.cpp runs report the ggml weight type (q8_0, f16), which is chosen by the model file,
+    # not by --compute-type.
+    compute = f" --compute-type {r.compute_type}" if r.compute_type in get_args(ComputeType) else ""
+    return (f"stenod serve --model {r.model} --engine {r.engine} --device {r.device}{compute} "
+            f"--threads {r.threads} --slots {candidate.slots}")
 
 
 def _candidate(run: EngineRun, target: SizingTarget, cores: int, max_memory_mb: float) -> Candidate:
-    assert run.rtf is not None and run.peak_rss_mb is not None  # noqa: S101 (filtered by the caller)
+    assert run.rtf is not None and run.peak_rss_mb is not None
     rtf = run.rtf.median
     slots = 1 if run.device == "cuda" else max(1, cores // run.threads)
     capacity = slots * (1.0 / rtf) if rtf > 0 else math.inf
@@ -94,7 +130,8 @@ def _candidate(run: EngineRun, target: SizingTarget, cores: int, max_memory_mb: 
         why_not = f"memory {memory:.0f} MB > {max_memory_mb:.0f} MB"
     elif run.threads > cores and run.device != "cuda":
         why_not = f"{run.threads} threads > {cores} cores"
-    return Candidate(run, slots, capacity, latency, memory, machines, why_not is None, why_not)
+    return Candidate(run, slots, capacity, latency, memory, machines, why_not is None, why_not,
+                     languages=model_languages(run.model))
 
 
 def recommend(result: EngineBenchResult, target: SizingTarget) -> Recommendation:
@@ -113,7 +150,9 @@ def recommend(result: EngineBenchResult, target: SizingTarget) -> Recommendation
     if not runs:
         raise ValueError("the result has no successful configuration to size from")
     candidates = [_candidate(r, target, cores, max_memory_mb) for r in runs]
+    sample = sample_note(result)
     reasons = [
+        sample,
         f"target {target.audio_hours_per_hour:g} audio hours per hour = {target.audio_hours_per_hour:g} audio s per s; "
         f"requests of {target.request_audio_s:g} s must finish within {target.latency_budget_s:g} s; "
         f"machines of {cores} cores and {max_memory_mb / 1024:.1f} GB; planning at {target.utilization:.0%} utilization",
@@ -125,7 +164,7 @@ def recommend(result: EngineBenchResult, target: SizingTarget) -> Recommendation
             f"no measured configuration fits: the fastest, {fastest.label}, takes {fastest.latency_s:.1f} s per "
             f"request ({fastest.why_not}); raise the budget, shorten requests, or measure a faster device"
         )
-        return Recommendation(None, candidates, reasons)
+        return Recommendation(None, candidates, reasons, sample=sample)
     with_wer = [c for c in fitting if c.run.wer is not None]
     if with_wer:
         best_wer = min(c.run.wer for c in with_wer if c.run.wer is not None)
@@ -142,7 +181,7 @@ def recommend(result: EngineBenchResult, target: SizingTarget) -> Recommendation
         c.machines, c.run.wer if c.run.wer is not None else math.inf, c.latency_s, c.memory_mb,
     ))
     r = chosen.run
-    assert r.rtf is not None  # noqa: S101
+    assert r.rtf is not None
     reasons.append(
         f"{chosen.label}: RTF {r.rtf.median:.3f} -> one slot does {1 / r.rtf.median:.1f} audio s per s; "
         + (f"CPU {r.cpu_rtf.median:.3f} s per audio s caps a machine at {cores / r.cpu_rtf.median:.1f}; "
@@ -152,4 +191,14 @@ def recommend(result: EngineBenchResult, target: SizingTarget) -> Recommendation
         f"-> {chosen.machines} machine(s); request latency about {chosen.latency_s:.1f} s; memory about "
         f"{chosen.memory_mb:.0f} MB per machine"
     )
-    return Recommendation(chosen, candidates, reasons)
+    if chosen.languages == "en":
+        others = sorted({c.run.model for c in fitting if c.languages.startswith("multilingual")})
+        spoken = sorted({f.language for f in result.files if f.language and f.language != "en"})
+        reasons.append(
+            f"{r.model} is English-only: it cannot transcribe other languages (it writes English-sounding "
+            f"text instead) nor translate"
+            + (f"; the measured files include {', '.join(spoken)}" if spoken else "")
+            + (f"; for other languages use {', '.join(others)}" if others else
+               "; measure a multilingual model (e.g. base) if you need other languages")
+        )
+    return Recommendation(chosen, candidates, reasons, sample=sample, serve_command=serve_command_for(chosen))

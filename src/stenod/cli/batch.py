@@ -38,10 +38,10 @@ from stenod.batch import (
 from stenod.batch.discovery import declared_duration_s
 from stenod.batch.pipeline import BatchPlan
 from stenod.batch.summary import summary_table
-from stenod.cli.common import ConfigOption, build_settings, configure_cli_logging, fail, stderr
-from stenod.cli.transcribe import parse_formats
+from stenod.cli.checks import threads_warning
+from stenod.cli.common import ConfigOption, build_settings, configure_cli_logging, fail, stderr, warn
+from stenod.cli.transcribe import language_code_or_fail, parse_formats
 from stenod.engines import TranscriptionOptions, cpu_count, plan_cpu, temperature_schedule
-from stenod.engines.languages import normalize_language_or_raise
 from stenod.errors import ModelNotFoundError, StenodError
 from stenod.formats import ResponseFormat
 from stenod.models import resolve_model_or_raise
@@ -187,7 +187,7 @@ def batch_command(
     engine: Annotated[str | None, typer.Option("--engine", help="auto, faster-whisper or whisper.cpp.")] = None,
     compute_type: Annotated[str | None, typer.Option("--compute-type", help="auto, int8, float32, float16.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
-    formats: Annotated[str | None, typer.Option("--formats", "-f", help="Comma-separated: txt, json, verbose_json, srt, vtt, tsv (default json,srt,vtt,txt).")] = None,
+    formats: Annotated[str | None, typer.Option("--formats", "--format", "-f", help="Comma-separated: txt, json, verbose_json, srt, vtt, tsv (default json,srt,vtt,txt).")] = None,
     language: Annotated[str, typer.Option("--language", "-l", help="ISO-639-1 code, or auto to detect per file.")] = "auto",
     task: Annotated[str, typer.Option("--task", help="transcribe, or translate to English.")] = "transcribe",
     beam_size: Annotated[int | None, typer.Option("--beam-size", min=1, max=16, help="1 = greedy (default).")] = None,
@@ -201,7 +201,7 @@ def batch_command(
     """Transcribe every recording in a folder; rerun to resume, --retry-failed to redo failures."""
     configure_cli_logging()
     if task not in ("transcribe", "translate"):
-        fail(f"--task must be transcribe or translate, not {task!r}", code=EXIT_USAGE)
+        fail(f"--task: invalid value {task!r}; use transcribe or translate", code=EXIT_USAGE)
     if not input_dir.is_dir():
         fail(f"{input_dir}: not a folder", code=EXIT_USAGE)
     if server and batch_size:
@@ -212,14 +212,15 @@ def batch_command(
         batch={"workers": workers, "threads": threads, "batch_size": batch_size, "formats": formats,
                "server_concurrency": concurrency, "server_retries": retries, "server_api_key": api_key},
     )
+    for flag, value in (("--threads", settings.batch.threads), ("--workers", settings.batch.workers)):
+        message = threads_warning(value, cpu_count(), flag=flag)
+        if message:
+            warn(message)
     try:
         fmt_list: list[ResponseFormat] = list(dict.fromkeys(parse_formats(settings.batch.formats)))
     except typer.BadParameter as exc:
         fail(str(exc), code=EXIT_USAGE)
-    try:
-        lang = normalize_language_or_raise(language)
-    except StenodError as exc:
-        fail(exc.message, code=EXIT_USAGE)
+    lang = language_code_or_fail(language)
     options = TranscriptionOptions(
         language=lang, task=task,  # type: ignore[arg-type]
         beam_size=settings.model.beam_size, temperature=temperature_schedule(0.0),
@@ -276,6 +277,8 @@ def batch_command(
     if run.fatal_error:
         fail(run.fatal_error, code=EXIT_FAILED)
     if received:
-        raise typer.Exit(EXIT_SIGTERM if signal.SIGTERM in received else EXIT_SIGINT)
+        code = EXIT_SIGTERM if signal.SIGTERM in received else EXIT_SIGINT
+        fail(f"interrupted after {run.summary.run_files} of {len(plan.pending)} files "
+             f"(rerun the same command to resume)", code=code)
     if run.summary.files_failed:
         raise typer.Exit(EXIT_FAILED)

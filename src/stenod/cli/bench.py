@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -70,7 +70,7 @@ def _command_line(ctx: typer.Context) -> str:
 def _output_dir(output_dir: Path | None, kind: str) -> Path:
     if output_dir is not None:
         return output_dir
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return Path("bench-results") / f"{kind}-{stamp}"
 
 
@@ -162,7 +162,7 @@ def engines_command(
         measured = next((r.files for r in runs if r.files), None)
         files = [BenchFile(file=str(item.path), audio_s=measured[i].audio_s if measured else 0.0,
                            reference=item.reference, language=item.language) for i, item in enumerate(items)]
-        return EngineBenchResult(created_at=datetime.now(timezone.utc), command=command, host=host,
+        return EngineBenchResult(created_at=datetime.now(UTC), command=command, host=host,
                                  settings=settings_model, files=files, runs=runs)
 
     def on_run(cfg, run) -> None:  # type: ignore[no-untyped-def]
@@ -337,7 +337,7 @@ def server_command(
     except EndpointUnreachableError as exc:
         fail(str(exc))
     result = ServerBenchResult(
-        created_at=datetime.now(timezone.utc), command=command, host=host_info(gpus=[]),
+        created_at=datetime.now(UTC), command=command, host=host_info(gpus=[]),
         settings=ServerBenchSettings(url=url, api=api, model=model, language=language, max_requests=requests,  # type: ignore[arg-type]
                                      max_duration_s=duration, request_timeout_s=request_timeout),
         files=files, levels=levels,
@@ -386,25 +386,27 @@ def recommend_command(
                 "compute_type": c.run.compute_type, "threads_per_slot": c.run.threads, "slots_per_machine": c.slots,
                 "machines": c.machines, "capacity_audio_s_per_s": c.capacity_audio_s_per_s,
                 "latency_s": c.latency_s, "memory_mb": c.memory_mb, "wer": c.run.wer,
+                "languages": c.languages,
             },
+            "sample": rec.sample,
+            "serve_command": rec.serve_command,
             "reasons": rec.reasons,
         }, indent=2))
     else:
         for line in rec.reasons:
             typer.echo(f"- {line}")
         typer.echo("")
-        typer.echo("| configuration | RTF | slots | audio s/s per machine | latency s | memory MB | WER % | machines | fits |")
-        typer.echo("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        typer.echo("| configuration | languages | RTF | slots | audio s/s per machine | latency s | memory MB | WER % | machines | fits |")
+        typer.echo("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         for c in sorted(rec.candidates, key=lambda c: (c.machines, c.latency_s)):
             wer_text = "-" if c.run.wer is None else f"{100 * c.run.wer:.1f}"
             mark = "**chosen**" if c is rec.chosen else ("yes" if c.fits else f"no: {c.why_not}")
-            typer.echo(f"| {c.label} | {c.run.rtf.median:.3f} | {c.slots} | {c.capacity_audio_s_per_s:.1f} | "  # type: ignore[union-attr]
+            typer.echo(f"| {c.label} | {c.languages} | {c.run.rtf.median:.3f} | {c.slots} | {c.capacity_audio_s_per_s:.1f} | "  # type: ignore[union-attr]
                        f"{c.latency_s:.1f} | {c.memory_mb:.0f} | {wer_text} | {c.machines} | {mark} |")
         if rec.chosen is not None:
             c = rec.chosen
             typer.echo(f"\nRecommendation: model {c.run.model} ({c.run.engine}, {c.run.device}/{c.run.compute_type}), "
                        f"{c.run.threads} thread(s) per slot, {c.slots} slot(s) per machine, {c.machines} machine(s).")
-            typer.echo(f"  e.g. stenod serve --model {c.run.model}  with STENOD_MODEL__THREADS={c.run.threads} "
-                       f"STENOD_SERVER__SLOTS={c.slots} STENOD_MODEL__COMPUTE_TYPE={c.run.compute_type}")
+            typer.echo(f"Run it on each machine with:\n  {rec.serve_command}")
     if rec.chosen is None:
         raise typer.Exit(1)

@@ -57,7 +57,7 @@ def _validation_message(
     """The first bad value, named the way the user set it (pydantic would say ``model.engine``)."""
     error = exc.errors()[0]
     loc = [str(p) for p in error["loc"]]
-    section, key = (loc + [""])[:2]
+    section, key = [*loc, ""][:2]
     value = error.get("input")
     given = overrides.get(section) if isinstance(overrides.get(section), dict) else {}
     env_name = f"STENOD_{section.upper()}__{key.upper()}"
@@ -72,6 +72,11 @@ def _validation_message(
         where = ".".join(loc)
     shown = f" {value!r}" if value is not None and not isinstance(value, dict) else ""
     return f"{where}: invalid value{shown}: {error['msg']}"
+
+
+def note(message: str) -> None:
+    """One ``note:`` line on stderr: how input was read, nothing wrong."""
+    stderr.print(f"note: {escape(message)}", markup=True)
 
 
 def warn(message: str) -> None:

@@ -49,7 +49,7 @@ def worker_command(
         # Migrate once in the parent (under the migration lock), then drop the connections: every
         # child opens its own after the fork.
         open_backends(settings).close()
-    except Exception as exc:  # noqa: BLE001 - one clear line for a bad URL or an unreachable store
+    except Exception as exc:
         fail(f"cannot start the worker: {type(exc).__name__}: {exc}")
     register_tasks(app)
     worker.configure(settings, app, concurrency=concurrency)

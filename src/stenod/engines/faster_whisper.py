@@ -15,13 +15,13 @@ import numpy as np
 
 from stenod.engines.base import (
     CancelledError,
-    check_model_supports_or_raise,
     EngineConfig,
     EngineInfo,
     LanguageDetection,
     ProgressCallback,
     SegmentCallback,
     TranscriptionOptions,
+    check_model_supports_or_raise,
 )
 from stenod.engines.vad import silero_vad_options
 from stenod.errors import ModelLoadError

@@ -20,7 +20,7 @@ from stenod.engines.base import CancelledError
 from stenod.errors import StenodError
 from stenod.scheduler.model_manager import ModelManager
 from stenod.service.jobs import JobParams, transcript_to_json
-from stenod.service.transcription import load_audio, transcribe_decoded
+from stenod.service.transcription import transcribe_source
 from stenod.settings import JobsSettings, ModelSettings
 from stenod.storage.blobs import BlobStore
 from stenod.storage.job_store import Claim, JobStore
@@ -95,12 +95,13 @@ class JobRunner:
     """Claims and runs jobs with one :class:`ModelManager` (the model loaded once per process).
 
     Args:
+        chunk_s: audio longer than this is decoded and transcribed chunk by chunk (bounded memory).
         on_final: called with the job id after this runner moved a job to a final state (webhooks).
     """
 
     def __init__(self, *, store: JobStore, blobs: BlobStore, manager: ModelManager, jobs: JobsSettings,
                  model_settings: ModelSettings, max_duration_s: float, worker_id: str,
-                 on_final: Callable[[str], None] | None = None) -> None:
+                 chunk_s: float | None = None, on_final: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.blobs = blobs
         self.manager = manager
@@ -108,6 +109,7 @@ class JobRunner:
         self.model_settings = model_settings
         self.max_duration_s = max_duration_s
         self.worker_id = worker_id
+        self.chunk_s = chunk_s
         self.on_final = on_final
 
     def claim(self, job_id: str) -> Claim:
@@ -147,14 +149,15 @@ class JobRunner:
                 return self._finish(job.id, token, "failed", message="the job's audio is gone (deleted or expired)",
                                     code="audio_missing")
             try:
-                with path.open("rb") as source:
-                    audio = load_audio(source, diarize=params.diarize, max_duration_s=self.max_duration_s)
                 name, engine = self.manager.acquire(params.model)
                 try:
-                    result = transcribe_decoded(
-                        engine, audio, params.options(self.model_settings), diarize=params.diarize,
-                        progress=keeper.on_progress, cancel=keeper.cancel,
-                    )
+                    with path.open("rb") as source:
+                        # Streamed and chunked like the synchronous path: bounded memory for hours of audio.
+                        result = transcribe_source(
+                            engine, source, params.options(self.model_settings),
+                            max_duration_s=self.max_duration_s, diarize=params.diarize,
+                            progress=keeper.on_progress, cancel=keeper.cancel, chunk_s=self.chunk_s,
+                        )
                 finally:
                     self.manager.release(name)
             except CancelledError:

@@ -160,7 +160,7 @@ def build_runtime(settings: Settings, *, manager: ModelManager, scheduler: SlotS
         if jobs.workers > 0:
             runner = JobRunner(store=backends.store, blobs=backends.blobs, manager=manager, jobs=jobs,
                                model_settings=settings.model, max_duration_s=settings.audio.max_duration_s,
-                               worker_id=worker_identity(), on_final=notifier)
+                               worker_id=worker_identity(), chunk_s=settings.audio.chunk_s, on_final=notifier)
             workers = InProcessWorkers(runner=runner, scheduler=scheduler, queue=in_queue, count=jobs.workers)
         return JobsRuntime(settings=settings, backends=backends, queue=in_queue, service=service, workers=workers,
                            notifier=notifier)

@@ -125,7 +125,7 @@ def _init_process(**_: object) -> None:
 
     runner = JobRunner(store=backends.store, blobs=backends.blobs, manager=manager, jobs=settings.jobs,
                        model_settings=settings.model, max_duration_s=settings.audio.max_duration_s,
-                       worker_id=worker_id, on_final=on_final)
+                       worker_id=worker_id, chunk_s=settings.audio.chunk_s, on_final=on_final)
     started = time.monotonic()
     manager.preload(None)  # once per process, before the first job
     logger.info("worker %s: %s loaded in %.1f s (%d threads)", worker_id, manager.default_name,

@@ -67,6 +67,23 @@ def model_entry(name: str, *, default: str, cache_dir: Path, offline: bool = Tru
     )
 
 
+def model_languages(name: str) -> str:
+    """``"en"`` or ``"multilingual (99)"`` from a model's name alone (no weights read): bundled
+    models by their spec, hub names by Whisper's naming (``*.en`` and distil-whisper's checkpoints
+    are English-only); ``"unknown"`` for paths and other names."""
+    if name in BUNDLED_MODELS:
+        return "multilingual (99)" if BUNDLED_MODELS[name].multilingual else "en"
+    base = name.rsplit("/", 1)[-1].removeprefix("faster-whisper-").removesuffix(".bin")
+    base = base.removeprefix("ggml-")
+    for suffix in ("-q8_0", "-q5_0", "-f16"):  # converted ggml file names: <name>-<quant>.bin
+        base = base.removesuffix(suffix)
+    if base in HUB_MODELS or base in BUNDLED_MODELS:
+        if base in BUNDLED_MODELS:
+            return model_languages(base)
+        return "en" if base.endswith(".en") or base.startswith("distil-") else "multilingual (99)"
+    return "unknown"
+
+
 def list_models(*, default: str, cache_dir: Path, include_hub: bool = True) -> list[ModelEntry]:
     names = list(BUNDLED_MODELS)
     if default not in names:

@@ -16,18 +16,22 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 import anyio.to_thread
+import numpy as np
 
-from stenod.audio.decode import AudioProbe, probe_audio
-from stenod.engines.base import CancelledError, SegmentCallback, TranscriptionOptions
+from stenod.audio.decode import SAMPLE_RATE, AudioProbe, probe_audio
+from stenod.engines.base import CancelledError, Engine, SegmentCallback, TranscriptionOptions
 from stenod.errors import ClientDisconnectedError, StenodError
 from stenod.observability.metrics import Metrics
 from stenod.scheduler.memory import MemoryBudget, request_memory_bytes
 from stenod.scheduler.model_manager import OTHER_MODEL_LABEL, ModelManager
 from stenod.scheduler.slots import SlotScheduler
 from stenod.service.long_audio import DEFAULT_CHUNK_S
-from stenod.service.transcription import TranscriptionResult, transcribe_source
+from stenod.service.transcription import TranscriptionResult, read_head, transcribe_source
+from stenod.transcript import Transcript
 
 logger = logging.getLogger(__name__)
+
+DETECT_WINDOW_S = 30.0
 
 
 class Quota(Protocol):
@@ -48,6 +52,8 @@ class TranscriptionRequest:
     options: TranscriptionOptions
     endpoint: str
     diarize: bool = False
+    detect_language_only: bool = False
+    """Identify the language (first 30 s) and stop: whisper.cpp's ``detect_language``."""
     quota: Quota | None = None
     """The calling key's limits; ``None``: unlimited."""
 
@@ -179,6 +185,9 @@ class TranscriptionService:
             raise ClientDisconnectedError("client disconnected before transcription started")
         name, engine = self.manager.acquire(model)
         try:
+            if request.detect_language_only:  # Whisper detects from the first 30 s only
+                samples, _ = read_head(source, seconds=DETECT_WINDOW_S, max_duration_s=self.max_duration_s)
+                return name, _detect_only(engine, samples, len(samples) / SAMPLE_RATE, request)
             progress = self._progress_logger(name) if self.print_progress else None
             # Streamed and chunked: memory stays bounded whatever the audio's duration.
             return name, transcribe_source(
@@ -198,3 +207,11 @@ class TranscriptionService:
         return progress
 
 
+def _detect_only(engine: Engine, samples: np.ndarray, duration_s: float, request: TranscriptionRequest) -> TranscriptionResult:
+    started = time.perf_counter()
+    detection = engine.detect_language(samples)
+    transcript = Transcript(text="", language=detection.language, duration=duration_s,
+                            language_probability=detection.probability, task=request.options.task)
+    return TranscriptionResult(transcript=transcript, audio_duration_s=duration_s, decode_s=0.0,
+                               processing_s=time.perf_counter() - started,
+                               language_probabilities=dict(detection.all_probabilities))

@@ -10,7 +10,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from stenod.audio.decode import AudioSource, AudioStream, DecodedAudio, decode_audio, probe_audio, source_name
+import numpy as np
+
+from stenod.audio.decode import SAMPLE_RATE, AudioSource, AudioStream, DecodedAudio, decode_audio, probe_audio, source_name
 from stenod.engines.base import Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import DiarizationInputError, UnsupportedParameterError
 from stenod.service.diarize import diarize_by_channel
@@ -24,6 +26,8 @@ class TranscriptionResult:
     decode_s: float
     processing_s: float
     """Inference time only (decode excluded)."""
+    language_probabilities: dict[str, float] | None = None
+    """Set by a detect-language-only request: every language's probability."""
 
     @property
     def realtime_factor(self) -> float:
@@ -112,6 +116,34 @@ def open_audio(source: AudioSource, *, diarize: bool, max_duration_s: float) -> 
             param="diarize",
         )
     return stream
+
+
+def read_head(source: AudioSource, *, seconds: float, max_duration_s: float) -> tuple[np.ndarray, bool]:
+    """The first ``seconds`` of ``source`` as 16 kHz mono float32 (for language detection and
+    quality checks without holding a long file in memory), and whether that is the whole audio.
+    A file object is read from its start and rewound.
+
+    Raises:
+        AudioDecodeError, EmptyAudioError, AudioTooLongError: see :class:`AudioStream`.
+    """
+    if hasattr(source, "seek"):
+        source.seek(0)
+    wanted = int(seconds * SAMPLE_RATE)
+    pieces: list[np.ndarray] = []
+    got = 0
+    complete = True
+    with open_audio(source, diarize=False, max_duration_s=max_duration_s) as stream:
+        for block in stream.blocks():
+            mono = block[0] if block.ndim == 2 else block
+            pieces.append(mono[: wanted - got])
+            got += len(pieces[-1])
+            if got >= wanted:
+                complete = False
+                break
+    if hasattr(source, "seek"):
+        source.seek(0)
+    samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    return samples.astype(np.float32, copy=False), complete
 
 
 def transcribe_source(

@@ -8,24 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from stenod.api.deps import (
-    State,
-    named_upload_or_raise,
-    quota_of,
-    refuse_when_draining,
-    require_api_key,
-)
-from stenod.api.params import (
-    OPENAI_FORMATS,
-    build_request,
-    parse_granularities,
-    parse_response_format,
-)
-from stenod.api.responses import (
-    rendered_response,
-    streamed_response,
-    transcribe_or_cancel,
-)
+from stenod.api.decoding import openai_chunking_or_raise
+from stenod.api.deps import State, named_upload_or_raise, quota_of, refuse_when_draining, require_api_key
+from stenod.api.params import OPENAI_FORMATS, build_request, parse_granularities, parse_response_format
+from stenod.api.responses import rendered_response, streamed_response, transcribe_or_cancel
 from stenod.engines.base import Task
 from stenod.models.access import list_dir_models, unknown_model_error
 from stenod.models.catalog import list_models
@@ -47,6 +33,7 @@ async def _audio_route(
     temperature: float | None,
     timestamp_granularities: list[str] | None,
     stream: bool,
+    chunking_strategy: str | None = None,
 ) -> Response:
     fmt = parse_response_format(response_format, OPENAI_FORMATS)
     granularities = parse_granularities(timestamp_granularities, fmt)
@@ -54,7 +41,8 @@ async def _audio_route(
         endpoint=endpoint, model=model, task=task, language=language, prompt=prompt, temperature=temperature,
         word_timestamps="word" in granularities, model_settings=state.settings.model,
     )
-    params = replace(params, quota=quota_of(request))
+    params = replace(params, options=openai_chunking_or_raise(params.options, chunking_strategy),
+                     quota=quota_of(request))
     upload = named_upload_or_raise(file)
     if stream:
         return await streamed_response(state.service, upload, params)
@@ -74,12 +62,13 @@ async def create_transcription(
     temperature: Annotated[float | None, Form()] = None,
     timestamp_granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
     stream: Annotated[bool, Form()] = False,
+    chunking_strategy: Annotated[str | None, Form(description='"auto", or {"type": "server_vad", "threshold", "prefix_padding_ms", "silence_duration_ms"}: voice-activity detection with those settings.')] = None,
 ) -> Response:
     """Transcribe audio in its own language (OpenAI ``audio.transcriptions.create``)."""
     return await _audio_route(
         request, state, task="transcribe", endpoint="transcriptions", file=file, model=model, language=language,
         prompt=prompt, response_format=response_format, temperature=temperature,
-        timestamp_granularities=timestamp_granularities, stream=stream,
+        timestamp_granularities=timestamp_granularities, stream=stream, chunking_strategy=chunking_strategy,
     )
 
 

@@ -10,6 +10,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
+from stenod.api.decoding import WhisperCppFields, flag
 from stenod.api.deps import (
     State,
     named_upload_or_raise,
@@ -19,14 +20,11 @@ from stenod.api.deps import (
     require_api_key,
 )
 from stenod.api.params import build_request, parse_response_format
-from stenod.api.responses import rendered_response, transcribe_or_cancel
+from stenod.api.responses import language_detection_response, rendered_response, transcribe_or_cancel
 from stenod.errors import ModelLoadError, UnsupportedParameterError
+from stenod.formats import TimestampGranularity
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
-
-
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @router.post("/inference", dependencies=[Depends(refuse_when_draining)])
@@ -42,18 +40,46 @@ async def inference(
     no_timestamps: Annotated[str | None, Form()] = None,
     model: Annotated[str | None, Form()] = None,
     diarize: Annotated[str | None, Form()] = None,
+    detect_language: Annotated[str | None, Form(description="true: only identify the language (with probabilities).")] = None,
+    offset_t: Annotated[int | None, Form(description="Start this many milliseconds into the audio.")] = None,
+    duration: Annotated[int | None, Form(description="Transcribe at most this many milliseconds (0 = to the end).")] = None,
+    max_len: Annotated[int | None, Form(description="At most this many characters per srt/vtt cue; 1 = one word per cue.")] = None,
+    split_on_word: Annotated[str | None, Form(description="Accepted; cues are always cut at word boundaries.")] = None,
+    beam_size: Annotated[int | None, Form()] = None,
+    temperature_inc: Annotated[float | None, Form(description="Fallback step; 0 = no fallback.")] = None,
+    logprob_thold: Annotated[float | None, Form()] = None,
+    no_speech_thold: Annotated[float | None, Form()] = None,
+    entropy_thold: Annotated[float | None, Form(description="<= 0 turns the repetition check off.")] = None,
+    vad: Annotated[str | None, Form()] = None,
+    vad_threshold: Annotated[float | None, Form()] = None,
+    vad_min_silence_duration_ms: Annotated[int | None, Form()] = None,
+    vad_speech_pad_ms: Annotated[int | None, Form()] = None,
+    token_timestamps: Annotated[str | None, Form()] = None,
 ) -> Response:
-    """whisper.cpp's transcription endpoint (other whisper.cpp fields are accepted and ignored)."""
+    """whisper.cpp's transcription endpoint, with its decoding fields (see api/decoding.py); other
+    whisper.cpp fields are accepted and ignored."""
     fmt = parse_response_format(response_format, ("json", "text", "srt", "vtt", "verbose_json"))
-    params = build_request(
-        endpoint="inference", model=model, task="translate" if _flag(translate) else "transcribe",
-        language=language, prompt=prompt, temperature=temperature, word_timestamps=False,
-        model_settings=state.settings.model, without_timestamps=_flag(no_timestamps), diarize=_flag(diarize),
+    fields = WhisperCppFields(
+        offset_t=offset_t, duration=duration, max_len=max_len, beam_size=beam_size, temperature_inc=temperature_inc,
+        logprob_thold=logprob_thold, no_speech_thold=no_speech_thold, entropy_thold=entropy_thold, vad=vad,
+        vad_threshold=vad_threshold, vad_min_silence_duration_ms=vad_min_silence_duration_ms,
+        vad_speech_pad_ms=vad_speech_pad_ms, token_timestamps=token_timestamps,
     )
-    params = replace(params, quota=quota_of(request))
+    subtitles = fields.subtitles_or_raise()
+    params = build_request(
+        endpoint="inference", model=model, task="translate" if flag(translate) else "transcribe",
+        language=language, prompt=prompt, temperature=temperature, word_timestamps=False,
+        model_settings=state.settings.model, without_timestamps=flag(no_timestamps), diarize=flag(diarize),
+    )
+    params = replace(params, options=fields.apply_or_raise(params.options, temperature=temperature),
+                     detect_language_only=flag(detect_language), quota=quota_of(request))
     upload = named_upload_or_raise(file)
     served = await transcribe_or_cancel(request, state.service, upload, params)
-    return rendered_response(served, fmt, ("segment",))
+    if params.detect_language_only:
+        return language_detection_response(served)
+    words = flag(token_timestamps) and fmt == "verbose_json"
+    granularities: tuple[TimestampGranularity, ...] = ("segment", "word") if words else ("segment",)
+    return rendered_response(served, fmt, granularities, subtitles)
 
 
 @router.post("/load", dependencies=[Depends(require_admin)])

@@ -1,0 +1,235 @@
+"""End-to-end throughput of the durable job path (Celery on Redis, PostgreSQL job store, S3 blob
+store on moto's server, two ``stenod worker`` processes) against the synchronous server
+(``POST /v1/audio/transcriptions`` on ``stenod serve`` with two slots), on the same clips of
+30 s or more, side by side in one run. Both sides get the same compute: two inference processes
+or slots of one thread each, the same model.
+
+Synchronous: a client keeps 4 requests in flight until every clip is done.
+Jobs: every clip is submitted at once to ``/v1/jobs``; the clock stops when the client's poll
+(every 0.2 s) sees the last job completed. The ratio jobs/sync wall time is the queueing cost
+(upload to the blob store, database rows, broker round trips, download in the worker, result
+upload, polling); the target is under 1.05.
+
+Needs PostgreSQL and Redis (``bash scripts/services.sh``). Example:
+
+    python benchmarks/jobs_throughput.py --model tiny.en --rounds 2 --output benchmarks/results/jobs_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import wave
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from stenod.audio import decode_audio
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus" / "longform-en" / "audio"
+SAMPLE_RATE = 16_000
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass
+class Row:
+    target: str
+    jobs: int
+    audio_s: float
+    wall_s: float
+    throughput: float
+    """Audio seconds per wall second."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_clips(out: Path, seconds: float) -> list[Path]:
+    """Cut the long-form corpus files into clips of ``seconds`` (the last piece of each file is
+    kept when it is at least 30 s)."""
+    clips: list[Path] = []
+    for source in sorted(CORPUS.iterdir()):
+        samples = decode_audio(source).samples
+        step = int(seconds * SAMPLE_RATE)
+        for i, start in enumerate(range(0, len(samples), step)):
+            piece = samples[start:start + step]
+            if len(piece) < 30 * SAMPLE_RATE:
+                continue
+            path = out / f"{source.stem}-{i}.wav"
+            with wave.open(str(path), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(SAMPLE_RATE)
+                w.writeframes((np.clip(piece, -1, 1) * 32767).astype("<i2").tobytes())
+            clips.append(path)
+    return clips
+
+
+@contextlib.contextmanager
+def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as f:
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_ready(url: str, *, workers: int = 0, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            health = httpx.get(f"{url}/health", timeout=5).json()
+            if health["status"] == "ok" and len((health.get("jobs") or {}).get("workers", [])) >= workers:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready")
+
+
+def run_sync(url: str, clips: list[Path], *, in_flight: int) -> float:
+    def one(path: Path) -> None:
+        with path.open("rb") as f:
+            r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": (path.name, f)}, timeout=900)
+        r.raise_for_status()
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(in_flight) as pool:
+        list(pool.map(one, clips))
+    return time.monotonic() - started
+
+
+def run_jobs(url: str, clips: list[Path]) -> float:
+    started = time.monotonic()
+    ids = []
+    for path in clips:
+        with path.open("rb") as f:
+            r = httpx.post(f"{url}/v1/jobs", files={"file": (path.name, f)}, timeout=120)
+        r.raise_for_status()
+        ids.append(r.json()["id"])
+    pending = set(ids)
+    while pending:
+        for job_id in list(pending):
+            job = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=30).json()
+            if job["status"] == "completed":
+                pending.discard(job_id)
+            elif job["status"] in ("failed", "cancelled"):
+                raise RuntimeError(f"job {job_id} {job['status']}: {job['error']}")
+        if pending:
+            time.sleep(0.2)
+    return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    name = f"stenod_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--clip-seconds", type=float, default=60.0)
+    parser.add_argument("--rounds", type=int, default=2, help="Each clip is sent this many times per target.")
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--cache-dir", default=os.environ.get("STENOD_MODEL__CACHE_DIR", ""))
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="stenod-bench-jobs-") as tmp_str, postgres_database() as db:
+        tmp = Path(tmp_str)
+        clips = make_clips(tmp, args.clip_seconds) * args.rounds
+        audio_s = sum(wave.open(str(c)).getnframes() / SAMPLE_RATE for c in clips)
+        base_env = {**os.environ, "HF_HUB_OFFLINE": "1", "STENOD_LOG__LEVEL": "warning",
+                    "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+        if args.cache_dir:
+            base_env["STENOD_MODEL__CACHE_DIR"] = args.cache_dir
+        stenod = [sys.executable, "-m", "stenod"]
+        rows: list[Row] = []
+
+        # 1. synchronous server: two single-thread slots, job workers off.
+        port = free_port()
+        env = {**base_env, "STENOD_JOBS__WORKERS": "0", "STENOD_JOBS__DATA_DIR": str(tmp / "sync-data")}
+        with process([*stenod, "serve", "--model", args.model, "--port", str(port), "--slots", "2", "--threads", "1"],
+                     env, tmp / "sync.log"):
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url)
+            run_sync(url, clips[:2], in_flight=2)  # warm-up
+            wall = run_sync(url, clips, in_flight=4)
+            rows.append(Row("sync server (2 slots x 1 thread)", len(clips), audio_s, wall, audio_s / wall))
+
+        # 2. jobs: API server (no inference) + 2 Celery workers, PostgreSQL + Redis + S3 (moto).
+        moto_port = free_port()
+        queue = f"stenod.bench.{uuid.uuid4().hex[:8]}"
+        env = {**base_env, "STENOD_JOBS__DATABASE_URL": db, "STENOD_JOBS__BROKER_URL": "redis://127.0.0.1:6379/13",
+               "STENOD_JOBS__QUEUE_NAME": queue, "STENOD_JOBS__BLOB_URL": "s3://bench-jobs/run",
+               "STENOD_JOBS__S3_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+               "STENOD_JOBS__DATA_DIR": str(tmp / "jobs-data")}
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+                                        env, tmp / "moto.log"))
+            time.sleep(3)
+            import boto3
+
+            boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", region_name="us-east-1",
+                         aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench-jobs")
+            port = free_port()
+            stack.enter_context(process([*stenod, "serve", "--model", args.model, "--port", str(port), "--lazy"],
+                                        env, tmp / "api.log"))
+            for i in range(2):
+                stack.enter_context(process([*stenod, "worker", "--model", args.model, "--concurrency", "1",
+                                             "--threads", "1", "--hostname", f"bench{i}@%h"], env, tmp / f"w{i}.log"))
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, workers=2)
+            run_jobs(url, clips[:2])  # warm-up
+            wall = run_jobs(url, clips)
+            rows.append(Row("jobs: Celery+Redis, PostgreSQL, S3, 2 workers x 1 thread", len(clips), audio_s, wall,
+                            audio_s / wall))
+
+    ratio = rows[1].wall_s / rows[0].wall_s
+    print("| target | jobs | audio s | wall s | audio s / s |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.target} | {r.jobs} | {r.audio_s:.1f} | {r.wall_s:.2f} | {r.throughput:.2f} |")
+    print(f"\njobs / sync wall time: {ratio:.3f} (queueing overhead {100 * (ratio - 1):+.1f} %; target < +5 %)")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps({
+            "model": args.model, "clip_seconds": args.clip_seconds, "rounds": args.rounds,
+            "rows": [asdict(r) for r in rows], "jobs_over_sync": ratio,
+            "host": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()},
+        }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
