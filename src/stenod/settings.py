@@ -58,6 +58,10 @@ class ModelSettings(BaseModel):
     """1 is greedy decoding: on CPU about 1.5x faster than beam 5 for a small WER cost."""
     vad_min_duration_s: float = Field(default=30.0, ge=0)
     """Voice-activity detection is on by default for audio longer than this."""
+    trim_encoder: bool = True
+    """faster-whisper's faster paths: clips under 30 s run the encoder on their audio only (a
+    guarded fallback redoes a bad result on the full window) and long audio is decoded as VAD
+    windows in parallel; ``false`` restores the ordinary full-window path."""
     served: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Models clients may name besides the default and the bundled ones, comma-separated (names,
     hub names or paths: the operator's choice, listed in ``GET /v1/models``)."""

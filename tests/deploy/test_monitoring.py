@@ -243,3 +243,44 @@ def test_a_server_that_cannot_load_its_model_is_visible_to_the_alerts(tmp_path: 
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def job_gauges(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return {
+        (s.name + (f"{{{s.labels['status']}}}" if "status" in s.labels else "")): s.value
+        for family in text_string_to_metric_families(text) if family.name.startswith("stenod_jobs")
+        for s in family.samples
+    }
+
+
+def test_job_metrics_read_the_broker_and_the_store(tmp_path: Path, cache_dir: Path) -> None:
+    """The production topology (API + PostgreSQL + Redis + S3 on moto) with no worker yet: jobs
+    wait and nobody takes them, which is what StenodNoJobWorkers looks for."""
+    from tests.jobs.stack import job_stack
+
+    with job_stack("celery-redis", tmp_path, cache_dir, workers=0) as stack:
+        for _ in range(2):
+            assert stack.submit().status_code == 202
+        gauges = job_gauges(stack.url)
+        assert gauges["stenod_jobs_queue_depth"] == 2  # read from Redis
+        assert gauges["stenod_jobs{queued}"] == 2  # read from PostgreSQL
+        assert gauges["stenod_jobs_workers"] == 0
+        assert gauges["stenod_jobs_store_up"] == 1
+
+
+@pytest.mark.slow
+def test_job_metrics_follow_the_workers(tmp_path: Path, cache_dir: Path) -> None:
+    """Then a real `stenod worker` of two processes drains the queue and is counted."""
+    from tests.jobs.stack import job_stack
+
+    with job_stack("celery-redis", tmp_path, cache_dir, workers=0) as stack:
+        ids = [stack.submit().json()["id"] for _ in range(2)]
+        stack.start_worker(concurrency=2)
+        stack.wait_for_workers(1)
+        for job_id in ids:
+            assert stack.wait(job_id)["status"] == "completed"
+        gauges = job_gauges(stack.url)
+        assert gauges["stenod_jobs_workers"] == 2
+        assert gauges["stenod_jobs_queue_depth"] == 0
+        assert gauges["stenod_jobs{queued}"] == 0 and gauges["stenod_jobs{processing}"] == 0

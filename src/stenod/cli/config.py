@@ -16,8 +16,6 @@ from stenod.settings_reference import effective_settings, settings_reference_mar
 config_app = typer.Typer(
     help="Show the configuration in effect and the settings reference.",
     no_args_is_help=True,
-    epilog="Examples:  stenod config show   |   stenod config show --config stenod.toml   |   "
-           "stenod config reference > settings.md",
 )
 
 

@@ -20,8 +20,6 @@ from stenod.storage.key_store import ApiKeyRecord, KeyExistsError, KeyPolicy, Ke
 keys_app = typer.Typer(
     help="Create, list and revoke API keys (stored hashed in the jobs database).",
     no_args_is_help=True,
-    epilog="Examples:  stenod keys create ci --rpm 60 --audio-minutes-per-hour 120 --concurrency 2   |   "
-           "stenod keys list   |   stenod keys revoke ci",
 )
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")

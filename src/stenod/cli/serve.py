@@ -19,7 +19,8 @@ import uvicorn
 from stenod.api.app import begin_drain, create_app
 from stenod.api.connections import ConnectionLimits, LimitedHttpToolsProtocol
 from stenod.api.state import AppState
-from stenod.cli.common import ConfigOption, build_settings, stderr
+from stenod.cli.checks import threads_warning
+from stenod.cli.common import ConfigOption, build_settings, stderr, warn
 from stenod.engines import cpu_count, plan_cpu
 from stenod.observability.logging import configure_logging
 from stenod.settings import Settings
@@ -140,6 +141,9 @@ def serve_command(
                 "print_progress": print_progress, "preload": preload},
         log={"format": log_format},
     )
+    message = threads_warning(settings.model.threads, cpu_count())
+    if message:
+        warn(message)
     interactive = sys.stderr.isatty()
     if interactive and "format" not in settings.log.model_fields_set:
         settings = settings.model_copy(update={"log": settings.log.model_copy(update={"format": "console"})})

@@ -121,6 +121,9 @@ class EngineConfig:
     compute_type: str = "int8"
     threads: int = 1
     concurrency: int = 1
+    trim_encoder: bool = True
+    """Run the encoder on a short clip's audio only, with a guarded fallback to the full window
+    (faster-whisper; see :mod:`stenod.engines.window_guard`)."""
 
 
 def check_model_supports_or_raise(options: TranscriptionOptions, *, model_name: str, multilingual: bool) -> None:

@@ -108,6 +108,7 @@ def create_engine(
         compute_type=choose_compute_type(settings.compute_type, device),
         threads=threads,
         concurrency=concurrency,
+        trim_encoder=settings.trim_encoder,
     )
     if engine_name == "faster-whisper":
         from stenod.engines.faster_whisper import FasterWhisperEngine

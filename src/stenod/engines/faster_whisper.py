@@ -3,13 +3,24 @@
 One :class:`FasterWhisperEngine` holds one copy of the weights. CTranslate2 runs up to
 ``concurrency`` ``generate`` calls in parallel on those weights (its ``inter_threads``), each with
 ``threads`` intra-op threads, so N scheduler slots cost one model's memory, not N.
+
+Clips shorter than one 30 s window take a faster path (issue 10): the encoder runs on the audio
+that exists plus a little padding instead of a full padded window (see
+:mod:`stenod.engines.window_guard`), the language is detected from that same encoder output (the
+ordinary path encodes the window twice when the language is not given), and the result goes
+through the guard; a flagged result is decoded again the ordinary way. Segments, timestamps, words
+and probabilities come out of faster-whisper's own ``generate_segments`` either way, so the
+Transcript has the same shape. ``EngineConfig.trim_encoder=False`` turns the path off.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +34,8 @@ from stenod.engines.base import (
     TranscriptionOptions,
     check_model_supports_or_raise,
 )
+from stenod.engines.window_guard import DEFAULT_TRIM_POLICY, TrimPolicy, trimmed_decode_problem
+from stenod.engines.windows import Span, group_speech
 from stenod.engines.vad import silero_vad_options
 from stenod.errors import ModelLoadError
 from stenod.transcript import Segment, Transcript, Word
@@ -30,6 +43,52 @@ from stenod.transcript import Segment, Transcript, Word
 logger = logging.getLogger(__name__)
 
 ENGINE_NAME = "faster-whisper"
+SAMPLE_RATE = 16_000
+HOP_LENGTH = 160
+"""Samples per mel frame (10 ms)."""
+LANGUAGE_DETECTION_THRESHOLD = 0.5
+"""faster-whisper's own: below it, detection is redone on the full window."""
+MAX_WINDOW_S = 28.0
+"""Longest window cut from long audio: below 30 s so the padding still fits in one encoder pass."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _WindowResult:
+    segments: list[Segment]
+    language: str
+    language_probability: float
+
+    def shifted(self, offset_s: float) -> _WindowResult:
+        """The same result with times moved ``offset_s`` later (a window's place in its file)."""
+        if offset_s == 0:
+            return self
+        frames = int(round(offset_s * 100))
+        segments = [
+            dataclasses.replace(
+                seg,
+                seek=seg.seek + frames,
+                start=round(seg.start + offset_s, 3),
+                end=round(seg.end + offset_s, 3),
+                words=None if seg.words is None else tuple(
+                    dataclasses.replace(w, start=round(w.start + offset_s, 3), end=round(w.end + offset_s, 3))
+                    for w in seg.words
+                ),
+            )
+            for seg in self.segments
+        ]
+        return _WindowResult(segments, self.language, self.language_probability)
+
+
+@dataclasses.dataclass(slots=True)
+class FastPathStats:
+    """How often the trimmed-encoder path was taken and how often its guard sent a clip back.
+
+    Counters only ever grow; read them for benchmarks and logs (not thread-exact, never used for
+    decisions)."""
+
+    trimmed: int = 0
+    fallbacks: int = 0
+    full_window: int = 0
 
 
 class FasterWhisperEngine:
@@ -57,6 +116,10 @@ class FasterWhisperEngine:
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelLoadError(f"could not load model {config.model_name!r} from {config.model_path}: {exc}") from exc
         self.load_time_s = time.perf_counter() - started
+        self.trim_policy: TrimPolicy | None = DEFAULT_TRIM_POLICY if config.trim_encoder else None
+        self.fast_path_stats = FastPathStats()
+        # Windows of long files, from every caller: as many at once as CTranslate2 has workers.
+        self._window_pool = ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="stenod-window")
         logger.info(
             "loaded %s on %s/%s in %.2fs", config.model_name, config.device, config.compute_type, self.load_time_s
         )
@@ -87,9 +150,26 @@ class FasterWhisperEngine:
         cancel: threading.Event | None = None,
     ) -> Transcript:
         self._check_options(options)
-        duration = len(audio) / 16_000
-        # Segments are a lazy generator: all decoding happens in this loop, on the caller's thread.
-        kwargs = dict(
+        duration = len(audio) / SAMPLE_RATE
+        kwargs = self._decode_kwargs(options)
+        if progress is not None:
+            progress(0.0, duration)  # before the first window, so a progress bar shows at once
+        policy = self.trim_policy
+        if policy is not None and options.batch_size <= 1:
+            if options.vad_enabled(duration):
+                return self._transcribe_windows(
+                    audio, options, kwargs, policy, progress=progress, on_segment=on_segment, cancel=cancel
+                )
+            if policy.pays(len(audio) // HOP_LENGTH):
+                result = self._decode_window(audio, options, kwargs, policy, language=None)
+                return self._emit(result, duration, options, progress=progress, on_segment=on_segment, cancel=cancel)
+        return self._transcribe_sequential(
+            audio, options, kwargs, progress=progress, on_segment=on_segment, cancel=cancel
+        )
+
+    def _decode_kwargs(self, options: TranscriptionOptions) -> dict[str, Any]:
+        """``WhisperModel.transcribe`` keyword arguments for ``options``."""
+        return dict(
             language=options.language if self._model.model.is_multilingual else "en",
             task=options.task,
             beam_size=options.beam_size,
@@ -105,6 +185,20 @@ class FasterWhisperEngine:
             no_speech_threshold=options.no_speech_threshold,
             vad_parameters=silero_vad_options(options),
         )
+
+    def _transcribe_sequential(
+        self,
+        audio: np.ndarray,
+        options: TranscriptionOptions,
+        kwargs: dict[str, Any],
+        *,
+        progress: ProgressCallback | None,
+        on_segment: SegmentCallback | None,
+        cancel: threading.Event | None,
+    ) -> Transcript:
+        """faster-whisper's own path: full 30 s windows one after another (or its batched pipeline)."""
+        duration = len(audio) / SAMPLE_RATE
+        self.fast_path_stats.full_window += 1
         if options.batch_size > 1:
             from faster_whisper import BatchedInferencePipeline
 
@@ -113,9 +207,8 @@ class FasterWhisperEngine:
             segments_iter, info = pipeline.transcribe(audio, batch_size=options.batch_size, **kwargs)
         else:
             segments_iter, info = self._model.transcribe(audio, vad_filter=options.vad_enabled(duration), **kwargs)
+        # Segments are a lazy generator: all decoding happens in this loop, on the caller's thread.
         segments: list[Segment] = []
-        if progress is not None:
-            progress(0.0, duration)  # before the first window, so a progress bar shows at once
         for seg in segments_iter:
             if cancel is not None and cancel.is_set():
                 raise CancelledError("transcription cancelled")
@@ -135,6 +228,159 @@ class FasterWhisperEngine:
             task=options.task,
         )
 
+    def _decode_window(
+        self,
+        audio: np.ndarray,
+        options: TranscriptionOptions,
+        kwargs: dict[str, Any],
+        policy: TrimPolicy,
+        *,
+        language: str | None,
+    ) -> _WindowResult:
+        """Decode audio of at most one window with the encoder trimmed to it; when the guard rejects
+        the result, decode it again on the full window with the whole temperature schedule.
+
+        ``language`` (already detected for the file) overrides ``options.language``; with neither,
+        the language is detected from the trimmed encoder output. Times are relative to ``audio``.
+        """
+        from faster_whisper.tokenizer import Tokenizer
+
+        model = self._model
+        features = model.feature_extractor(audio)
+        content_frames = features.shape[-1] - 1
+        frames = policy.encoder_frames(content_frames)
+        window = np.zeros((features.shape[0], frames), dtype=features.dtype)
+        kept = min(content_frames, frames)
+        window[:, :kept] = features[:, :kept]  # what pad_or_trim does, to a shorter length
+        encoder_output = model.encode(window)
+        known = language or kwargs["language"]
+        detected = (known, 1.0) if known else self._detect_from(encoder_output, features)
+        fw_options = self._faster_whisper_options(kwargs, detected[0])
+        # One temperature here: a result that would need the fallback schedule is redone on the
+        # full window, where the whole schedule runs as on the ordinary path.
+        fw_options = dataclasses.replace(fw_options, temperatures=[fw_options.temperatures[0]])
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=options.task, language=detected[0])
+        generated = model.generate_segments(features, tokenizer, fw_options, False, encoder_output)
+        segments = [_convert_segment(i, seg) for i, seg in enumerate(generated)]
+        self.fast_path_stats.trimmed += 1
+        problem = trimmed_decode_problem(segments, duration_s=len(audio) / SAMPLE_RATE, policy=_guard_for(policy, options))
+        if problem is None:
+            return _WindowResult(segments, detected[0], detected[1])
+        self.fast_path_stats.fallbacks += 1
+        logger.debug("trimmed-encoder result rejected (%s); decoding the full window", problem)
+        # Without a known language the full path detects it again on the full window, as today.
+        segments_iter, info = model.transcribe(audio, vad_filter=False, **{**kwargs, "language": known})
+        segments = [_convert_segment(i, seg) for i, seg in enumerate(segments_iter)]
+        return _WindowResult(segments, info.language, float(info.language_probability))
+
+    def _transcribe_windows(
+        self,
+        audio: np.ndarray,
+        options: TranscriptionOptions,
+        kwargs: dict[str, Any],
+        policy: TrimPolicy,
+        *,
+        progress: ProgressCallback | None,
+        on_segment: SegmentCallback | None,
+        cancel: threading.Event | None,
+    ) -> Transcript:
+        """Long audio: VAD speech grouped into windows cut at pauses (:mod:`stenod.engines.windows`),
+        each decoded on its own by :meth:`_decode_window`, up to ``concurrency`` at once on the
+        shared window pool, so one long file uses every CTranslate2 worker. The first window runs
+        alone when the language must be detected; the others then use its language."""
+        from faster_whisper.vad import get_speech_timestamps
+
+        duration = len(audio) / SAMPLE_RATE
+        # The caller's VAD settings; spans longer than a window are split at their last short pause.
+        vad = dataclasses.replace(silero_vad_options(options), max_speech_duration_s=MAX_WINDOW_S)
+        speech = [
+            Span(chunk["start"] / SAMPLE_RATE, chunk["end"] / SAMPLE_RATE)
+            for chunk in get_speech_timestamps(audio, vad)
+        ]
+        spans = group_speech(speech, max_window_s=MAX_WINDOW_S)
+
+        def decode(span: Span, language: str | None) -> _WindowResult:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("transcription cancelled")
+            piece = audio[int(span.start * SAMPLE_RATE) : int(span.end * SAMPLE_RATE)]
+            return self._decode_window(piece, options, kwargs, policy, language=language).shifted(span.start)
+
+        language: str | None = kwargs["language"]
+        probability = 1.0
+        results: list[Future[_WindowResult]] = []
+        if spans and language is None:
+            first = decode(spans[0], None)
+            language, probability = first.language, first.language_probability
+            done: Future[_WindowResult] = Future()
+            done.set_result(first)
+            results.append(done)
+        results += [self._window_pool.submit(decode, span, language) for span in spans[len(results) :]]
+        segments: list[Segment] = []
+        try:
+            for span, future in zip(spans, results, strict=True):
+                for seg in future.result().segments:
+                    segment = dataclasses.replace(seg, id=len(segments))
+                    segments.append(segment)
+                    if on_segment is not None:
+                        on_segment(segment)
+                if progress is not None:
+                    progress(span.end, duration)
+        finally:
+            for future in results:
+                future.cancel()  # after a cancel or an error, windows not yet started never run
+        if progress is not None:
+            progress(duration, duration)
+        return Transcript.from_segments(
+            segments,
+            language=language or "en",
+            duration=duration,
+            language_probability=probability,
+            task=options.task,
+        )
+
+    def _detect_from(self, encoder_output: object, features: np.ndarray) -> tuple[str, float]:
+        """The language detected from a trimmed encoder output; an unsure detection is redone the
+        ordinary way (first full window)."""
+        token, probability = self._model.model.detect_language(encoder_output)[0][0]
+        if probability >= LANGUAGE_DETECTION_THRESHOLD:
+            return token[2:-2], float(probability)
+        language, probability, _ = self._model.detect_language(features=features)
+        return language, float(probability)
+
+    def _faster_whisper_options(self, kwargs: dict[str, Any], language: str) -> Any:
+        """faster-whisper's own option object for ``kwargs``, built by its ``transcribe`` on 0.1 s of
+        silence (lazy: nothing is decoded), so every field keeps the library's defaults."""
+        probe = np.zeros(SAMPLE_RATE // 10, dtype=np.float32)
+        _, info = self._model.transcribe(probe, **{**kwargs, "language": language})
+        return info.transcription_options
+
+    def _emit(
+        self,
+        result: _WindowResult,
+        duration: float,
+        options: TranscriptionOptions,
+        *,
+        progress: ProgressCallback | None,
+        on_segment: SegmentCallback | None,
+        cancel: threading.Event | None,
+    ) -> Transcript:
+        for segment in result.segments:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("transcription cancelled")
+            if on_segment is not None:
+                on_segment(segment)
+            if progress is not None:
+                progress(min(segment.end, duration), duration)
+        if progress is not None:
+            progress(duration, duration)
+        return Transcript.from_segments(
+            result.segments,
+            language=result.language,
+            duration=duration,
+            language_probability=result.language_probability,
+            task=options.task,
+        )
+
     def detect_language(self, audio: np.ndarray) -> LanguageDetection:
         if not self._model.model.is_multilingual:
             return LanguageDetection("en", 1.0, {"en": 1.0})
@@ -142,10 +388,31 @@ class FasterWhisperEngine:
         return LanguageDetection(language, float(probability), {k: float(v) for k, v in all_probs})
 
     def close(self) -> None:
+        pool = getattr(self, "_window_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         model = getattr(self, "_model", None)
         if model is not None:
             model.model.unload_model()
             del self._model
+
+
+def _guard_for(policy: TrimPolicy, options: TranscriptionOptions) -> TrimPolicy:
+    """The guard with the caller's failure thresholds where set (a stricter threshold sends more
+    clips to the full window, as it sends more windows to the temperature fallback on the ordinary
+    path); a threshold turned off keeps the guard's default, which protects the trimmed decode."""
+    return dataclasses.replace(
+        policy,
+        compression_ratio_threshold=(
+            policy.compression_ratio_threshold
+            if options.compression_ratio_threshold is None
+            else options.compression_ratio_threshold
+        ),
+        log_prob_threshold=policy.log_prob_threshold if options.log_prob_threshold is None else options.log_prob_threshold,
+        no_speech_threshold=(
+            policy.no_speech_threshold if options.no_speech_threshold is None else options.no_speech_threshold
+        ),
+    )
 
 
 def _convert_segment(index: int, seg: object) -> Segment:

@@ -345,15 +345,30 @@ class JobStore:
 
     # -- webhooks --------------------------------------------------------------------------------
 
-    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], *, status: str) -> None:
+    def webhooks_due(self, *, idle_s: float, now: float | None = None, limit: int = 100) -> list[str]:
+        """Final jobs whose webhook is still pending or retrying with nothing recorded for
+        ``idle_s``: their deliverer was lost (a server restart, a lost task)."""
+        now = time.time() if now is None else now
+        query = (
+            sa.select(T.c.id)
+            .where(T.c.status.in_(tuple(FINAL_STATUSES)), T.c.webhook_status.in_(("pending", "retrying")),
+                   T.c.updated_at < now - idle_s)
+            .order_by(T.c.updated_at).limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
+
+    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], *, status: str,
+                               now: float | None = None) -> None:
         """Append one delivery attempt (a read-modify-write: only one deliverer runs per job)."""
+        now = time.time() if now is None else now
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(T.c.webhook_attempts).where(T.c.id == job_id)).first()
             if row is None:
                 return
             attempts = [*json.loads(row[0] or "[]"), attempt]
             conn.execute(T.update().where(T.c.id == job_id).values(
-                webhook_attempts=json.dumps(attempts), webhook_status=status))
+                webhook_attempts=json.dumps(attempts), webhook_status=status, updated_at=now))
 
     # -- workers -------------------------------------------------------------------------------
 

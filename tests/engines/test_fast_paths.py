@@ -1,0 +1,163 @@
+"""Issue 10's faster paths with real weights: the trimmed encoder for short clips (with its guarded
+fallback) and parallel VAD windows for long audio give the same Transcript shape as the ordinary
+path, with timestamps where the speech is."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stenod.audio.decode import decode_audio
+from stenod.engines import CancelledError, TranscriptionOptions, create_engine
+from stenod.engines.window_guard import TrimPolicy
+from stenod.models import resolve_model_or_raise
+from stenod.settings import ModelSettings
+from tests.conftest import JFK, JFK_TEXT, corpus_set
+from tests.synth import silence
+from tests.wer_utils import normalize, wer
+
+RATE = 16_000
+
+
+def _engine(name: str, cache_dir: Path, *, trim: bool, concurrency: int = 1):  # type: ignore[no-untyped-def]
+    resolved = resolve_model_or_raise(name, cache_dir=cache_dir, offline=True)
+    settings = ModelSettings(name=name, cache_dir=cache_dir, trim_encoder=trim)
+    return create_engine(resolved, settings, threads=1, concurrency=concurrency)
+
+
+@pytest.fixture(scope="module")
+def tiny_full(cache_dir: Path) -> Iterator[object]:
+    engine = _engine("tiny.en", cache_dir, trim=False)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_parallel(cache_dir: Path) -> Iterator[object]:
+    engine = _engine("tiny.en", cache_dir, trim=True, concurrency=2)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def jfk() -> np.ndarray:
+    return decode_audio(JFK).samples
+
+
+def test_short_clip_takes_the_trimmed_path_with_the_same_shape(
+    tiny_engine: object, tiny_full: object, jfk: np.ndarray
+) -> None:
+    stats = tiny_engine.fast_path_stats  # type: ignore[attr-defined]
+    before = (stats.trimmed, stats.fallbacks)
+    options = TranscriptionOptions(word_timestamps=True)
+    fast = tiny_engine.transcribe(jfk, options)  # type: ignore[attr-defined]
+    full = tiny_full.transcribe(jfk, options)  # type: ignore[attr-defined]
+    assert (stats.trimmed, stats.fallbacks) == (before[0] + 1, before[1])
+    assert normalize(fast.text) == normalize(JFK_TEXT) == normalize(full.text)
+    assert (fast.language, fast.duration, fast.task) == (full.language, full.duration, full.task)
+    assert [s.id for s in fast.segments] == list(range(len(fast.segments)))
+    for seg in fast.segments:
+        assert 0.0 <= seg.start < seg.end <= fast.duration
+        assert seg.tokens and -1.0 < seg.avg_logprob < 0.0 and 0.0 <= seg.no_speech_prob < 0.6
+        assert seg.words and all(seg.start - 0.1 <= w.start <= w.end <= seg.end + 0.1 for w in seg.words)
+    # Word times agree with the full window's to a few frames.
+    assert len(fast.words) == len(full.words)
+    assert max(abs(a.start - b.start) for a, b in zip(fast.words, full.words, strict=True)) < 0.2
+
+
+def test_a_rejected_trimmed_decode_falls_back_to_the_full_window(
+    cache_dir: Path, tiny_full: object, jfk: np.ndarray
+) -> None:
+    engine = _engine("tiny.en", cache_dir, trim=True)
+    try:
+        # A guard no decode can pass: every clip goes back to the full window.
+        engine.trim_policy = TrimPolicy(end_slack_s=-1e9)
+        result = engine.transcribe(jfk, TranscriptionOptions())
+        assert (engine.fast_path_stats.trimmed, engine.fast_path_stats.fallbacks) == (1, 1)
+        expected = tiny_full.transcribe(jfk, TranscriptionOptions())  # type: ignore[attr-defined]
+        assert result.text == expected.text
+        assert [(s.start, s.end) for s in result.segments] == [(s.start, s.end) for s in expected.segments]
+    finally:
+        engine.close()
+
+
+def test_short_silence_answers_as_the_full_window_does(tiny_engine: object, tiny_full: object) -> None:
+    quiet = silence(5.0)
+    fast = tiny_engine.transcribe(quiet, TranscriptionOptions())  # type: ignore[attr-defined]
+    full = tiny_full.transcribe(quiet, TranscriptionOptions())  # type: ignore[attr-defined]
+    assert fast.text == full.text
+
+
+def test_language_detected_from_the_trimmed_pass(base_engine: object) -> None:
+    audio_dir, _ = corpus_set("multilingual-fleurs")
+    german = decode_audio(audio_dir / "fleurs-de-000.ogg").samples
+    assert len(german) < 30 * RATE
+    transcript = base_engine.transcribe(german, TranscriptionOptions())  # type: ignore[attr-defined]
+    assert transcript.language == "de" and transcript.language_probability > 0.5
+    assert {"hongkong", "hong"} & set(normalize(transcript.text).split()) or "Kowloon" in transcript.text
+
+
+def _long_recording() -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """Eight LibriSpeech clips with pauses of 0.4-2.5 s and one 6 s silence: about 100 s."""
+    audio_dir, refs = corpus_set("librispeech-clean100-a")
+    pauses = [0.4, 1.0, 2.5, 6.0, 0.6, 1.5, 0.8, 0.0]
+    parts: list[np.ndarray] = []
+    placed: list[tuple[float, float, str]] = []
+    t = 0.5
+    parts.append(np.zeros(int(0.5 * RATE), np.float32))
+    for (stem, text), pause in zip(list(refs.items())[:8], pauses, strict=True):
+        clip = decode_audio(next(audio_dir.glob(f"{stem}.*"))).samples
+        placed.append((t, t + len(clip) / RATE, text))
+        parts += [clip, np.zeros(int(pause * RATE), np.float32)]
+        t += len(clip) / RATE + pause
+    return np.concatenate(parts), placed
+
+
+def test_long_audio_windows_run_in_parallel_and_keep_every_sentence(
+    tiny_parallel: object, tiny_full: object
+) -> None:
+    audio, placed = _long_recording()
+    duration = len(audio) / RATE
+    assert duration > 60
+    streamed: list[object] = []
+    progress: list[float] = []
+    stats = tiny_parallel.fast_path_stats  # type: ignore[attr-defined]
+    before_full = stats.full_window
+    result = tiny_parallel.transcribe(  # type: ignore[attr-defined]
+        audio, TranscriptionOptions(word_timestamps=True), on_segment=streamed.append,
+        progress=lambda done, total: progress.append(done),
+    )
+    assert stats.full_window == before_full and stats.trimmed >= 3  # windows, not the sequential path
+    assert tuple(streamed) == result.segments and progress[-1] == pytest.approx(duration)
+    assert progress == sorted(progress)
+    starts = [s.start for s in result.segments]
+    assert starts == sorted(starts) and all(s.end <= duration + 0.01 for s in result.segments)
+    refs = " ".join(text for _, _, text in placed)
+    new_wer = wer([refs], [result.text])
+    today_wer = wer([refs], [tiny_full.transcribe(audio, TranscriptionOptions()).text])  # type: ignore[attr-defined]
+    assert new_wer <= max(0.12, today_wer + 0.003), (new_wer, today_wer)
+    # Every clip's words come out where the clip was placed, and none in the 6 s silence.
+    for start, end, text in placed:
+        inside = [w for w in result.words if start - 1.0 <= w.start and w.end <= end + 1.0]
+        assert len(inside) >= 0.8 * len(text.split()), (start, end)
+    silent_from, silent_to = placed[3][1] + 0.5, placed[4][0] - 0.5
+    assert not [w for w in result.words if silent_from < w.start < silent_to]
+
+
+def test_long_audio_cancel(tiny_parallel: object) -> None:
+    audio, _ = _long_recording()
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CancelledError):
+        tiny_parallel.transcribe(audio, TranscriptionOptions(), cancel=cancel)  # type: ignore[attr-defined]
+
+
+def test_long_silence_and_noise_stay_empty(tiny_parallel: object) -> None:
+    rng = np.random.default_rng(0)
+    noise = (0.05 * rng.standard_normal(60 * RATE)).astype(np.float32)
+    assert tiny_parallel.transcribe(silence(60.0), TranscriptionOptions()).text == ""  # type: ignore[attr-defined]
+    assert tiny_parallel.transcribe(noise, TranscriptionOptions()).text == ""  # type: ignore[attr-defined]

@@ -1,0 +1,78 @@
+"""The trimmed-encoder guard and window grouping: pure logic, no weights."""
+
+from __future__ import annotations
+
+import pytest
+
+from stenod.engines.window_guard import (
+    FULL_WINDOW_FRAMES,
+    TrimPolicy,
+    has_repetition_loop,
+    trimmed_decode_problem,
+)
+from stenod.engines.windows import Span, group_speech
+from stenod.transcript import Segment
+
+
+def _seg(text: str, *, start: float = 0.0, end: float = 4.0, **fields: float) -> Segment:
+    return Segment(id=0, seek=0, start=start, end=end, text=text, **fields)  # type: ignore[arg-type]
+
+
+def test_encoder_frames_pad_floor_cap_and_even() -> None:
+    policy = TrimPolicy(pad_frames=100, min_frames=1000)
+    assert policy.encoder_frames(300) == 1000  # 3 s clip: the 10 s floor
+    assert policy.encoder_frames(1200) == 1300  # 12 s clip: content + 1 s
+    assert policy.encoder_frames(1201) == 1302  # always even for the stride-2 convolution
+    assert policy.encoder_frames(2950) == FULL_WINDOW_FRAMES  # never more than a window
+    assert policy.pays(1200) and not policy.pays(2950)
+
+
+def test_clean_decode_passes() -> None:
+    segments = [_seg(" He could wait no longer.", avg_logprob=-0.2, compression_ratio=1.1)]
+    assert trimmed_decode_problem(segments, duration_s=4.0) is None
+
+
+@pytest.mark.parametrize(
+    ("segment", "reason"),
+    [
+        (_seg(" a", compression_ratio=2.9), "compression ratio"),
+        (_seg(" a", avg_logprob=-1.4), "log-probability"),
+        (_seg(" a", start=3.0, end=6.2), "after the audio"),
+        (_seg(" He could wait no longer. He could wait no longer. He could wait no longer."), "repetition loop"),
+    ],
+)
+def test_each_failure_signal_is_caught(segment: Segment, reason: str) -> None:
+    problem = trimmed_decode_problem([segment], duration_s=4.0)
+    assert problem is not None and reason in problem
+
+
+def test_empty_result_goes_back_to_the_full_window() -> None:
+    assert trimmed_decode_problem([], duration_s=4.0) == "no segments"
+
+
+def test_low_log_probability_on_silence_is_not_a_failure() -> None:
+    # Whisper's rule: a window it believes silent may be unsure of its text.
+    assert trimmed_decode_problem([_seg(" you", avg_logprob=-1.5, no_speech_prob=0.9)], duration_s=4.0) is None
+
+
+def test_repetition_loop_needs_a_phrase_three_times_in_a_row() -> None:
+    assert has_repetition_loop("thank you, thank you. Thank you!")
+    assert not has_repetition_loop("no no no, I said no")  # single words repeat in real speech
+    assert not has_repetition_loop("we went home and then we went home early")  # twice is speech
+    assert not has_repetition_loop("")
+
+
+def test_group_speech_cuts_at_pauses_within_the_window_limit() -> None:
+    speech = [Span(0.5, 10.0), Span(10.8, 20.0), Span(20.5, 27.0), Span(27.4, 35.0), Span(40.0, 45.0)]
+    windows = group_speech(speech, max_window_s=28.0, max_gap_s=3.0)
+    assert windows == [Span(0.5, 27.0), Span(27.4, 35.0), Span(40.0, 45.0)]
+    assert all(w.duration <= 28.0 for w in windows)
+    # every speech span lies inside exactly one window: nothing is dropped
+    for span in speech:
+        assert sum(w.start <= span.start and span.end <= w.end for w in windows) == 1
+
+
+def test_group_speech_splits_at_long_silence_and_skips_empty_spans() -> None:
+    windows = group_speech([Span(0.0, 2.0), Span(2.0, 2.0), Span(8.0, 9.0)], max_window_s=28.0, max_gap_s=3.0)
+    assert windows == [Span(0.0, 2.0), Span(8.0, 9.0)]
+    assert group_speech([]) == []
