@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
-from typing import Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 from fastapi import Depends, Request, UploadFile
 
@@ -15,9 +15,13 @@ from stenod.api.state import AppState
 from stenod.storage.key_store import KeyPolicy
 from stenod.errors import EmptyAudioError, PermissionDeniedError, ServiceUnavailableError
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 
 def get_state(request: Request) -> AppState:
-    return request.app.state.stenod  # type: ignore[no-any-return]
+    state: AppState = request.app.state.stenod
+    return state
 
 
 State = Annotated[AppState, Depends(get_state)]
@@ -120,9 +124,10 @@ class NamedUpload(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         return self._file.read(size)
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
-        data = self._file.read(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._file.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:

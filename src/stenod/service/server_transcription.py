@@ -13,13 +13,13 @@ import threading
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 import anyio.to_thread
 import numpy as np
 
-from stenod.audio.decode import SAMPLE_RATE, AudioProbe, probe_audio
-from stenod.engines.base import CancelledError, Engine, SegmentCallback, TranscriptionOptions
+from stenod.audio import SAMPLE_RATE, AudioFile, AudioProbe, probe_audio
+from stenod.engines.base import CancelledError, Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import ClientDisconnectedError, StenodError
 from stenod.observability.metrics import Metrics
 from stenod.scheduler.memory import MemoryBudget, request_memory_bytes
@@ -89,7 +89,7 @@ class TranscriptionService:
 
     async def transcribe(
         self,
-        source: BinaryIO,
+        source: AudioFile,
         request: TranscriptionRequest,
         *,
         cancel: threading.Event,
@@ -168,14 +168,14 @@ class TranscriptionService:
         self.metrics.requests.labels(endpoint, model, language, status).inc()
         self.metrics.errors.labels(endpoint, model, language, status, exc.code or exc.error_type).inc()
 
-    def _check_header(self, source: BinaryIO) -> AudioProbe:
+    def _check_header(self, source: AudioFile) -> AudioProbe:
         probe = probe_audio(source, max_duration_s=self.max_duration_s)
         source.seek(0)
         return probe
 
     def _run_in_slot(
         self,
-        source: BinaryIO,
+        source: AudioFile,
         model: str,
         request: TranscriptionRequest,
         cancel: threading.Event,
@@ -200,7 +200,7 @@ class TranscriptionService:
             self.manager.release(name)
 
     @staticmethod
-    def _progress_logger(model: str):  # type: ignore[no-untyped-def]
+    def _progress_logger(model: str) -> ProgressCallback:
         def progress(done: float, total: float) -> None:
             logger.info("progress %s: %.0f%% (%.1f/%.1f s)", model, 100 * done / max(total, 1e-9), done, total)
 
