@@ -46,7 +46,7 @@ from stenod.decoding.guards import (
     repeats_neighbour,
     trim_leading_duplicate,
 )
-from stenod.decoding.speech import SAMPLE_RATE, SpeechStretch, find_speech
+from stenod.decoding.speech import SAMPLE_RATE, SpeechStretch, find_speech, overlap_s
 from stenod.engines.base import CancelledError, Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.transcript import Segment, Transcript, Word
 
