@@ -99,7 +99,7 @@ def start_nginx(folder: Path, upstream_ports: list[int]) -> Nginx:
 class _SlowHandler(BaseHTTPRequestHandler):
     """An upstream that reads the request, says nothing for SLOW_UPSTREAM_DELAY_S, then answers."""
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -111,7 +111,7 @@ class _SlowHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
