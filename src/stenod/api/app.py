@@ -15,7 +15,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from stenod import __version__
 from stenod.api.auth import Authenticator
 from stenod.api.docs import install_docs
-from stenod.api.ratelimit import RateLimits
 from stenod.api.errors import install_error_handlers
 from stenod.api.middleware import (
     ProtectedPathsMiddleware,
@@ -23,6 +22,7 @@ from stenod.api.middleware import (
     UploadLimitMiddleware,
     protected_prefixes,
 )
+from stenod.api.ratelimit import RateLimits
 from stenod.api.routers import health, jobs, openai, web, whispercpp
 from stenod.api.state import AppState
 from stenod.errors import StenodError

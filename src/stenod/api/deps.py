@@ -12,8 +12,8 @@ from fastapi import Depends, Request, UploadFile
 
 from stenod.api.ratelimit import KeyQuota
 from stenod.api.state import AppState
-from stenod.storage.key_store import KeyPolicy
 from stenod.errors import EmptyAudioError, PermissionDeniedError, ServiceUnavailableError
+from stenod.storage.key_store import KeyPolicy
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -79,7 +79,7 @@ CurrentPrincipal = Annotated[Principal, Depends(require_api_key)]
 
 def quota_of(request: Request) -> KeyQuota | None:
     """The calling key's audio-minutes and concurrency quota (set by :func:`require_api_key`)."""
-    return request.scope.get("state", {}).get("quota")  # type: ignore[no-any-return]
+    return request.scope.get("state", {}).get("quota")
 
 
 def require_admin(request: Request, state: State) -> None:

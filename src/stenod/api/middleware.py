@@ -15,8 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stenod.api.auth import Authenticator
 from stenod.errors import AuthenticationError, UploadTooLargeError
-from stenod.settings import Settings
 from stenod.observability.logging import REQUEST_ID_HEADER, valid_request_id
+from stenod.settings import Settings
 
 logger = logging.getLogger("stenod.access")
 

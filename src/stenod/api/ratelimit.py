@@ -17,9 +17,10 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 from limits import RateLimitItemPerHour, RateLimitItemPerMinute
-from limits.storage import storage_from_string
+from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from stenod.errors import RateLimitedError
@@ -34,7 +35,8 @@ class RateLimits:
     def __init__(self, storage_url: str = "") -> None:
         url = storage_url or "memory://"
         options = {"key_prefix": KEY_PREFIX} if url.startswith(("redis", "rediss", "valkey")) else {}
-        self.storage = storage_from_string(url, **options)
+        # A synchronous storage (not an async:// URL), whatever the URL's scheme.
+        self.storage = cast(Storage, storage_from_string(url, **options))
         self.limiter = MovingWindowRateLimiter(self.storage)
 
     def hit_request(self, key_id: str, policy: KeyPolicy) -> dict[str, str]:

@@ -17,8 +17,8 @@ from stenod.cli.bench import bench_app
 from stenod.cli.common import EXIT_USAGE, note, stderr
 from stenod.cli.compat import rewrite_transcribe_args
 from stenod.cli.config import config_app
-from stenod.cli.keys import keys_app
 from stenod.cli.examples import add_examples, epilog
+from stenod.cli.keys import keys_app
 from stenod.cli.models import models_app
 from stenod.cli.serve import serve_command
 from stenod.cli.transcribe import EXAMPLES as TRANSCRIBE_EXAMPLES

@@ -72,7 +72,7 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _record(row: sa.Row) -> ApiKeyRecord:  # type: ignore[type-arg]
+def _record(row: sa.Row) -> ApiKeyRecord:
     m = row._mapping
     return ApiKeyRecord(
         id=m["id"], name=m["name"], tenant_id=m["tenant_id"], admin=bool(m["admin"]), created_at=m["created_at"],
