@@ -16,7 +16,7 @@ oversubscribed machine wall time follows the neighbours, CPU time is what the se
 
 Needs PostgreSQL and Redis (``bash scripts/services.sh``). Example:
 
-    python benchmarks/jobs_throughput.py --model tiny.en --rounds 2 --output benchmarks/results/jobs_throughput.json
+    python benchmarks/jobs_throughput.py --model tiny.en --rounds 2 --output docs/bench/jobs-throughput.json
 """
 
 from __future__ import annotations
