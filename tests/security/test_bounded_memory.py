@@ -4,6 +4,7 @@ transcription that reads like one, and the silence bomb of issue 16 against a re
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import threading
 from pathlib import Path
 
@@ -152,7 +153,7 @@ def test_chunked_transcription_of_real_speech_stays_accurate(tiny_engine: object
     result = transcribe_source(tiny_engine, path, TranscriptionOptions(), max_duration_s=3600, chunk_s=15)  # type: ignore[arg-type]
     segs = result.transcript.segments
     assert len(segs) >= 4 and [s.id for s in segs] == list(range(len(segs)))
-    assert all(a.start <= b.start for a, b in zip(segs, segs[1:])) and segs[-1].end <= result.transcript.duration + 0.01
+    assert all(a.start <= b.start for a, b in itertools.pairwise(segs)) and segs[-1].end <= result.transcript.duration + 0.01
     # Whole-file tiny.en scores about 2 % here; 15 s chunks about 1-7 % depending on the cuts.
     assert wer([normalize(refs[path.stem])], [normalize(result.transcript.text)]) <= 0.12
 

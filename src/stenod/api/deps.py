@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import io
 from dataclasses import dataclass
-from typing import Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 from fastapi import Depends, Request, UploadFile
 from pydantic import SecretStr
@@ -15,9 +15,13 @@ from pydantic import SecretStr
 from stenod.api.state import AppState
 from stenod.errors import AuthenticationError, EmptyAudioError, PermissionDeniedError, ServiceUnavailableError
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 
 def get_state(request: Request) -> AppState:
-    return request.app.state.stenod  # type: ignore[no-any-return]
+    state: AppState = request.app.state.stenod
+    return state
 
 
 State = Annotated[AppState, Depends(get_state)]
@@ -133,9 +137,10 @@ class NamedUpload(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         return self._file.read(size)
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
-        data = self._file.read(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._file.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:

@@ -63,7 +63,7 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
-    logger.exception("unhandled error (request %s)", request_id)
+    logger.error("unhandled error (request %s)", request_id, exc_info=exc)
     return JSONResponse(
         error_body(f"internal server error (request id {request_id})", error_type="server_error", code="internal_error"),
         status_code=500,

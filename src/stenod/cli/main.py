@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import typer
+from typer._click import core as click_core
 from typer._click import exceptions as click_errors  # typer >= 0.25 vendors click; its errors live here
 from typer.core import TyperGroup
 
@@ -71,7 +72,7 @@ class StenodGroup(TyperGroup):
         sys.exit(result if isinstance(result, int) else 0)  # typer.Exit(n) comes back as n
 
 
-def _usage_error(message: str, ctx: typer.Context | None) -> None:
+def _usage_error(message: str, ctx: click_core.Context | None) -> None:
     command = ctx.command_path if ctx is not None else "stenod"
     text = " ".join(message.split())  # click's messages may wrap; the contract is one line
     stderr.print(f"error: {text} (see '{command} --help')", markup=False)

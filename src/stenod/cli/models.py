@@ -14,8 +14,16 @@ from rich.table import Table
 
 from stenod.cli.common import ConfigOption, build_settings, fail
 from stenod.errors import StenodError
-from stenod.models.catalog import list_models, model_entry
-from stenod.models.ggml_cache import GGML_QUANTIZATIONS
+from stenod.models import (
+    GGML_QUANTIZATIONS,
+    GgmlConversionError,
+    convert_ct2_to_ggml,
+    is_ggml_quantization,
+    list_models,
+    model_entry,
+    validate_ggml_file,
+)
+from stenod.service import resolve_model
 
 models_app = typer.Typer(help="List, inspect and convert models.", no_args_is_help=True)
 
@@ -75,16 +83,13 @@ def convert_command(
     config: Annotated[Path | None, ConfigOption] = None,
 ) -> None:
     """Convert a CTranslate2 Whisper model into a whisper.cpp ggml file (validated before it is written)."""
-    from stenod.models import resolve_model_or_raise
-    from stenod.models.ggml import GgmlConversionError, convert_ct2_to_ggml, validate_ggml_file
-
     if to != "ggml":
         fail(f"--to {to!r} is not supported; the only target is ggml", code=2)
-    if quantize not in GGML_QUANTIZATIONS:
+    if not is_ggml_quantization(quantize):
         fail(f"--quantize must be one of {', '.join(GGML_QUANTIZATIONS)}, not {quantize!r}", code=2)
     settings = build_settings(config)
     try:
-        resolved = resolve_model_or_raise(src, cache_dir=settings.model.cache_dir, offline=settings.offline)
+        resolved = resolve_model(settings, src)
     except StenodError as exc:
         fail(exc.message)
     if resolved.format == "ggml":
@@ -93,7 +98,7 @@ def convert_command(
     out = output if output is not None else Path(f"ggml-{name}-{quantize}.bin")
     started = time.perf_counter()
     try:
-        convert_ct2_to_ggml(resolved.path, out, quantize=quantize)  # type: ignore[arg-type]
+        convert_ct2_to_ggml(resolved.path, out, quantize=quantize)
         info = validate_ggml_file(out)
     except GgmlConversionError as exc:
         fail(f"cannot convert {src}: {exc}")

@@ -83,6 +83,27 @@ def choose_engine(requested: str, model: ResolvedModel) -> str:
     return requested
 
 
+def prepare_model_or_raise(model: ResolvedModel, settings: ModelSettings) -> ResolvedModel:
+    """The weights the chosen engine loads: ``model`` itself, or for whisper.cpp with a CTranslate2
+    model, its ggml conversion cached in ``settings.cache_dir/ggml`` (done once; q8_0 for int8
+    compute types, f16 for float ones). The one place that decides whether to convert: engine
+    creation calls it, and ``stenod bench`` calls it up front so conversion is not timed as loading.
+
+    Raises:
+        ModelLoadError: the conversion failed.
+        UnsupportedParameterError: the engine cannot run this model format.
+    """
+    engine_name = choose_engine(settings.engine, model)
+    if engine_name != "whisper.cpp" or model.format == "ggml":
+        return model
+    from stenod.models.ggml_cache import ensure_ggml_model_or_raise, ggml_quantization_for
+
+    compute_type = choose_compute_type(settings.compute_type, choose_device(settings.device))
+    return ensure_ggml_model_or_raise(
+        model, cache_dir=settings.cache_dir, quantize=ggml_quantization_for(compute_type)
+    )
+
+
 def create_engine(
     model: ResolvedModel,
     settings: ModelSettings,
@@ -90,9 +111,11 @@ def create_engine(
     threads: int,
     concurrency: int = 1,
 ) -> Engine:
-    """Build the engine for ``model``. Loading happens here (seconds for large models). For
-    whisper.cpp, a CTranslate2 model is first converted to a ggml file in
-    ``settings.cache_dir/ggml`` (once; q8_0 for int8 compute types, f16 for float ones).
+    """Build the engine for ``model``. Loading happens here (seconds for large models), after
+    :func:`prepare_model_or_raise` (a no-op for prepared weights).
+
+    Most callers want :func:`stenod.service.load_engine`, which also resolves the model name and
+    picks threads; this is the layer below it.
 
     Raises:
         ModelLoadError: the weights could not be loaded (or converted to ggml).
@@ -115,18 +138,12 @@ def create_engine(
 
         return FasterWhisperEngine(config)
     if engine_name == "whisper.cpp":
-        try:
+        try:  # before any conversion: a missing package should not cost one
             from stenod.engines.whisper_cpp import WhisperCppEngine
         except ImportError as exc:
             raise ModelLoadError(
                 "the whisper.cpp engine needs pywhispercpp: pip install 'stenod[whispercpp]'"
             ) from exc
-        if model.format != "ggml":
-            from stenod.models.ggml_cache import ensure_ggml_model_or_raise, ggml_quantization_for
-
-            ggml = ensure_ggml_model_or_raise(
-                model, cache_dir=settings.cache_dir, quantize=ggml_quantization_for(config.compute_type)
-            )
-            config = replace(config, model_path=str(ggml.path))
-        return WhisperCppEngine(config)
+        prepared = prepare_model_or_raise(model, settings)
+        return WhisperCppEngine(replace(config, model_path=str(prepared.path)))
     raise UnsupportedParameterError(f"unknown engine {engine_name!r}; choose one of {', '.join(ENGINE_NAMES)}")

@@ -11,13 +11,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import anyio.to_thread
 import numpy as np
 
-from stenod.audio.decode import SAMPLE_RATE, probe_audio
-from stenod.engines.base import CancelledError, Engine, SegmentCallback, TranscriptionOptions
+from stenod.audio import SAMPLE_RATE, AudioFile, probe_audio
+from stenod.engines.base import CancelledError, Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import ClientDisconnectedError, StenodError
 from stenod.observability.metrics import Metrics
 from stenod.scheduler.model_manager import OTHER_MODEL_LABEL, ModelManager
@@ -71,7 +70,7 @@ class TranscriptionService:
 
     async def transcribe(
         self,
-        source: BinaryIO,
+        source: AudioFile,
         request: TranscriptionRequest,
         *,
         cancel: threading.Event,
@@ -134,13 +133,13 @@ class TranscriptionService:
         self.metrics.requests.labels(endpoint, model, language, status).inc()
         self.metrics.errors.labels(endpoint, model, language, status, exc.code or exc.error_type).inc()
 
-    def _check_header(self, source: BinaryIO) -> None:
+    def _check_header(self, source: AudioFile) -> None:
         probe_audio(source, max_duration_s=self.max_duration_s)
         source.seek(0)
 
     def _run_in_slot(
         self,
-        source: BinaryIO,
+        source: AudioFile,
         model: str,
         request: TranscriptionRequest,
         cancel: threading.Event,
@@ -165,7 +164,7 @@ class TranscriptionService:
             self.manager.release(name)
 
     @staticmethod
-    def _progress_logger(model: str):  # type: ignore[no-untyped-def]
+    def _progress_logger(model: str) -> ProgressCallback:
         def progress(done: float, total: float) -> None:
             logger.info("progress %s: %.0f%% (%.1f/%.1f s)", model, 100 * done / max(total, 1e-9), done, total)
 
