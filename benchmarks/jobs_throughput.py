@@ -4,15 +4,19 @@ store on moto's server, two ``stenod worker`` processes) against the synchronous
 30 s or more, side by side in one run. Both sides get the same compute: two inference processes
 or slots of one thread each, the same model.
 
+Both set-ups run at the same time (the idle one costs no CPU) and the rounds alternate sync, jobs,
+sync, jobs..., so load from neighbours on a shared machine falls on both alike.
 Synchronous: a client keeps 4 requests in flight until every clip is done.
 Jobs: every clip is submitted at once to ``/v1/jobs``; the clock stops when the client's poll
-(every 0.2 s) sees the last job completed. The ratio jobs/sync wall time is the queueing cost
+(one list request every 0.25 s) sees the last job completed. The ratio jobs/sync wall time is the queueing cost
 (upload to the blob store, database rows, broker round trips, download in the worker, result
-upload, polling); the target is under 1.05.
+upload, polling); the target is under 1.05. CPU seconds of every process of each set-up (API
+server, workers and their pool processes, moto) are measured around each round too: on a shared,
+oversubscribed machine wall time follows the neighbours, CPU time is what the set-up itself spent.
 
 Needs PostgreSQL and Redis (``bash scripts/services.sh``). Example:
 
-    python benchmarks/jobs_throughput.py --model tiny.en --rounds 2 --output benchmarks/results/jobs_throughput.json
+    python benchmarks/jobs_throughput.py --model tiny.en --rounds 2 --output docs/bench/jobs-throughput.json
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 from stenod.audio import decode_audio
 
@@ -53,6 +58,19 @@ class Row:
     wall_s: float
     throughput: float
     """Audio seconds per wall second."""
+
+
+def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU seconds of these processes and their live children (Celery pool)."""
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(proc.pid)
+            for p in [parent, *parent.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = p.cpu_times()
+                    total += times.user + times.system
+    return total
 
 
 def free_port() -> int:
@@ -97,7 +115,7 @@ def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
                 proc.kill()
 
 
-def wait_ready(url: str, *, workers: int = 0, timeout_s: float = 180) -> None:
+def wait_ready(url: str, *, workers: int = 0, timeout_s: float = 600) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
@@ -130,14 +148,16 @@ def run_jobs(url: str, clips: list[Path]) -> float:
         ids.append(r.json()["id"])
     pending = set(ids)
     while pending:
-        for job_id in list(pending):
-            job = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=30).json()
-            if job["status"] == "completed":
-                pending.discard(job_id)
-            elif job["status"] in ("failed", "cancelled"):
-                raise RuntimeError(f"job {job_id} {job['status']}: {job['error']}")
+        # One list call per poll (not one GET per job): the client's polling is part of the cost
+        # measured, and a real client watching many jobs would list them too.
+        listed = httpx.get(f"{url}/v1/jobs", params={"limit": 100}, timeout=30).json()["data"]
+        for job in listed:
+            if job["id"] in pending and job["status"] == "completed":
+                pending.discard(job["id"])
+            elif job["id"] in pending and job["status"] in ("failed", "cancelled"):
+                raise RuntimeError(f"job {job['id']} {job['status']}: {job['error']}")
         if pending:
-            time.sleep(0.2)
+            time.sleep(0.25)
     return time.monotonic() - started
 
 
@@ -161,33 +181,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--clip-seconds", type=float, default=60.0)
-    parser.add_argument("--rounds", type=int, default=2, help="Each clip is sent this many times per target.")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="Alternating sync/jobs rounds; every round sends every clip to each target.")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--cache-dir", default=os.environ.get("STENOD_MODEL__CACHE_DIR", ""))
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="stenod-bench-jobs-") as tmp_str, postgres_database() as db:
+    with tempfile.TemporaryDirectory(prefix="stenod-bench-jobs-") as tmp_str, postgres_database() as db, \
+            contextlib.ExitStack() as stack:
         tmp = Path(tmp_str)
-        clips = make_clips(tmp, args.clip_seconds) * args.rounds
+        clips = make_clips(tmp, args.clip_seconds)
         audio_s = sum(wave.open(str(c)).getnframes() / SAMPLE_RATE for c in clips)
         base_env = {**os.environ, "HF_HUB_OFFLINE": "1", "STENOD_LOG__LEVEL": "warning",
                     "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
         if args.cache_dir:
             base_env["STENOD_MODEL__CACHE_DIR"] = args.cache_dir
         stenod = [sys.executable, "-m", "stenod"]
-        rows: list[Row] = []
 
+        # Both set-ups stay up for the whole run (an idle one costs no CPU), and the rounds
+        # alternate, so a neighbour's load on this shared machine hits both sides alike.
         # 1. synchronous server: two single-thread slots, job workers off.
-        port = free_port()
+        sync_port = free_port()
         env = {**base_env, "STENOD_JOBS__WORKERS": "0", "STENOD_JOBS__DATA_DIR": str(tmp / "sync-data")}
-        with process([*stenod, "serve", "--model", args.model, "--port", str(port), "--slots", "2", "--threads", "1"],
-                     env, tmp / "sync.log"):
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url)
-            run_sync(url, clips[:2], in_flight=2)  # warm-up
-            wall = run_sync(url, clips, in_flight=4)
-            rows.append(Row("sync server (2 slots x 1 thread)", len(clips), audio_s, wall, audio_s / wall))
-
+        sync_procs = [stack.enter_context(process([*stenod, "serve", "--model", args.model, "--port", str(sync_port),
+                                                   "--slots", "2", "--threads", "1"], env, tmp / "sync.log"))]
         # 2. jobs: API server (no inference) + 2 Celery workers, PostgreSQL + Redis + S3 (moto).
         moto_port = free_port()
         queue = f"stenod.bench.{uuid.uuid4().hex[:8]}"
@@ -195,39 +212,66 @@ def main() -> None:
                "STENOD_JOBS__QUEUE_NAME": queue, "STENOD_JOBS__BLOB_URL": "s3://bench-jobs/run",
                "STENOD_JOBS__S3_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
                "STENOD_JOBS__DATA_DIR": str(tmp / "jobs-data")}
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
-                                        env, tmp / "moto.log"))
-            time.sleep(3)
-            import boto3
+        jobs_procs = [stack.enter_context(process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                                                   str(moto_port)], env, tmp / "moto.log"))]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", moto_port), timeout=1):
+                break
+            time.sleep(0.3)
+        import boto3
 
-            boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", region_name="us-east-1",
-                         aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench-jobs")
-            port = free_port()
-            stack.enter_context(process([*stenod, "serve", "--model", args.model, "--port", str(port), "--lazy"],
-                                        env, tmp / "api.log"))
-            for i in range(2):
-                stack.enter_context(process([*stenod, "worker", "--model", args.model, "--concurrency", "1",
-                                             "--threads", "1", "--hostname", f"bench{i}@%h"], env, tmp / f"w{i}.log"))
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, workers=2)
-            run_jobs(url, clips[:2])  # warm-up
-            wall = run_jobs(url, clips)
-            rows.append(Row("jobs: Celery+Redis, PostgreSQL, S3, 2 workers x 1 thread", len(clips), audio_s, wall,
-                            audio_s / wall))
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", region_name="us-east-1",
+                     aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench-jobs")
+        jobs_port = free_port()
+        jobs_procs.append(stack.enter_context(process([*stenod, "serve", "--model", args.model, "--port",
+                                                       str(jobs_port), "--lazy"], env, tmp / "api.log")))
+        for i in range(2):
+            jobs_procs.append(stack.enter_context(process([*stenod, "worker", "--model", args.model, "--concurrency",
+                                                           "1", "--threads", "1", "--hostname", f"bench{i}@%h"],
+                                                          env, tmp / f"w{i}.log")))
+        sync_url, jobs_url = f"http://127.0.0.1:{sync_port}", f"http://127.0.0.1:{jobs_port}"
+        wait_ready(sync_url)
+        wait_ready(jobs_url, workers=2)
+        run_sync(sync_url, clips[:1], in_flight=1)  # warm-up
+        run_jobs(jobs_url, clips[:1])
+        walls: dict[str, list[float]] = {"sync": [], "jobs": []}
+        cpus: dict[str, list[float]] = {"sync": [], "jobs": []}
+        for _ in range(args.rounds):
+            before = cpu_seconds(sync_procs)
+            walls["sync"].append(run_sync(sync_url, clips, in_flight=4))
+            cpus["sync"].append(cpu_seconds(sync_procs) - before)
+            before = cpu_seconds(jobs_procs)
+            walls["jobs"].append(run_jobs(jobs_url, clips))
+            cpus["jobs"].append(cpu_seconds(jobs_procs) - before)
+            print(f"round: sync {walls['sync'][-1]:.2f} s wall {cpus['sync'][-1]:.1f} s CPU, "
+                  f"jobs {walls['jobs'][-1]:.2f} s wall {cpus['jobs'][-1]:.1f} s CPU", flush=True)
 
+    total_audio = audio_s * args.rounds
+    rows = [
+        Row("sync server (2 slots x 1 thread)", len(clips) * args.rounds, total_audio, sum(walls["sync"]),
+            total_audio / sum(walls["sync"])),
+        Row("jobs: Celery+Redis, PostgreSQL, S3 (moto), 2 workers x 1 thread", len(clips) * args.rounds, total_audio,
+            sum(walls["jobs"]), total_audio / sum(walls["jobs"])),
+    ]
     ratio = rows[1].wall_s / rows[0].wall_s
     print("| target | jobs | audio s | wall s | audio s / s |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r.target} | {r.jobs} | {r.audio_s:.1f} | {r.wall_s:.2f} | {r.throughput:.2f} |")
     print(f"\njobs / sync wall time: {ratio:.3f} (queueing overhead {100 * (ratio - 1):+.1f} %; target < +5 %)")
+    cpu_ratio = sum(cpus["jobs"]) / sum(cpus["sync"])
+    print(f"jobs / sync CPU seconds (all processes of each set-up): {cpu_ratio:.3f}")
+    per_round = [j / s for s, j in zip(walls["sync"], walls["jobs"], strict=True)]
+    print("per round jobs/sync: " + ", ".join(f"{r:.3f}" for r in per_round))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({
             "model": args.model, "clip_seconds": args.clip_seconds, "rounds": args.rounds,
-            "rows": [asdict(r) for r in rows], "jobs_over_sync": ratio,
-            "host": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()},
+            "clips": [c.name for c in clips], "rows": [asdict(r) for r in rows], "walls_s": walls,
+            "jobs_over_sync": ratio, "jobs_over_sync_per_round": per_round, "cpu_s": cpus,
+            "jobs_over_sync_cpu": cpu_ratio,
+            "host": {"cpus": os.cpu_count(), "loadavg_end": os.getloadavg()},
         }, indent=2))
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the deployment tests run for real (tests/deploy/): nginx in front of stenod,
 # Prometheus and promtool on the shipped monitoring config, systemd-analyze on the units; Chromium
-# (with a font) for the browser-page tests (tests/web/).
+# (with a font) for the browser-page tests (tests/web/); curl for the whisper.cpp README commands
+# (tests/api/test_whispercpp_compat.py).
 # Idempotent: installs only what is missing (apt-get update first); waits for another apt to finish.
 set -euo pipefail
-PACKAGES=(nginx prometheus systemd chromium fonts-liberation)
+PACKAGES=(nginx prometheus systemd chromium fonts-liberation curl)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

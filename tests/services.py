@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-import pytest
+from tests.conftest import skip_or_fail
 
 PG_ADMIN_URL = os.environ.get("STENOD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("STENOD_TEST_REDIS_PORT", "6379"))
@@ -28,11 +29,9 @@ AMQP_URL = os.environ.get("STENOD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:
 STARTUP_TIMEOUT_S = 60.0
 
 
-def unavailable(what: str) -> None:
+def unavailable(what: str) -> NoReturn:
     """Fail under CI (the service must be there), skip elsewhere."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{what} is not reachable (CI=true: services are required; run scripts/services.sh)")
-    pytest.skip(f"{what} is not reachable; run scripts/services.sh")
+    skip_or_fail(f"{what} is not reachable; run scripts/services.sh")
 
 
 def free_port() -> int:
@@ -65,7 +64,7 @@ def postgres_database() -> Iterator[str]:
         admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "not available"
+    except Exception as exc:
         unavailable(f"PostgreSQL at {PG_ADMIN_URL} ({type(exc).__name__})")
     name = unique("stenod_test")
     with admin.connect() as conn:

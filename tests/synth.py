@@ -70,3 +70,28 @@ def two_speaker_call(path: Path) -> tuple[Path, float]:
 
 SPEAKER_A_TEXT = "in being comparatively modern"
 SPEAKER_B_TEXT = "he was not an ill disposed young man"
+
+
+def two_speaker_turns(path: Path) -> tuple[Path, float, str, str]:
+    """The 22 s two-channel recording of issue 11: one speaker on the left from 0 to about 11 s
+    (LJ Speech), then from 11.5 s another on the right (two LibriVox sentences), each channel
+    silent while the other speaks. Whisper's single 30 s window used to stop after the first
+    speaker. Returns the WAV, the time between the turns and the two references."""
+    from stenod.audio.decode import decode_audio
+    from tests.conftest import CORPUS, corpus_set
+    from tests.media import write_wav
+
+    _, lj_refs = corpus_set("ljspeech-lj001")
+    _, misc_refs = corpus_set("en-misc-short")
+    misc = CORPUS / "en-misc-short/audio"
+    a = decode_audio(CORPUS / "ljspeech-lj001/audio/LJ001-0001.wav").samples
+    b1 = decode_audio(misc / "sense_and_sensibility_01_austen_64kb-0870.wav").samples
+    b2 = decode_audio(misc / "sense_and_sensibility_01_austen_64kb-0880.wav").samples
+    left = np.concatenate([silence(0.6), a])
+    left = np.concatenate([left, silence(11.5 - len(left) / RATE)])
+    right_speech = np.concatenate([b1, silence(0.4), b2])
+    right = np.concatenate([np.zeros_like(left), right_speech])
+    left = np.concatenate([left, np.zeros_like(right_speech)])
+    text_b = misc_refs["sense_and_sensibility_01_austen_64kb-0870"] + " " + misc_refs["sense_and_sensibility_01_austen_64kb-0880"]
+    junction_s = (0.6 * RATE + len(a) + 11.5 * RATE) / 2 / RATE
+    return write_wav(path, np.stack([left, right], axis=1), channels=2), junction_s, lj_refs["LJ001-0001"], text_b

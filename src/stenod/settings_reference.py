@@ -17,6 +17,7 @@ END_MARKER = "<!-- settings-reference:end -->"
 
 def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
+        # pydantic types default_factory as taking the validated data or nothing; ours take nothing.
         value: Any = field.default_factory()  # type: ignore[call-arg]
     else:
         value = field.default

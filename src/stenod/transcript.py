@@ -6,8 +6,18 @@ straight mapping and nothing has to be renamed at the API edge.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from typing import Any
+
+
+class Task(StrEnum):
+    """What Whisper does with the speech: write it down in its own language, or translate it to
+    English. A ``str`` subclass, so it compares equal to (and serializes as) ``"transcribe"`` /
+    ``"translate"``."""
+
+    TRANSCRIBE = "transcribe"
+    TRANSLATE = "translate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +62,7 @@ class Transcript:
     duration: float
     segments: tuple[Segment, ...] = ()
     language_probability: float = 0.0
-    task: str = "transcribe"
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Engine facts that are not part of the transcript (model, processing time); never rendered."""
+    task: Task = Task.TRANSCRIBE
 
     @classmethod
     def from_segments(
@@ -64,7 +72,7 @@ class Transcript:
         language: str,
         duration: float,
         language_probability: float = 0.0,
-        task: str = "transcribe",
+        task: Task | str = Task.TRANSCRIBE,
     ) -> Transcript:
         return cls(
             text=join_segment_text(segments),
@@ -72,7 +80,7 @@ class Transcript:
             duration=duration,
             segments=tuple(segments),
             language_probability=language_probability,
-            task=task,
+            task=Task(task),
         )
 
     def with_segments(self, segments: list[Segment] | tuple[Segment, ...]) -> Transcript:
@@ -91,7 +99,7 @@ class Transcript:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("extra")
+        data["task"] = str(self.task)
         return data
 
 

@@ -73,9 +73,9 @@ def start_server(tmp_path: Path, cache_dir: Path, *args: str, env: dict[str, str
     raise RuntimeError(f"server not ready in {STARTUP_TIMEOUT_S}s:\n{server.log()}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[ServerProcess]:
-    """The default server for a test module: tiny.en, two slots."""
+    """The one shared real server of the session: tiny.en, two slots (tests must not stop it)."""
     srv = start_server(tmp_path_factory.mktemp("server"), cache_dir, "--model", "tiny.en", "--slots", "2")
     yield srv
     srv.stop()

@@ -11,10 +11,14 @@ import httpx
 import pytest
 
 from tests.api.conftest import ServerProcess, start_server
-from tests.conftest import JFK, CORPUS
+from tests.conftest import CORPUS, JFK, skip_or_fail
 from tests.wer_utils import normalize
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+@pytest.fixture(autouse=True)
+def _curl() -> None:
+    if shutil.which("curl") is None:
+        skip_or_fail("curl is not installed")
 
 JFK_WORDS = normalize("And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.")
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from tests.api.conftest import ServerProcess, start_server
-from tests.conftest import JFK, JFK_TEXT
+from tests.conftest import JFK, JFK_TEXT, require_module
 from tests.wer_utils import normalize
 
-pytest.importorskip("_pywhispercpp")
+require_module("_pywhispercpp")
 
 
 ADMIN_KEY = "sk-admin-wcpp"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, skip_or_fail
 
 LIBRI = CORPUS / "librispeech-clean100-a" / "audio"
 MISC = CORPUS / "en-misc-short" / "audio"
@@ -34,7 +34,7 @@ def stenod_exe() -> str:
     exe = Path(sys.executable).parent / "stenod"
     found = str(exe) if exe.exists() else shutil.which("stenod")
     if not found:
-        pytest.skip("stenod console script not installed")
+        skip_or_fail("stenod console script not installed")
     return found
 
 

@@ -110,7 +110,7 @@ def test_second_ctrl_c_abandons_in_flight_files_without_partial_outputs(tmp_path
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=DEADLINE_S)
+    _stdout, stderr = proc.communicate(timeout=DEADLINE_S)
     assert proc.returncode == 130
     assert "abandoning" in stderr and "leaked" not in stderr
     assert _leftovers(out) == [] and not list(out.glob("b.*")) and not list(out.glob("c.*"))
@@ -124,7 +124,7 @@ def test_second_ctrl_c_abandons_in_flight_files_without_partial_outputs(tmp_path
         (["/no/such/folder", "-o", "{out}"], "not a folder"),
         (["{src}", "-o", "{out}", "--formats", "txt,docx"], "unknown format 'docx'"),
         (["{src}", "-o", "{out}", "--language", "klingon"], "--language: unknown language 'klingon'"),
-        (["{src}", "-o", "{out}", "--task", "summarize"], "--task: invalid value 'summarize'"),
+        (["{src}", "-o", "{out}", "--task", "summarize"], "'summarize' is not one of 'transcribe', 'translate'"),
         (["{src}", "-o", "{out}", "--server", "http://x", "--batch-size", "8"], "cannot be combined with --server"),
         (["{src}", "-o", "{out}", "--model", "no-such-model-anywhere"], "no-such-model-anywhere"),
     ],
@@ -149,3 +149,54 @@ def test_batch_size_runs_one_process_with_the_batched_pipeline(tmp_path: Path, c
     assert "batched pipeline batch size 4" in result.output
     assert "He was not" in (out / "2.vtt").read_text()
     assert json.loads((out / "summary.json").read_text())["files_ok"] == 2
+
+
+def _worker_pids(batch_pid: int) -> set[int]:
+    """The pool's worker processes (spawned children running ``spawn_main``, not the resource tracker)."""
+    import psutil
+
+    pids: set[int] = set()
+    for child in psutil.Process(batch_pid).children(recursive=True):
+        try:
+            cmdline = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
+            pids.add(child.pid)
+    return pids
+
+
+def test_a_worker_process_that_dies_on_a_file_fails_that_file_only(tmp_path: Path, cache_dir: Path) -> None:
+    """A real worker process killed (as the OOM killer would) while a file is in flight, twice: the
+    batch retries the file alone once, then records it as failed and finishes the others with a
+    fresh pool; exit code 1 because a file failed."""
+    src = make_good_dir(tmp_path / "in", {"a_long.wav": CORPUS_LONG, "b.flac": LIBRI / "1447-130550-0000.flac",
+                                          "c.flac": LIBRI / "403-126855-0000.flac"})
+    out = tmp_path / "out"
+    proc = subprocess.Popen([stenod_exe(), "batch", str(src), "-o", str(out), "--workers", "1", "-m", "tiny.en",
+                             "--formats", "txt"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(cache_dir))
+    killed: set[int] = set()
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        # One worker, files in name order: until a result is recorded, a_long.wav is the file in flight.
+        while len(killed) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "batch ended before its worker was killed"
+            manifest = out / "manifest.jsonl"
+            assert not (manifest.is_file() and "a_long" in manifest.read_text()), "a_long.wav finished first"
+            for pid in _worker_pids(proc.pid) - killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            time.sleep(0.05)
+        stdout, stderr = proc.communicate(timeout=DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, stderr
+    assert "failed a_long.wav: the worker process died while transcribing this file" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    status = {f["filename"]: f["status"] for f in summary["files"]}
+    assert status == {"a_long.wav": "failed", "b.flac": "ok", "c.flac": "ok"}, stdout
+    assert sorted(p.name for p in out.glob("*.txt")) == ["b.txt", "c.txt"]
+    assert _leftovers(out) == []

@@ -14,9 +14,8 @@ from stenod.batch.client import (
     normalize_base_url,
     parse_retry_after,
     retry_delay_s,
-    transcript_from_verbose_json,
 )
-from stenod.formats import render
+from stenod.formats import render, transcript_from_verbose_json
 from tests.conftest import JFK
 
 VERBOSE = {

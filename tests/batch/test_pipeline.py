@@ -10,12 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from stenod.batch import InProcessRunner, Manifest, WorkerConfig, WorkOutcome, discover_audio, manifest_path, plan_batch, run_batch
+from stenod.batch import (
+    InProcessRunner,
+    Manifest,
+    WorkerConfig,
+    WorkOutcome,
+    discover_audio,
+    manifest_path,
+    plan_batch,
+    run_batch,
+)
 from stenod.batch.pipeline import BatchRun, StopControl
 from stenod.engines import TranscriptionOptions
 from stenod.formats import ResponseFormat
 from stenod.models import resolve_model_or_raise
-from stenod.settings import ModelSettings
+from stenod.settings import ModelSettings, Settings
 from stenod.transcript import Transcript
 from tests.batch.conftest import BAD_FILES, LIBRI, MISC, make_good_dir
 
@@ -25,7 +34,8 @@ FORMATS: list[ResponseFormat] = ["json", "srt", "vtt", "text"]
 def _run(engine: object, cache_dir: Path, src: Path, out: Path, *, retry_failed: bool = False,
          recursive: bool = True) -> BatchRun:
     resolved = resolve_model_or_raise("tiny.en", cache_dir=cache_dir, offline=True)
-    config = WorkerConfig(model=resolved, model_settings=ModelSettings(name="tiny.en", cache_dir=cache_dir),
+    settings = Settings(model=ModelSettings(name="tiny.en", cache_dir=cache_dir))
+    config = WorkerConfig(model=resolved, settings=settings,
                           options=TranscriptionOptions(), threads=2, max_duration_s=3600)
     manifest = Manifest(manifest_path(out))
     plan = plan_batch(discover_audio(src, recursive=recursive, exclude=out), manifest, input_dir=src,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from pathlib import Path
 
 import httpx
@@ -113,7 +114,7 @@ def _host():  # type: ignore[no-untyped-def]
 def engine_result() -> Callable[..., object]:
     """Build a synthetic ``EngineBenchResult`` from ``(model, compute_type, threads, rtf, peak_rss_mb, wer)`` rows
     over 100 s of audio."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from stenod.bench.schema import BenchFile, EngineBenchResult, EngineBenchSettings, EngineRun, Spread
 
@@ -131,7 +132,7 @@ def engine_result() -> Callable[..., object]:
             ))
         host = _host().model_copy(update={"usable_cores": cores, "logical_cores": cores, "memory_total_mb": memory_mb})
         return EngineBenchResult(
-            created_at=datetime(2026, 1, 1, tzinfo=timezone.utc), command="stenod bench engines", host=host,
+            created_at=datetime(2026, 1, 1, tzinfo=UTC), command="stenod bench engines", host=host,
             settings=EngineBenchSettings(repeats=3, warmup=1, language="en", beam_size=1, timeout_s=60),
             files=[BenchFile(file="a.flac", audio_s=100.0, reference="x")], runs=runs,
         )
@@ -142,7 +143,7 @@ def engine_result() -> Callable[..., object]:
 @pytest.fixture
 def server_result() -> Callable[..., object]:
     """Build a synthetic ``ServerBenchResult`` from ``(concurrency, throughput, p95_s, errors)`` rows."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from stenod.bench.schema import LoadLevel, Percentiles, ServerBenchResult, ServerBenchSettings
 
@@ -157,7 +158,7 @@ def server_result() -> Callable[..., object]:
                 wer=0.05, stopped_by="requests",
             ))
         return ServerBenchResult(
-            created_at=datetime(2026, 1, 1, tzinfo=timezone.utc), command="stenod bench server", host=_host(),
+            created_at=datetime(2026, 1, 1, tzinfo=UTC), command="stenod bench server", host=_host(),
             settings=ServerBenchSettings(url="http://127.0.0.1:8080", api="openai", model=None, language=None,
                                          max_requests=100, max_duration_s=60, request_timeout_s=300),
             files=[], levels=levels,

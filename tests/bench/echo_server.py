@@ -32,12 +32,12 @@ def create_app(*, text: str, delay_s: float, fail_every: int, fail_status: int) 
         return JSONResponse({"text": text})
 
     @app.post("/v1/audio/transcriptions")
-    async def openai_route(file: UploadFile = File(...), model: str | None = Form(None),  # noqa: B008
+    async def openai_route(file: UploadFile = File(...), model: str | None = Form(None),
                            response_format: str | None = Form(None)) -> JSONResponse:
         return await answer(file)
 
     @app.post("/inference")
-    async def whispercpp_route(file: UploadFile = File(...), response_format: str | None = Form(None),  # noqa: B008
+    async def whispercpp_route(file: UploadFile = File(...), response_format: str | None = Form(None),
                                temperature: float | None = Form(None)) -> JSONResponse:
         return await answer(file)
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,14 +35,12 @@ def _seen(url: str) -> int:
 
 
 def test_dead_endpoint_is_a_one_line_error_and_exit_1(dead_url: str, tmp_path: Path) -> None:
-    started = time.monotonic()
     proc = _bench_server("--url", dead_url, "--concurrency", "1,4", "--file", str(JFK), "-o", str(tmp_path))
     assert proc.returncode == 1
     assert f"error: cannot reach {dead_url}: connection refused; is the server running?" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert len(proc.stderr.strip().splitlines()) <= 2  # the "load test of ..." line and the error
     assert not (tmp_path / "result.json").exists()
-    assert time.monotonic() - started < 30
 
 
 def test_dead_endpoint_stops_a_level_early_with_connect_errors(dead_url: str) -> None:
@@ -69,23 +66,23 @@ def test_load_stops_at_the_request_bound(echo_server: Callable[..., str]) -> Non
 def test_load_stops_at_the_time_bound(echo_server: Callable[..., str]) -> None:
     url = echo_server(delay_s=0.3)
     options = LoadOptions(url=url, max_requests=10_000, max_duration_s=1.0)
-    started = time.perf_counter()
-    level, _ = asyncio.run(run_level(options, _items(), 2))
-    elapsed = time.perf_counter() - started
+    level, records = asyncio.run(run_level(options, _items(), 2))
     assert level.stopped_by == "duration"
-    assert 2 <= level.requests <= 12
-    # no request starts after 1 s; the last ones finish one service time later
-    assert elapsed < 1.0 + 0.3 + 1.5
+    # Each of the 2 clients has one request in flight at a time and each takes >= 0.3 s, so at most
+    # 4 start within the 1 s bound per client; at least the first of each does.
+    assert 2 <= level.requests <= 8 and _seen(url) == level.requests
+    # No request starts after the bound (start = finish - latency, on the load client's own clock).
+    level_start = max(r.finished_at for r in records) - level.wall_s
+    assert all(r.finished_at - r.latency_s - level_start <= options.max_duration_s + 1e-6 for r in records)
     assert level.latency_s is not None and level.latency_s.p50 >= 0.3
 
 
 def test_a_request_that_never_answers_is_cut_at_the_request_timeout(echo_server: Callable[..., str]) -> None:
     url = echo_server(delay_s=30)
     options = LoadOptions(url=url, max_requests=100, max_duration_s=0.2, request_timeout_s=0.5)
-    started = time.perf_counter()
-    level, _ = asyncio.run(run_level(options, _items(), 2))
-    assert time.perf_counter() - started < 3
+    level, records = asyncio.run(run_level(options, _items(), 2))
     assert level.status_counts == {"timeout": 2} and level.ok == 0
+    assert all(r.detail == "no response within 0.5 s" for r in records)
 
 
 def test_errors_are_counted_by_status_and_wer_is_scored(echo_server: Callable[..., str]) -> None:

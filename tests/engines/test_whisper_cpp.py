@@ -24,10 +24,10 @@ from stenod.audio import decode_audio
 from stenod.engines import CancelledError, TranscriptionOptions, temperature_schedule
 from stenod.engines.base import EngineConfig
 from stenod.errors import UnsupportedParameterError
-from tests.conftest import CORPUS, JFK, JFK_TEXT, corpus_set
+from tests.conftest import CORPUS, JFK, JFK_TEXT, corpus_set, require_module
 from tests.wer_utils import normalize, wer
 
-pytest.importorskip("_pywhispercpp")
+require_module("_pywhispercpp")
 
 from stenod.engines.whisper_cpp import WhisperCppEngine  # noqa: E402
 
@@ -309,7 +309,7 @@ def test_concurrency_uses_one_context_per_slot(tiny_ggml: Path, jfk_audio: np.nd
         def work() -> None:
             try:
                 results.append(engine.transcribe(jfk_audio, TranscriptionOptions()).text)
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=work) for _ in range(2)]
@@ -423,8 +423,8 @@ def test_create_engine_converts_bundled_model_once(cache_dir: Path, tiny_ggml: P
 
 def test_invalid_cached_file_is_converted_again(cache_dir: Path, tmp_path: Path) -> None:
     from stenod.models import resolve_model_or_raise
-    from stenod.models.ggml_cache import cached_ggml_path, ensure_ggml_model_or_raise
     from stenod.models.ggml import validate_ggml_file
+    from stenod.models.ggml_cache import cached_ggml_path, ensure_ggml_model_or_raise
 
     resolved = resolve_model_or_raise("tiny.en", cache_dir=cache_dir, offline=True)
     own_cache = tmp_path / "cache"

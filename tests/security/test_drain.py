@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import threading
 import signal
+import threading
 import time
 from pathlib import Path
 

@@ -1,5 +1,5 @@
 """The HTTP API: routes translate HTTP to service calls and back, nothing more."""
 
-from stenod.api.app import create_app
+from stenod.api.app import begin_drain, create_app
 
-__all__ = ["create_app"]
+__all__ = ["begin_drain", "create_app"]

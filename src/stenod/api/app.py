@@ -13,20 +13,23 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from stenod import __version__
+from stenod.api.auth import Authenticator
 from stenod.api.docs import install_docs
 from stenod.api.errors import install_error_handlers
-from stenod.api.middleware import RequestContextMiddleware, UploadLimitMiddleware
+from stenod.api.middleware import (
+    ProtectedPathsMiddleware,
+    RequestContextMiddleware,
+    UploadLimitMiddleware,
+    protected_prefixes,
+)
+from stenod.api.ratelimit import RateLimits
 from stenod.api.routers import health, jobs, openai, web, whispercpp
 from stenod.api.state import AppState
-from stenod.engines.base import Engine
-from stenod.engines.factory import cpu_count, create_engine, plan_cpu
 from stenod.errors import StenodError
-from stenod.models.access import ModelAccess
-from stenod.models.registry import ResolvedModel
 from stenod.observability.metrics import Metrics
-from stenod.scheduler.model_manager import ModelManager
+from stenod.scheduler.memory import MemoryBudget
 from stenod.scheduler.slots import SlotScheduler
-from stenod.service.server_transcription import TranscriptionService
+from stenod.service import EngineFactory, TranscriptionService, build_model_manager, server_cpu_plan
 from stenod.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -34,37 +37,26 @@ logger = logging.getLogger(__name__)
 UPLOAD_PATHS = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations", "/inference", "/v1/jobs"})
 
 
-def model_access(settings: Settings) -> ModelAccess:
-    m = settings.model
-    return ModelAccess(
-        configured=frozenset({m.name, *m.served}), model_dirs=tuple(m.model_dirs),
-        allow_paths=m.allow_request_paths, allow_downloads=m.allow_request_downloads and not settings.offline,
-    )
-
-
-def build_state(settings: Settings) -> AppState:
-    plan = plan_cpu(cores=cpu_count(), threads=settings.model.threads, concurrency=settings.server.slots)
+def build_state(settings: Settings, *, engine_factory: EngineFactory | None = None) -> AppState:
+    """The app's long-lived parts. ``engine_factory`` replaces how engines are loaded (tests use a
+    fast fake engine); by default the configured engine via :func:`stenod.service.engine_factory`."""
+    plan = server_cpu_plan(settings)
     metrics = Metrics()
-
-    def factory(model: ResolvedModel) -> Engine:
-        # Every model gets as many CTranslate2 workers as there are slots, sharing one weight copy.
-        return create_engine(model, settings.model, threads=plan.threads, concurrency=plan.concurrency)
-
-    manager = ModelManager(
-        settings.model, factory, offline=settings.offline,
-        max_loaded=settings.server.max_loaded_models, idle_ttl_s=settings.server.model_idle_ttl_s,
+    manager = build_model_manager(
+        settings, plan, factory=engine_factory,
         on_load=lambda name, seconds: metrics.model_load_seconds.labels(manager.metrics_label(name)).observe(seconds),
         on_load_error=lambda _name: metrics.model_load_failures.inc(),
-        access=model_access(settings),
     )
     scheduler = SlotScheduler(slots=plan.concurrency, queue_size=settings.server.queue_size)
     service = TranscriptionService(
         manager=manager, scheduler=scheduler, metrics=metrics,
         max_duration_s=settings.audio.max_duration_s, request_timeout_s=settings.server.request_timeout_s,
         print_progress=settings.server.print_progress, chunk_s=settings.audio.chunk_s,
+        memory=MemoryBudget(int(settings.server.memory_budget_mb * 1024 * 1024)),
     )
-    logger.info("inference plan: %d slots x %d threads on %d cores", plan.concurrency, plan.threads, cpu_count())
-    return AppState(settings=settings, manager=manager, scheduler=scheduler, metrics=metrics, service=service)
+    logger.info("inference plan: %d slots x %d threads", plan.concurrency, plan.threads)
+    return AppState(settings=settings, manager=manager, scheduler=scheduler, metrics=metrics, service=service,
+                    auth=Authenticator(settings), limits=RateLimits(settings.server.rate_limit_storage_url))
 
 
 async def _preload(state: AppState) -> None:
@@ -125,9 +117,15 @@ def begin_drain(state: AppState) -> None:
         asyncio.get_running_loop().create_task(workers.stop(timeout_s=state.settings.server.drain_timeout_s))
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, engine_factory: EngineFactory | None = None) -> FastAPI:
+    """A self-contained app for ``settings`` (default: from the environment).
+
+    Args:
+        engine_factory: how to load an engine for a resolved model; ``None`` loads the configured
+            engine. Tests pass a fast fake engine here instead of patching globals.
+    """
     settings = settings or Settings()
-    state = build_state(settings)
+    state = build_state(settings, engine_factory=engine_factory)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
             if state.jobs is not None:
                 await state.jobs.stop()
+            state.auth.close()
             busy = state.scheduler.stats().running
             state.scheduler.close()
             if busy:
@@ -181,5 +180,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     max_bytes = int(settings.audio.max_file_mb * 1_000_000)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, paths=UPLOAD_PATHS)
+    protected = protected_prefixes(settings)
+    if protected:
+        app.add_middleware(ProtectedPathsMiddleware, auth=state.auth, prefixes=protected)
     app.add_middleware(RequestContextMiddleware)  # outermost: every response carries the id
     return app

@@ -279,7 +279,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._linger_bytes > LINGER_MAX_BYTES:
             self.transport.close()
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
         if self._lingering or self._refused:
             self.transport.close()
-        return None

@@ -25,6 +25,7 @@ def error_response(exc: StenodError) -> JSONResponse:
     retry_after_s = getattr(exc, "retry_after_s", None)
     if isinstance(retry_after_s, (int, float)):
         headers["Retry-After"] = str(max(1, int(math.ceil(retry_after_s))))
+    headers.update(getattr(exc, "headers", None) or {})
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = 'Bearer realm="stenod"'  # RFC 6750: say how to authenticate
     return JSONResponse(
@@ -63,7 +64,7 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None)
-    logger.exception("unhandled error (request %s)", request_id)
+    logger.error("unhandled error (request %s)", request_id, exc_info=exc)
     return JSONResponse(
         error_body(f"internal server error (request id {request_id})", error_type="server_error", code="internal_error"),
         status_code=500,

@@ -13,9 +13,9 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from stenod.api.deps import NamedUpload
-from stenod.engines.languages import language_name
 from stenod.errors import ClientDisconnectedError, StenodError
 from stenod.formats import DEFAULT_SUBTITLES, MEDIA_TYPES, ResponseFormat, SubtitleOptions, TimestampGranularity, render
+from stenod.languages import language_name
 from stenod.service.server_transcription import ServedTranscription, TranscriptionRequest, TranscriptionService
 from stenod.transcript import Segment
 
@@ -103,8 +103,8 @@ async def streamed_response(
     work = asyncio.create_task(service.transcribe(upload, params, cancel=cancel, on_segment=on_segment))
     work.add_done_callback(lambda _: queue.put_nowait(None))
     first = await queue.get()
-    if first is None and work.exception() is not None:
-        raise work.exception()  # type: ignore[misc]
+    if first is None and (error := work.exception()) is not None:
+        raise error
 
     async def events() -> AsyncIterator[bytes]:
         item = first

@@ -35,7 +35,7 @@ class AudioChunk:
 
     @property
     def duration_s(self) -> float:
-        return self.pcm.shape[-1] / SAMPLE_RATE
+        return float(self.pcm.shape[-1]) / SAMPLE_RATE
 
 
 def quietest_cut(pcm: np.ndarray, *, lo: int, hi: int) -> int:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 import av
 import av.error
@@ -30,7 +30,20 @@ is reported as truncated rather than silently transcribed in part."""
 
 _WAV_HEADER_READ_BYTES = 4096
 
-AudioSource = str | os.PathLike[str] | BinaryIO
+
+
+class AudioFile(Protocol):
+    """A seekable binary file object: an open file, ``BytesIO``, or an HTTP upload's spooled file."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
+
+
+AudioSource = str | os.PathLike[str] | AudioFile
+"""A path, or a binary file object positioned at the start of the data."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +310,9 @@ class AudioStream:
             )
 
 
+STEREO_TO_MONO_GAIN = 0.7071067811865476
+"""FFmpeg's (libswresample's) gain for each of two channels mixed down to mono: sqrt(1/2)."""
+
 _INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
 
 
@@ -351,7 +367,10 @@ def decoded_from_pcm(pcm: np.ndarray, *, stereo: bool, source_sample_rate: int, 
     ``stereo``."""
     if stereo:
         channels = pcm
-        mono = channels.mean(axis=0, dtype=np.float32)
+        # FFmpeg's own stereo -> mono matrix, which the plain (non-diarized) path gets: the same
+        # level, hence the same text, with and without diarization (issue 11; a plain mean is
+        # 3 dB quieter and changed the transcript).
+        mono = (channels[0] + channels[1]) * np.float32(STEREO_TO_MONO_GAIN)
     else:
         channels = None
         mono = pcm[0]

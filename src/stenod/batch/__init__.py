@@ -6,12 +6,18 @@ outputs + manifest per finished file -> summary.
 """
 
 from stenod.batch.client import ServerClient, ServerOptions, ServerRunner
-from stenod.batch.discovery import AUDIO_EXTENSIONS, SourceFile, discover_audio, sniff_audio_container
+from stenod.batch.discovery import (
+    AUDIO_EXTENSIONS,
+    SourceFile,
+    declared_duration_s,
+    discover_audio,
+    sniff_audio_container,
+)
 from stenod.batch.manifest import FileResult, Manifest
 from stenod.batch.pipeline import BatchPlan, BatchReporter, BatchRun, StopControl, manifest_path, plan_batch, run_batch
-from stenod.batch.pool import InProcessRunner, ProcessPoolRunner, WorkerConfig
+from stenod.batch.pool import InProcessRunner, ProcessPoolRunner, WorkerConfig, choose_workers, local_runner
 from stenod.batch.runner import Runner, WorkOutcome
-from stenod.batch.summary import BatchSummary, FileEntry
+from stenod.batch.summary import BatchSummary, FileEntry, summary_table
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -32,9 +38,13 @@ __all__ = [
     "StopControl",
     "WorkOutcome",
     "WorkerConfig",
+    "choose_workers",
+    "declared_duration_s",
     "discover_audio",
+    "local_runner",
     "manifest_path",
     "plan_batch",
     "run_batch",
     "sniff_audio_container",
+    "summary_table",
 ]

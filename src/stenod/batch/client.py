@@ -25,14 +25,12 @@ from typing import Any
 import httpx
 
 from stenod.batch.runner import WorkOutcome, short_error
-from stenod.engines.base import Task
-from stenod.engines.languages import LANGUAGE_NAMES
-from stenod.transcript import Segment, Transcript, Word
+from stenod.formats import transcript_from_verbose_json
+from stenod.transcript import Task
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUS_CODES = frozenset({429, 502, 503, 504})
-_CODES_BY_NAME = {name: code for code, name in LANGUAGE_NAMES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +41,7 @@ class ServerOptions:
     """``http://host:port``; a trailing ``/v1`` is accepted."""
     model: str
     language: str | None = None
-    task: Task = "transcribe"
+    task: Task = Task.TRANSCRIBE
     concurrency: int = 2
     retries: int = 5
     backoff_s: float = 1.0
@@ -82,31 +80,6 @@ def retry_delay_s(attempt: int, retry_after: float | None, *, backoff_s: float, 
         return min(retry_after, max_backoff_s)
     base = min(backoff_s * (2 ** attempt), max_backoff_s)
     return base * random.uniform(0.75, 1.0)
-
-
-def transcript_from_verbose_json(data: dict[str, Any]) -> Transcript:
-    """Rebuild a :class:`Transcript` from OpenAI's ``verbose_json`` so every format renders locally."""
-    words = [Word(start=float(w["start"]), end=float(w["end"]), word=str(w["word"]),
-                  probability=float(w.get("probability", 0.0))) for w in data.get("words") or ()]
-    segments = []
-    for i, s in enumerate(data.get("segments") or ()):
-        start, end = float(s.get("start", 0.0)), float(s.get("end", 0.0))
-        seg_words = tuple(w for w in words if start <= w.start < end) if words else None
-        segments.append(Segment(
-            id=int(s.get("id", i)), seek=int(s.get("seek", 0)), start=start, end=end,
-            text=str(s.get("text", "")), tokens=tuple(int(t) for t in s.get("tokens") or ()),
-            temperature=float(s.get("temperature") or 0.0), avg_logprob=float(s.get("avg_logprob") or 0.0),
-            compression_ratio=float(s.get("compression_ratio") or 0.0),
-            no_speech_prob=float(s.get("no_speech_prob") or 0.0), words=seg_words, speaker=s.get("speaker"),
-        ))
-    language = str(data.get("language") or "")
-    return Transcript(
-        text=str(data.get("text", "")).strip(),
-        language=_CODES_BY_NAME.get(language.lower(), language),
-        duration=float(data.get("duration") or 0.0),
-        segments=tuple(segments),
-        task=str(data.get("task") or "transcribe"),
-    )
 
 
 def _error_message(response: httpx.Response) -> str:

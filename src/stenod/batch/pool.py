@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stenod.batch.runner import WorkOutcome, short_error
-from stenod.engines import CancelledError, TranscriptionOptions, create_engine
-from stenod.engines.base import Engine
+from stenod.engines import CancelledError, Engine, TranscriptionOptions, cpu_count, plan_cpu
 from stenod.errors import StenodError
-from stenod.models.registry import ResolvedModel
-from stenod.service.transcription import transcribe_source
-from stenod.settings import ModelSettings
+from stenod.models import ResolvedModel
+from stenod.service import load_engine, prepare_model, single_call_threads, threads_per_process, transcribe_source
+from stenod.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,8 @@ class WorkerConfig:
     """Everything a worker needs to load its engine; picklable for the spawn context."""
 
     model: ResolvedModel
-    model_settings: ModelSettings
+    """Resolved (and for whisper.cpp converted) once by the parent, so workers only load."""
+    settings: Settings
     options: TranscriptionOptions
     threads: int
     max_duration_s: float
@@ -68,7 +68,42 @@ def transcribe_path(engine: Engine, path: Path, config: WorkerConfig, cancel: th
 
 
 def _load_engine(config: WorkerConfig) -> Engine:
-    return create_engine(config.model, config.model_settings, threads=config.threads, concurrency=1)
+    return load_engine(config.settings, model=config.model, threads=config.threads)
+
+
+def choose_workers(*, cores: int, requested_workers: int, requested_threads: int, pending: int) -> tuple[int, int]:
+    """``(workers, threads per worker)``. Defaults follow :func:`~stenod.engines.plan_cpu` (one
+    single-thread worker per core on machines up to 2 cores, measured fastest for short files; see
+    docs/BENCHMARKS.md "Batch pipeline"), never more workers than files, threads = cores // workers.
+    A requested value (> 0) is kept."""
+    plan = plan_cpu(cores=cores, threads=requested_threads, concurrency=requested_workers)
+    workers = max(1, min(plan.concurrency, pending)) if requested_workers <= 0 else requested_workers
+    return workers, threads_per_process(requested_threads, processes=workers, cores=cores)
+
+
+def local_runner(
+    settings: Settings, options: TranscriptionOptions, *, pending: int, cores: int | None = None
+) -> InProcessRunner | ProcessPoolRunner:
+    """The local runner ``settings.batch`` asks for: one process with the batched pipeline when
+    ``batch.batch_size`` > 1, else a pool of worker processes sized by :func:`choose_workers`.
+    Resolves the model (assembling bundled weights, converting for whisper.cpp) here, once, so the
+    workers only load it.
+
+    Raises:
+        ModelNotFoundError, ModelLoadError, UnsupportedParameterError: the model cannot be prepared.
+    """
+    b = settings.batch
+    cores = cores or cpu_count()
+    model = prepare_model(settings)
+    if b.batch_size > 1:
+        threads = b.threads or single_call_threads(settings.model, cores=cores)
+        return InProcessRunner(WorkerConfig(model=model, settings=settings, options=options, threads=threads,
+                                            max_duration_s=settings.audio.max_duration_s))
+    workers, threads = choose_workers(cores=cores, requested_workers=b.workers,
+                                      requested_threads=b.threads or settings.model.threads, pending=pending)
+    config = WorkerConfig(model=model, settings=settings, options=options, threads=threads,
+                          max_duration_s=settings.audio.max_duration_s)
+    return ProcessPoolRunner(config, workers=workers)
 
 
 # Worker-process state: one engine per process, set by the pool initializer.

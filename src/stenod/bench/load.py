@@ -32,7 +32,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from stenod.bench.schema import LoadLevel, Percentiles
+from stenod.bench.corpus import CorpusItem
+from stenod.bench.schema import BenchFile, LoadLevel, Percentiles, StopReason
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,26 @@ class LoadItem:
     audio_s: float
     reference: str | None = None
     language: str | None = None
+
+
+def load_items_or_raise(corpus: Sequence[CorpusItem]) -> tuple[list[LoadItem], list[BenchFile]]:
+    """Read each file into memory and find its duration (from the header, or by decoding when the
+    header does not say), for replay and for the result file.
+
+    Raises:
+        AudioDecodeError, EmptyAudioError: a file is not audio.
+    """
+    from stenod.audio import decode_audio, probe_audio
+
+    items: list[LoadItem] = []
+    files: list[BenchFile] = []
+    for ci in corpus:
+        audio_s = probe_audio(ci.path).duration_s
+        if audio_s is None:
+            audio_s = decode_audio(ci.path).duration_s
+        items.append(LoadItem(ci.path.name, ci.path.read_bytes(), audio_s, ci.reference, ci.language))
+        files.append(BenchFile(file=str(ci.path), audio_s=audio_s, reference=ci.reference, language=ci.language))
+    return items, files
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +231,7 @@ async def run_level(
         client = httpx.AsyncClient(timeout=httpx.Timeout(options.request_timeout_s), limits=limits)
     records: list[RequestRecord] = []
     next_index = 0
-    stop: str | None = None
+    stop: StopReason | None = None
     connect_streak = 0
     started = time.perf_counter()
     deadline = started + options.max_duration_s
@@ -255,7 +276,7 @@ def summarize_level(
     *,
     concurrency: int,
     wall_s: float,
-    stopped_by: str,
+    stopped_by: StopReason,
     wer_fn: Callable[[Sequence[str], Sequence[str], Sequence[str | None]], float],
 ) -> LoadLevel:
     ok = [r for r in records if r.status == "200"]
@@ -275,7 +296,7 @@ def summarize_level(
         latency_s=percentiles([r.latency_s for r in ok]) if ok else None,
         wer=wer_fn([i.reference or "" for i, _ in scored], [t for _, t in scored], [i.language for i, _ in scored])
         if scored else None,
-        stopped_by=stopped_by,  # type: ignore[arg-type]
+        stopped_by=stopped_by,
     )
 
 

@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 from stenod.bench.schema import EngineBenchResult, ServerBenchResult
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")

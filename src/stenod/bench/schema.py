@@ -110,14 +110,24 @@ class FileMeasurement(_Model):
     """Normalized error rate of this file (CER for ja/zh); ``None`` without a reference."""
 
 
-class EngineRun(_Model):
-    """One configuration, measured in its own fresh process."""
+class BenchConfig(_Model):
+    """One cell of the engine grid: what is measured. The parent sends it to the worker process,
+    and every :class:`EngineRun` carries it."""
 
     model: str
     engine: str
     device: str
     compute_type: str
     threads: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.engine} {self.device}/{self.compute_type} t={self.threads}"
+
+
+class EngineRun(BenchConfig):
+    """One configuration, measured in its own fresh process."""
+
     status: RunStatus
     error: str | None = None
     """Why the configuration could not run (unsupported compute type, missing engine, ...)."""
@@ -159,26 +169,43 @@ class EngineRun(_Model):
     """1-minute load average when this configuration finished."""
     files: list[FileMeasurement] = Field(default_factory=list)
 
+    @classmethod
+    def failed(cls, config: BenchConfig, message: str, *, gpu_name: str | None, wall_s: float = 0.0) -> EngineRun:
+        """A configuration that could not run, and why."""
+        return cls(**config.model_dump(), status="error", error=message, gpu_name=gpu_name, wall_s=wall_s)
+
 
 class EngineBenchSettings(_Model):
+    """How every configuration of the grid is measured."""
+
     repeats: int
+    """Measured passes over all files."""
     warmup: int
+    """Discarded transcriptions of the first file before measuring."""
     language: str | None
+    """Language of files that have none of their own; ``None`` detects."""
     beam_size: int
     timeout_s: float
+    """Seconds one configuration's worker process may take."""
 
 
-class EngineBenchResult(_Model):
-    """``stenod bench engines`` output."""
+class _BenchResult(_Model):
+    """What every result file has, whichever kind."""
 
     schema_version: int = SCHEMA_VERSION
-    kind: Literal["engines"] = "engines"
+    kind: str
     created_at: datetime
     command: str
     """The command line that produced this file."""
     host: HostInfo
-    settings: EngineBenchSettings
     files: list[BenchFile]
+
+
+class EngineBenchResult(_BenchResult):
+    """``stenod bench engines`` output."""
+
+    kind: Literal["engines"] = "engines"
+    settings: EngineBenchSettings
     runs: list[EngineRun]
 
 
@@ -221,17 +248,12 @@ class ServerBenchSettings(_Model):
     request_timeout_s: float
 
 
-class ServerBenchResult(_Model):
-    """``stenod bench server`` output."""
+class ServerBenchResult(_BenchResult):
+    """``stenod bench server`` output. ``host`` is the machine running the load client (not
+    necessarily the server)."""
 
-    schema_version: int = SCHEMA_VERSION
     kind: Literal["server"] = "server"
-    created_at: datetime
-    command: str
-    host: HostInfo
-    """The machine running the load client (not necessarily the server)."""
     settings: ServerBenchSettings
-    files: list[BenchFile]
     levels: list[LoadLevel]
 
 

@@ -93,12 +93,10 @@ def error_counts(references: Sequence[str], hypotheses: Sequence[str], language:
     if not pairs:
         return 0, 0
     if uses_character_error_rate(language):
-        out = jiwer.process_characters([p[0] for p in pairs], [p[1] for p in pairs])
-        units = sum(len(p[0]) for p in pairs)
-    else:
-        out = jiwer.process_words([p[0] for p in pairs], [p[1] for p in pairs])
-        units = sum(len(p[0].split()) for p in pairs)
-    return out.substitutions + out.deletions + out.insertions, units
+        chars = jiwer.process_characters([p[0] for p in pairs], [p[1] for p in pairs])
+        return chars.substitutions + chars.deletions + chars.insertions, sum(len(p[0]) for p in pairs)
+    words = jiwer.process_words([p[0] for p in pairs], [p[1] for p in pairs])
+    return words.substitutions + words.deletions + words.insertions, sum(len(p[0].split()) for p in pairs)
 
 
 def grouped_wer(

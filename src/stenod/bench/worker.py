@@ -19,42 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
+from stenod.bench.job import RESULT_PREFIX, WorkerFile, WorkerJob
 from stenod.bench.schema import EngineRun, FileMeasurement, Spread
 
-RESULT_PREFIX = "STENOD_BENCH_RESULT "
-
 logger = logging.getLogger(__name__)
-
-
-class WorkerFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: str
-    reference: str | None = None
-    language: str | None = None
-
-
-class WorkerJob(BaseModel):
-    """What the parent asks one worker to measure."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str
-    model_path: str
-    multilingual: bool
-    model_format: str
-    engine: str
-    device: str
-    compute_type: str
-    threads: int
-    files: list[WorkerFile]
-    repeats: int
-    warmup: int
-    language: str | None
-    beam_size: int
-    gpu_name: str | None = None
 
 
 def _rss_mb() -> float:
@@ -75,11 +43,7 @@ def _cpu_s() -> float:
 
 
 def _error_run(job: WorkerJob, message: str, started: float) -> EngineRun:
-    return EngineRun(
-        model=job.model, engine=job.engine, device=job.device, compute_type=job.compute_type,
-        threads=job.threads, status="error", error=message, gpu_name=job.gpu_name,
-        wall_s=time.perf_counter() - started,
-    )
+    return EngineRun.failed(job.config, message, gpu_name=job.gpu_name, wall_s=time.perf_counter() - started)
 
 
 def run_job(job: WorkerJob, *, started: float) -> EngineRun:
@@ -87,29 +51,39 @@ def run_job(job: WorkerJob, *, started: float) -> EngineRun:
     from stenod.audio import decode_audio
     from stenod.bench.host import load_avg_1m
     from stenod.bench.wer import grouped_wer, wer
-    from stenod.engines import TranscriptionOptions, create_engine
+    from stenod.engines import TranscriptionOptions
     from stenod.errors import StenodError
     from stenod.models.registry import ResolvedModel
-    from stenod.settings import ModelSettings
+    from stenod.service import build_options, load_engine
+    from stenod.settings import ModelSettings, Settings
 
-    if job.engine == "faster-whisper":
+    cfg, bench = job.config, job.bench
+    if cfg.engine == "faster-whisper":
         import faster_whisper  # noqa: F401  (imported before the baseline RSS, so it is not counted as the model's)
 
     t = time.perf_counter()
     try:
-        audio = [decode_audio(f.path).samples for f in job.files]
+        decoded = [decode_audio(f.path) for f in job.files]
     except StenodError as exc:
         return _error_run(job, exc.message, started)
     decode_s = time.perf_counter() - t
-    durations = [len(a) / 16_000 for a in audio]
+    audio = [d.samples for d in decoded]
+    durations = [d.duration_s for d in decoded]
     total_audio_s = sum(durations)
 
     rss_before = _rss_mb()
-    resolved = ResolvedModel(job.model, Path(job.model_path), job.model_format, "local", job.multilingual)  # type: ignore[arg-type]
-    settings = ModelSettings(name=job.model, engine=job.engine, device=job.device, compute_type=job.compute_type)  # type: ignore[arg-type]
+    resolved = ResolvedModel(cfg.model, Path(job.model_path), job.model_format, "local", job.multilingual)
+    try:
+        model_settings = ModelSettings.model_validate({
+            "name": cfg.model, "engine": cfg.engine, "device": cfg.device, "compute_type": cfg.compute_type,
+            "threads": cfg.threads, "beam_size": bench.beam_size,
+        })
+    except ValueError as exc:  # an engine, device or compute type stenod does not know
+        return _error_run(job, f"invalid configuration: {exc}", started)
+    settings = Settings(model=model_settings)
     t = time.perf_counter()
     try:
-        engine = create_engine(resolved, settings, threads=job.threads, concurrency=1)
+        engine = load_engine(settings, model=resolved, threads=cfg.threads)
     except StenodError as exc:
         return _error_run(job, exc.message, started)
     except Exception as exc:  # CTranslate2 raises ValueError/RuntimeError for unsupported compute types
@@ -118,20 +92,18 @@ def run_job(job: WorkerJob, *, started: float) -> EngineRun:
     rss_after = _rss_mb()
 
     def options_for(f: WorkerFile) -> TranscriptionOptions:
-        lang = f.language or job.language
-        if not job.multilingual:
-            lang = "en"
-        return TranscriptionOptions(language=lang, beam_size=job.beam_size)
+        lang = f.language or bench.language
+        return build_options(model_settings, language="en" if not job.multilingual else lang)
 
     try:
         t = time.perf_counter()
-        for _ in range(job.warmup):
+        for _ in range(bench.warmup):
             engine.transcribe(audio[0], options_for(job.files[0]))
         warmup_s = time.perf_counter() - t
         times: list[list[float]] = [[] for _ in job.files]
         texts: list[str] = ["" for _ in job.files]
         pass_cpu: list[float] = []
-        for _ in range(job.repeats):
+        for _ in range(bench.repeats):
             cpu_start = _cpu_s()
             for i, f in enumerate(job.files):
                 t = time.perf_counter()
@@ -148,21 +120,20 @@ def run_job(job: WorkerJob, *, started: float) -> EngineRun:
     files: list[FileMeasurement] = []
     for i, f in enumerate(job.files):
         d = durations[i]
-        file_wer = wer([f.reference], [texts[i]], f.language or job.language) if f.reference else None
+        file_wer = wer([f.reference], [texts[i]], f.language or bench.language) if f.reference else None
         files.append(FileMeasurement(
             file=f.path, audio_s=round(d, 3), inference_s=Spread.of(times[i]),
             rtf=Spread.of([x / d for x in times[i]]), hypothesis=texts[i].strip(), wer=file_wer,
         ))
-    pass_times = [sum(times[i][r] for i in range(len(job.files))) for r in range(job.repeats)]
+    pass_times = [sum(times[i][r] for i in range(len(job.files))) for r in range(bench.repeats)]
     rtf = Spread.of([p / total_audio_s for p in pass_times])
     inference = Spread.of(pass_times)
-    scored = [(f.reference, texts[i], f.language or job.language) for i, f in enumerate(job.files) if f.reference]
+    scored = [(f.reference, texts[i], f.language or bench.language) for i, f in enumerate(job.files) if f.reference]
     corpus_wer = (
         grouped_wer([s[0] for s in scored], [s[1] for s in scored], [s[2] for s in scored]) if scored else None
     )
     return EngineRun(
-        model=job.model, engine=job.engine, device=job.device, compute_type=job.compute_type,
-        threads=job.threads, status="ok", gpu_name=job.gpu_name,
+        **cfg.model_dump(), status="ok", gpu_name=job.gpu_name,
         load_s=load_s, decode_s=decode_s, warmup_s=warmup_s, audio_s=total_audio_s,
         inference_s=inference, rtf=rtf, cpu_s=Spread.of(pass_cpu),
         cpu_rtf=Spread.of([c / total_audio_s for c in pass_cpu]), speed_x=1 / rtf.median if rtf.median > 0 else None,

@@ -19,48 +19,37 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeRemainingColumn
 
 from stenod.batch import (
+    BatchPlan,
     FileResult,
-    InProcessRunner,
     Manifest,
-    ProcessPoolRunner,
     Runner,
     ServerClient,
     ServerOptions,
     ServerRunner,
     SourceFile,
     StopControl,
-    WorkerConfig,
+    declared_duration_s,
     discover_audio,
+    local_runner,
     manifest_path,
     plan_batch,
     run_batch,
+    summary_table,
 )
-from stenod.batch.discovery import declared_duration_s
-from stenod.batch.pipeline import BatchPlan
-from stenod.batch.summary import summary_table
 from stenod.cli.checks import threads_warning
 from stenod.cli.common import ConfigOption, build_settings, configure_cli_logging, fail, stderr, warn
 from stenod.cli.transcribe import language_code_or_fail, parse_formats
-from stenod.engines import TranscriptionOptions, cpu_count, plan_cpu, temperature_schedule
+from stenod.engines import TranscriptionOptions, cpu_count
 from stenod.errors import ModelNotFoundError, StenodError
 from stenod.formats import ResponseFormat
-from stenod.models import resolve_model_or_raise
+from stenod.service import build_options
 from stenod.settings import Settings
+from stenod.transcript import Task
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
-
-
-def choose_workers(*, cores: int, requested_workers: int, requested_threads: int, pending: int) -> tuple[int, int]:
-    """``(workers, threads per worker)``. Defaults follow :func:`plan_cpu` (one single-thread
-    worker per core on machines up to 2 cores, measured fastest for short files; see
-    docs/BENCHMARKS.md "Batch pipeline"), never more workers than files, threads = cores // workers."""
-    plan = plan_cpu(cores=cores, threads=requested_threads, concurrency=requested_workers)
-    workers = max(1, min(plan.concurrency, pending)) if requested_workers <= 0 else requested_workers
-    threads = requested_threads or max(1, cores // workers)
-    return workers, threads
 
 
 class _Reporter:
@@ -146,34 +135,23 @@ SERVER_DEFAULT_MODEL = "whisper-1"
 
 
 def _make_runner(
-    settings: Settings, *, server: str | None, server_model: str | None, language: str | None, task: str,
-    options: TranscriptionOptions, pending: int,
+    settings: Settings, *, server: str | None, server_model: str | None, options: TranscriptionOptions,
+    pending: int,
 ) -> Runner:
+    if not server:
+        return local_runner(settings, options, pending=pending)
     b = settings.batch
-    if server:
-        client = ServerClient(ServerOptions(
-            base_url=server, model=server_model or SERVER_DEFAULT_MODEL, language=language, task=task,  # type: ignore[arg-type]
-            concurrency=b.server_concurrency, retries=b.server_retries, backoff_s=b.server_backoff_s,
-            max_backoff_s=b.server_max_backoff_s, timeout_s=b.server_timeout_s,
-            api_key=b.server_api_key.get_secret_value() if b.server_api_key else None,
-        ))
-        unreachable = client.check_reachable()
-        if unreachable:
-            client.close()
-            fail(unreachable, code=EXIT_FAILED)
-        return ServerRunner(client)
-    # Resolve (and for bundled models assemble) the weights once, here, not in every worker.
-    resolved = resolve_model_or_raise(settings.model.name, cache_dir=settings.model.cache_dir, offline=settings.offline)
-    cores = cpu_count()
-    if b.batch_size > 1:
-        threads = b.threads or settings.model.threads or cores
-        return InProcessRunner(WorkerConfig(model=resolved, model_settings=settings.model, options=options,
-                                            threads=threads, max_duration_s=settings.audio.max_duration_s))
-    workers, threads = choose_workers(cores=cores, requested_workers=b.workers,
-                                      requested_threads=b.threads or settings.model.threads, pending=pending)
-    config = WorkerConfig(model=resolved, model_settings=settings.model, options=options, threads=threads,
-                          max_duration_s=settings.audio.max_duration_s)
-    return ProcessPoolRunner(config, workers=workers)
+    client = ServerClient(ServerOptions(
+        base_url=server, model=server_model or SERVER_DEFAULT_MODEL, language=options.language, task=options.task,
+        concurrency=b.server_concurrency, retries=b.server_retries, backoff_s=b.server_backoff_s,
+        max_backoff_s=b.server_max_backoff_s, timeout_s=b.server_timeout_s,
+        api_key=b.server_api_key.get_secret_value() if b.server_api_key else None,
+    ))
+    unreachable = client.check_reachable()
+    if unreachable:
+        client.close()
+        fail(unreachable, code=EXIT_FAILED)
+    return ServerRunner(client)
 
 
 def batch_command(
@@ -189,7 +167,7 @@ def batch_command(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
     formats: Annotated[str | None, typer.Option("--formats", "--format", "-f", help="Comma-separated: txt, json, verbose_json, srt, vtt, tsv (default json,srt,vtt,txt).")] = None,
     language: Annotated[str, typer.Option("--language", "-l", help="ISO-639-1 code, or auto to detect per file.")] = "auto",
-    task: Annotated[str, typer.Option("--task", help="transcribe, or translate to English.")] = "transcribe",
+    task: Annotated[Task, typer.Option("--task", help="transcribe, or translate to English.")] = Task.TRANSCRIBE,
     beam_size: Annotated[int | None, typer.Option("--beam-size", min=1, max=16, help="1 = greedy (default).")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also redo files that failed in an earlier run.")] = False,
     server: Annotated[str | None, typer.Option("--server", help="Send files to a running stenod (OpenAI-compatible) server at this URL instead of local workers.")] = None,
@@ -200,8 +178,6 @@ def batch_command(
 ) -> None:
     """Transcribe every recording in a folder; rerun to resume, --retry-failed to redo failures."""
     configure_cli_logging()
-    if task not in ("transcribe", "translate"):
-        fail(f"--task: invalid value {task!r}; use transcribe or translate", code=EXIT_USAGE)
     if not input_dir.is_dir():
         fail(f"{input_dir}: not a folder", code=EXIT_USAGE)
     if server and batch_size:
@@ -221,11 +197,7 @@ def batch_command(
     except typer.BadParameter as exc:
         fail(str(exc), code=EXIT_USAGE)
     lang = language_code_or_fail(language)
-    options = TranscriptionOptions(
-        language=lang, task=task,  # type: ignore[arg-type]
-        beam_size=settings.model.beam_size, temperature=temperature_schedule(0.0),
-        vad_min_duration_s=settings.model.vad_min_duration_s, batch_size=settings.batch.batch_size,
-    )
+    options = build_options(settings.model, language=lang, task=task, batch_size=settings.batch.batch_size)
 
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -239,8 +211,8 @@ def batch_command(
         if not sources:
             stderr.print(f"stenod batch: no recordings found in {input_dir}"
                          + ("" if recursive else " (use --recursive for sub-folders)"), highlight=False)
-        runner = _make_runner(settings, server=server, server_model=model, language=lang, task=task,
-                              options=options, pending=len(plan.pending))
+        runner = _make_runner(settings, server=server, server_model=model, options=options,
+                              pending=len(plan.pending))
     except KeyboardInterrupt:
         fail("interrupted before any file was started", code=EXIT_SIGINT)
     except ModelNotFoundError as exc:

@@ -11,11 +11,22 @@ import json
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
 from stenod.cli.common import ConfigOption, build_settings, configure_cli_logging, fail, stderr
+
+if TYPE_CHECKING:  # the bench package is imported lazily, inside each command
+    from stenod.bench import (
+        BenchConfig,
+        CorpusItem,
+        EngineBenchResult,
+        EngineRun,
+        LoadLevel,
+        RequestRecord,
+        ServerBenchResult,
+    )
 
 bench_app = typer.Typer(
     help="Benchmarks: engine RTF/memory/WER matrix, server load tests, comparisons, sizing.",
@@ -75,8 +86,8 @@ def _output_dir(output_dir: Path | None, kind: str) -> Path:
 
 
 def _write_outputs(result: Any, markdown: str, out_dir: Path, *, plots: bool) -> None:
-    from stenod.bench.plots import plot_result
-    from stenod.storage.atomic import write_atomic
+    from stenod.bench import plot_result
+    from stenod.storage import write_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "result.json", result.model_dump_json(indent=2) + "\n")
@@ -87,8 +98,8 @@ def _write_outputs(result: Any, markdown: str, out_dir: Path, *, plots: bool) ->
     stderr.print("wrote " + ", ".join(str(p) for p in written))
 
 
-def _load_items(corpus: list[Path], files: list[Path], limit: int):  # type: ignore[no-untyped-def]
-    from stenod.bench.corpus import CorpusError, load_corpus_or_raise
+def _load_items(corpus: list[Path], files: list[Path], limit: int) -> list[CorpusItem]:
+    from stenod.bench import CorpusError, load_corpus_or_raise
 
     try:
         return load_corpus_or_raise(corpus, files=files, limit=limit)
@@ -124,10 +135,16 @@ def engines_command(
 ) -> None:
     """Measure load time, RTF, peak memory and WER over models x engines x devices x compute types x threads."""
     configure_cli_logging()
-    from stenod.bench.host import host_info
-    from stenod.bench.matrix import expand_grid, run_matrix
-    from stenod.bench.report import engines_markdown, threads_pivot_markdown
-    from stenod.bench.schema import BenchFile, EngineBenchResult, EngineBenchSettings
+    from stenod.bench import (
+        BenchFile,
+        EngineBenchResult,
+        EngineBenchSettings,
+        engines_markdown,
+        expand_grid,
+        host_info,
+        run_matrix,
+        threads_pivot_markdown,
+    )
 
     command = _command_line(ctx)
     settings = build_settings(config)
@@ -144,7 +161,7 @@ def engines_command(
     stderr.print(f"{len(configs)} configurations x {len(items)} files x {repeats} repeats (+{warmup} warm-up), "
                  f"one fresh process each")
 
-    def progress(cfg, run) -> None:  # type: ignore[no-untyped-def]
+    def progress(cfg: BenchConfig, run: EngineRun) -> None:
         if run.status == "ok" and run.rtf is not None:
             stderr.print(f"  {cfg.label}: RTF {run.rtf.median:.3f} ({run.rtf.min:.3f}-{run.rtf.max:.3f}), "
                          f"load {run.load_s:.2f} s, peak RSS {run.peak_rss_mb:.0f} MB"
@@ -154,30 +171,27 @@ def engines_command(
 
     gpu = host.gpu_names[0] if host.gpu_names else None
     out_dir = _output_dir(output_dir, "engines")
-    settings_model = EngineBenchSettings(repeats=repeats, warmup=warmup, language=lang, beam_size=beam_size,
+    bench_settings = EngineBenchSettings(repeats=repeats, warmup=warmup, language=lang, beam_size=beam_size,
                                          timeout_s=timeout)
-    done: list = []  # type: ignore[type-arg]
+    done: list[EngineRun] = []
 
-    def build(runs: list) -> EngineBenchResult:  # type: ignore[type-arg]
+    def build(runs: list[EngineRun]) -> EngineBenchResult:
         measured = next((r.files for r in runs if r.files), None)
         files = [BenchFile(file=str(item.path), audio_s=measured[i].audio_s if measured else 0.0,
                            reference=item.reference, language=item.language) for i, item in enumerate(items)]
         return EngineBenchResult(created_at=datetime.now(UTC), command=command, host=host,
-                                 settings=settings_model, files=files, runs=runs)
+                                 settings=bench_settings, files=files, runs=runs)
 
-    def on_run(cfg, run) -> None:  # type: ignore[no-untyped-def]
+    def on_run(cfg: BenchConfig, run: EngineRun) -> None:
         progress(cfg, run)
         done.append(run)
         # Keep what is measured so far: a long grid that is interrupted still leaves a valid file.
-        from stenod.storage.atomic import write_atomic
+        from stenod.storage import write_atomic
 
         out_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(out_dir / "result.json", build(done).model_dump_json(indent=2) + "\n")
 
-    runs = run_matrix(
-        configs, items, cache_dir=settings.model.cache_dir, offline=settings.offline, repeats=repeats,
-        warmup=warmup, language=lang, beam_size=beam_size, timeout_s=timeout, gpu_name=gpu, on_run=on_run,
-    )
+    runs = run_matrix(configs, items, settings=settings, bench=bench_settings, gpu_name=gpu, on_run=on_run)
     result = build(runs)
     markdown = engines_markdown(result) + "\n" + threads_pivot_markdown(result)
     _write_outputs(result, markdown, out_dir, plots=plots)
@@ -192,8 +206,7 @@ def report_command(
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Also write result.md and plots here.")] = None,
 ) -> None:
     """Print the Markdown table of a saved result (and redraw its plots with --output-dir)."""
-    from stenod.bench.report import result_markdown, threads_pivot_markdown
-    from stenod.bench.schema import EngineBenchResult
+    from stenod.bench import EngineBenchResult, result_markdown, threads_pivot_markdown
 
     result = _read_result(result_file)
     markdown = result_markdown(result)
@@ -204,10 +217,10 @@ def report_command(
     typer.echo(markdown)
 
 
-def _read_result(path: Path):  # type: ignore[no-untyped-def]
+def _read_result(path: Path) -> EngineBenchResult | ServerBenchResult:
     from pydantic import ValidationError
 
-    from stenod.bench.schema import load_result_or_raise
+    from stenod.bench import load_result_or_raise
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -230,7 +243,7 @@ def compare_command(
     """Ratio table B/A of two results of the same kind, matched by configuration or concurrency."""
     from dataclasses import asdict
 
-    from stenod.bench.report import compare_markdown, compare_results
+    from stenod.bench import compare_markdown, compare_results
 
     ra, rb = _read_result(a), _read_result(b)
     try:
@@ -248,7 +261,7 @@ def compare_command(
 @bench_app.command("schema")
 def schema_command() -> None:
     """Print the JSON Schema of result.json (both kinds)."""
-    from stenod.bench.schema import json_schema
+    from stenod.bench import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
 
@@ -275,24 +288,25 @@ def server_command(
     """Load-test an OpenAI-compatible or whisper.cpp endpoint: throughput, latency p50/p95/p99, errors, WER."""
     import asyncio
 
-    from stenod.audio import probe_audio
-    from stenod.bench.host import host_info
-    from stenod.bench.load import (
+    from stenod.bench import (
         EndpointUnreachableError,
-        LoadItem,
         LoadOptions,
+        ServerBenchResult,
+        ServerBenchSettings,
         failure_summary,
+        host_info,
         is_loopback_url,
+        load_items_or_raise,
         run_load,
+        server_markdown,
     )
-    from stenod.bench.report import server_markdown
-    from stenod.bench.schema import BenchFile, ServerBenchResult, ServerBenchSettings
     from stenod.errors import StenodError
 
     configure_cli_logging()
     command = _command_line(ctx)
     if api not in ("openai", "whispercpp"):
         fail(f"--api must be openai or whispercpp, not {api!r}", code=2)
+    api_kind: Literal["openai", "whispercpp"] = "openai" if api == "openai" else "whispercpp"
     if not url.startswith(("http://", "https://")):
         fail(f"--url must start with http:// or https://, not {url!r}", code=2)
     if not is_loopback_url(url) and not allow_remote:
@@ -300,26 +314,16 @@ def server_command(
              "to confirm you mean to load that server", code=2)
     levels_wanted = _csv_ints(concurrency, "--concurrency")
     corpus_items = _load_items(corpus, file, limit)
-    items: list[LoadItem] = []
-    files: list[BenchFile] = []
-    for ci in corpus_items:
-        try:
-            probe = probe_audio(ci.path)
-            audio_s = probe.duration_s
-            if audio_s is None:
-                from stenod.audio import decode_audio
-
-                audio_s = decode_audio(ci.path).duration_s
-        except StenodError as exc:
-            fail(exc.message, code=2)
-        items.append(LoadItem(ci.path.name, ci.path.read_bytes(), audio_s, ci.reference, ci.language))
-        files.append(BenchFile(file=str(ci.path), audio_s=audio_s, reference=ci.reference, language=ci.language))
-    options = LoadOptions(url=url, api=api, model=model, language=language, max_requests=requests,  # type: ignore[arg-type]
+    try:
+        items, files = load_items_or_raise(corpus_items)
+    except StenodError as exc:
+        fail(exc.message, code=2)
+    options = LoadOptions(url=url, api=api_kind, model=model, language=language, max_requests=requests,
                           max_duration_s=duration, request_timeout_s=request_timeout, api_key=api_key)
 
     last_detail: list[str] = []
 
-    def on_level(level, records) -> None:  # type: ignore[no-untyped-def]
+    def on_level(level: LoadLevel, records: list[RequestRecord]) -> None:
         lat = level.latency_s
         errors = {k: v for k, v in level.status_counts.items() if k != "200"}
         stderr.print(
@@ -338,7 +342,7 @@ def server_command(
         fail(str(exc))
     result = ServerBenchResult(
         created_at=datetime.now(UTC), command=command, host=host_info(gpus=[]),
-        settings=ServerBenchSettings(url=url, api=api, model=model, language=language, max_requests=requests,  # type: ignore[arg-type]
+        settings=ServerBenchSettings(url=url, api=api_kind, model=model, language=language, max_requests=requests,
                                      max_duration_s=duration, request_timeout_s=request_timeout),
         files=files, levels=levels,
     )
@@ -363,8 +367,7 @@ def recommend_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the recommendation as JSON.")] = False,
 ) -> None:
     """Suggest model, threads per slot, slots per machine and machines for a target load, from measured RTF and memory."""
-    from stenod.bench.recommend import SizingTarget, recommend
-    from stenod.bench.schema import EngineBenchResult
+    from stenod.bench import EngineBenchResult, SizingTarget, recommend
 
     result = _read_result(result_file)
     if not isinstance(result, EngineBenchResult):
@@ -401,7 +404,8 @@ def recommend_command(
         for c in sorted(rec.candidates, key=lambda c: (c.machines, c.latency_s)):
             wer_text = "-" if c.run.wer is None else f"{100 * c.run.wer:.1f}"
             mark = "**chosen**" if c is rec.chosen else ("yes" if c.fits else f"no: {c.why_not}")
-            typer.echo(f"| {c.label} | {c.languages} | {c.run.rtf.median:.3f} | {c.slots} | {c.capacity_audio_s_per_s:.1f} | "  # type: ignore[union-attr]
+            rtf = "-" if c.run.rtf is None else f"{c.run.rtf.median:.3f}"  # candidates are measured runs
+            typer.echo(f"| {c.label} | {c.languages} | {rtf} | {c.slots} | {c.capacity_audio_s_per_s:.1f} | "
                        f"{c.latency_s:.1f} | {c.memory_mb:.0f} | {wer_text} | {c.machines} | {mark} |")
         if rec.chosen is not None:
             c = rec.chosen

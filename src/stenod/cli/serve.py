@@ -11,25 +11,27 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
 import uvicorn
 
-from stenod.api.app import begin_drain, create_app
+from stenod.api import begin_drain, create_app
 from stenod.api.connections import ConnectionLimits, LimitedHttpToolsProtocol
 from stenod.api.state import AppState
 from stenod.cli.checks import threads_warning
 from stenod.cli.common import ConfigOption, build_settings, stderr, warn
-from stenod.engines import cpu_count, plan_cpu
-from stenod.observability.logging import configure_logging
+from stenod.engines import cpu_count
+from stenod.observability import configure_logging
+from stenod.service import server_cpu_plan
 from stenod.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 READY_POLL_S = 0.2
-SHUTDOWN_GRACE_S = 5.0
+SHUTDOWN_GRACE_S = 5
 """After the drain, uvicorn's own grace period for responses still being written."""
 
 
@@ -77,9 +79,9 @@ class _DrainingServer(uvicorn.Server):
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
         self._on_ready(f"http://{shown}:{port}")
 
-    def handle_exit(self, sig: int, frame: object) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_requested_at is not None or sig not in (signal.SIGTERM, signal.SIGINT):
-            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+            super().handle_exit(sig, frame)
             self._forget_sigterm(sig)
             return
         # In a signal handler: only flag; the event-loop work happens in on_tick.
@@ -175,4 +177,4 @@ def serve_command(
 
 
 def _threads_per_slot(settings: Settings) -> int:
-    return plan_cpu(cores=cpu_count(), threads=settings.model.threads, concurrency=settings.server.slots).threads
+    return server_cpu_plan(settings).threads

@@ -12,6 +12,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, BinaryIO
@@ -20,6 +21,7 @@ import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from stenod.audio import SAMPLE_RATE
 from stenod.cli.checks import SUBTITLE_FORMATS, no_effect_warnings, threads_warning
 from stenod.cli.common import (
     EXIT_FAILED,
@@ -35,15 +37,23 @@ from stenod.cli.common import (
 )
 from stenod.cli.outputs import OutputPlan, check_writable_or_raise
 from stenod.cli.sources import InputSpec, download_or_raise, output_stems, read_stdin
-from stenod.engines import CancelledError, TranscriptionOptions, cpu_count, create_engine, temperature_schedule
-from stenod.engines.base import Engine
-from stenod.engines.languages import normalize_language_or_raise
+from stenod.engines import CancelledError, Engine, TranscriptionOptions, cpu_count, temperature_schedule
+from stenod.engines.base import ProgressCallback
 from stenod.errors import ModelNotFoundError, StenodError
-from stenod.formats import RESPONSE_FORMATS, ResponseFormat, SubtitleOptions
-from stenod.models import resolve_model_or_raise
+from stenod.formats import ResponseFormat, SubtitleOptions, parse_format_list_or_raise
+from stenod.languages import LANGUAGE_NAMES, language_name, normalize_language_or_raise
+from stenod.service import (
+    TranscriptionResult,
+    build_options,
+    load_engine,
+    resolve_model,
+    single_call_threads,
+    transcribe_source,
+)
 from stenod.service.quality import coverage_warning, detect_foreign_speech, speech_seconds
-from stenod.service.transcription import TranscriptionResult, read_head, transcribe_source
+from stenod.service.transcription import read_head
 from stenod.settings import Settings
+from stenod.transcript import Task
 
 PROGRESS_MIN_DURATION_S = 30.0
 """Files longer than this get a progress bar."""
@@ -82,7 +92,7 @@ def transcribe_command(
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Write DIR/<name>.<ext> (created if needed) instead of printing; names never collide.", rich_help_panel=P_OUT)] = None,
     output_file: Annotated[Path | None, typer.Option("--output-file", help="Write BASE.<ext> for the one input (whisper.cpp's -of).", rich_help_panel=P_OUT)] = None,
     language: Annotated[str, typer.Option("--language", "-l", help="Code or English name (de, german), or auto to detect.", rich_help_panel=P_OUT)] = "auto",
-    task: Annotated[str, typer.Option("--task", help="transcribe, or translate to English.", rich_help_panel=P_OUT)] = "transcribe",
+    task: Annotated[Task, typer.Option("--task", help="transcribe, or translate to English.", rich_help_panel=P_OUT)] = Task.TRANSCRIBE,
     detect_language: Annotated[bool, typer.Option("--detect-language", help="Only identify the language: print the top languages with probabilities.", rich_help_panel=P_OUT)] = False,
     offset: Annotated[float, typer.Option("--offset", min=0.0, help="Start this many seconds into the audio.", rich_help_panel=P_OUT)] = 0.0,
     duration: Annotated[float | None, typer.Option("--duration", min=0.0, help="Transcribe at most this many seconds (default: to the end).", rich_help_panel=P_OUT, show_default=False)] = None,
@@ -114,8 +124,6 @@ def transcribe_command(
 ) -> None:
     """Transcribe files: transcripts on stdout or in --output-dir, one summary line per file on stderr."""
     configure_cli_logging()
-    if task not in ("transcribe", "translate"):
-        fail(f"--task: invalid value {task!r}; use transcribe or translate", code=EXIT_USAGE)
     formats = _formats_or_fail(output_format)
     inputs = [InputSpec(f) for f in files]
     if sum(i.is_stdin for i in inputs) > 1:
@@ -146,23 +154,24 @@ def transcribe_command(
                "device": device, "beam_size": beam_size},
     )
     cores = cpu_count()
-    message = threads_warning(settings.model.threads, cores)
-    if message:
-        warn(message)
+    threads_message = threads_warning(settings.model.threads, cores)
+    if threads_message:
+        warn(threads_message)
     lang = language_code_or_fail(language)
     wants_words = word_timestamps or (subtitles.splits_segments and bool(set(formats) & SUBTITLE_FORMATS))
-    options = TranscriptionOptions(
-        language=lang, task=task,  # type: ignore[arg-type]
-        beam_size=settings.model.beam_size,
-        temperature=temperature_schedule(temperature, temperature_increment),
-        initial_prompt=initial_prompt or None, hotwords=hotwords or None,
-        word_timestamps=wants_words, without_timestamps=no_timestamps,
-        compression_ratio_threshold=compression_ratio_threshold, log_prob_threshold=logprob_threshold,
-        no_speech_threshold=no_speech_threshold,
-        vad=vad, vad_min_duration_s=settings.model.vad_min_duration_s, vad_threshold=vad_threshold,
-        vad_min_silence_ms=vad_min_silence_ms, vad_speech_pad_ms=vad_speech_pad_ms,
-        offset_s=offset, duration_s=duration,
-    )
+    try:
+        options = replace(
+            build_options(settings.model, language=lang, task=task, temperature=temperature, prompt=initial_prompt,
+                          word_timestamps=wants_words, vad=vad, without_timestamps=no_timestamps),
+            # The CLI's decoding knobs beyond the common ones.
+            temperature=temperature_schedule(temperature, temperature_increment), hotwords=hotwords or None,
+            compression_ratio_threshold=compression_ratio_threshold, log_prob_threshold=logprob_threshold,
+            no_speech_threshold=no_speech_threshold, vad_threshold=vad_threshold,
+            vad_min_silence_ms=vad_min_silence_ms, vad_speech_pad_ms=vad_speech_pad_ms,
+            offset_s=offset, duration_s=duration,
+        )
+    except StenodError as exc:
+        fail(exc.message, code=EXIT_USAGE)
     engine_obj = _load_engine_or_fail(settings, options)
     run = _Run(settings=settings, engine=engine_obj, options=options, plan=plan, diarize=diarize,
                detect_only=detect_language, total=len(inputs))
@@ -178,26 +187,18 @@ def transcribe_command(
         raise typer.Exit(EXIT_FAILED)
 
 
-_FORMAT_ALIASES: dict[str, ResponseFormat] = {"txt": "text", **{f: f for f in RESPONSE_FORMATS}}
-
-
 def parse_formats(value: str) -> list[ResponseFormat]:
     """``--format``/``--formats``: a usage error (exit 2) for an unknown name."""
-    formats: list[ResponseFormat] = []
-    for raw in value.split(","):
-        name = raw.strip().lower()
-        if name not in _FORMAT_ALIASES:
-            raise typer.BadParameter(f"unknown format {raw!r}; choose from txt, json, verbose_json, srt, vtt, tsv")
-        formats.append(_FORMAT_ALIASES[name])
-    return formats
+    try:
+        return parse_format_list_or_raise(value)
+    except StenodError as exc:
+        raise typer.BadParameter(exc.message) from None
 
 
 def language_code_or_fail(value: str, *, flag: str = "--language") -> str | None:
     """A code (``de``) or an English name (``German``, as openai-whisper's CLI takes) as a code;
     ``None`` for auto. Unknown values are a usage error with the closest names."""
     import difflib
-
-    from stenod.engines.languages import LANGUAGE_NAMES
 
     wanted = value.strip().lower()
     by_name = {name: code for code, name in LANGUAGE_NAMES.items()}
@@ -231,22 +232,19 @@ def _check_output_or_fail(plan: OutputPlan) -> None:
 
 def _load_engine_or_fail(settings: Settings, options: TranscriptionOptions) -> Engine:
     try:
-        resolved = resolve_model_or_raise(settings.model.name, cache_dir=settings.model.cache_dir,
-                                          offline=settings.offline)
+        resolved = resolve_model(settings)
     except ModelNotFoundError as exc:  # a bad --model value: usage, as in batch
         fail(f"--model: {exc.message}", code=EXIT_USAGE)
     except StenodError as exc:  # found but not usable here (cache folder not writable, ...)
         fail(exc.message, code=EXIT_FAILED)
     try:
-        # One file at a time: give the one call every core (threads=0 -> all cores, capped at 8).
-        engine = create_engine(resolved, settings.model, threads=settings.model.threads or min(8, cpu_count()),
-                               concurrency=1)
+        engine = load_engine(settings, model=resolved)  # one file at a time: the one call gets every core
     except StenodError as exc:
         fail(exc.message, code=EXIT_FAILED)
     info = engine.info()
-    if not info.multilingual and (options.task == "translate" or options.language not in (None, "en")):
+    if not info.multilingual and (options.task is Task.TRANSLATE or options.language not in (None, "en")):
         engine.close()
-        what = "translate" if options.task == "translate" else f"transcribe language {options.language!r}"
+        what = "translate" if options.task is Task.TRANSLATE else f"transcribe language {options.language!r}"
         fail(f"--model {info.model} is English-only and cannot {what}; use a multilingual model such as "
              f"--model base", code=EXIT_USAGE)
     return engine
@@ -323,7 +321,7 @@ class _Run:
         return spec.arg
 
     @contextmanager
-    def _progress(self, spec: InputSpec) -> Iterator[object]:
+    def _progress(self, spec: InputSpec) -> Iterator[ProgressCallback]:
         with Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
             TimeRemainingColumn(), console=stderr, transient=True, disable=not stderr.is_terminal,
@@ -340,8 +338,6 @@ class _Run:
             yield progress
 
     def _print_detection(self, spec: InputSpec, samples: np.ndarray) -> None:
-        from stenod.engines.languages import language_name
-
         if not self.engine.info().multilingual:
             fail(f"--detect-language needs a multilingual model; {self.engine.info().model} is English-only "
                  f"(use --model base)", code=EXIT_USAGE)
@@ -371,8 +367,8 @@ class _Run:
                 if message:
                     out.append(message)
         if check_coverage and complete:
-            start = int(self.options.offset_s * 16_000)
-            stop = None if self.options.duration_s is None else start + int(self.options.duration_s * 16_000)
+            start = int(self.options.offset_s * SAMPLE_RATE)
+            stop = None if self.options.duration_s is None else start + int(self.options.duration_s * SAMPLE_RATE)
             message = coverage_warning(transcript, speech_seconds(head[start:stop]))
             if message:
                 out.append(message)
@@ -381,11 +377,10 @@ class _Run:
     def _language_detector(self) -> Engine | None:
         if self._detector is None:
             try:
-                resolved = resolve_model_or_raise(DETECTOR_MODEL, cache_dir=self.settings.model.cache_dir,
-                                                  offline=self.settings.offline)
-                self._detector = create_engine(
-                    resolved, self.settings.model.model_copy(update={"engine": "faster-whisper"}),
-                    threads=self.settings.model.threads or min(8, cpu_count()), concurrency=1)
+                detector_settings = self.settings.model_copy(update={
+                    "model": self.settings.model.model_copy(update={"engine": "faster-whisper"})})
+                self._detector = load_engine(detector_settings, model=DETECTOR_MODEL,
+                                             threads=single_call_threads(self.settings.model))
             except StenodError:
                 return None
         return self._detector

@@ -10,14 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from stenod.errors import UnsupportedParameterError
-from stenod.transcript import Segment, Transcript
+from stenod.transcript import Segment, Task, Transcript
 
-Task = Literal["transcribe", "translate"]
 ProgressCallback = Callable[[float, float], None]
 """Called with (seconds of audio done, total seconds) as segments complete."""
 SegmentCallback = Callable[[Segment], None]
@@ -42,7 +41,7 @@ class TranscriptionOptions:
 
     language: str | None = None
     """ISO-639-1 code; ``None`` detects the language (multilingual models only)."""
-    task: Task = "transcribe"
+    task: Task = Task.TRANSCRIBE
     beam_size: int = 1
     temperature: tuple[float, ...] = temperature_schedule(0.0)
     initial_prompt: str | None = None
@@ -138,7 +137,7 @@ def check_model_supports_or_raise(options: TranscriptionOptions, *, model_name: 
     """
     if multilingual:
         return
-    if options.task == "translate":
+    if options.task == Task.TRANSLATE:
         raise UnsupportedParameterError(
             f"model {model_name!r} is English-only and cannot translate; use a multilingual model such as 'base'",
             param="task",

@@ -18,7 +18,10 @@ from stenod.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("faster-whisper", "whisper.cpp")
+ENGINE_NAMES = ("faster-whisper", "whisper.cpp", "torch")
+GPU_SLOTS_PER_DEVICE = 32
+"""Server slots per GPU for the torch engine: its windows batch across calls, so more concurrent
+calls mean larger batches, not contention (docs/BENCHMARKS.md, torch engine on an H200)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,20 @@ def plan_cpu(*, cores: int, threads: int = 0, concurrency: int = 0) -> CpuPlan:
     return CpuPlan(threads=threads, concurrency=concurrency)
 
 
+def torch_cuda_usable() -> bool:
+    """PyTorch is installed and sees a working CUDA GPU. Imports torch only where it is installed
+    and an NVIDIA driver is loaded, so CPU machines pay nothing for the probe."""
+    import importlib.util
+
+    from stenod.models.select import nvidia_driver_present
+
+    if importlib.util.find_spec("torch") is None or not nvidia_driver_present():
+        return False
+    from stenod.engines.torch_whisper.devices import cuda_usable
+
+    return cuda_usable()
+
+
 def choose_device(requested: str) -> str:
     if requested != "auto":
         return requested
@@ -71,9 +88,21 @@ def choose_compute_type(requested: str, device: str) -> str:
     return "float16" if device == "cuda" else "int8"
 
 
-def choose_engine(requested: str, model: ResolvedModel) -> str:
+def choose_engine(requested: str, model: ResolvedModel, device: str = "auto") -> str:
+    """``auto``: whisper.cpp for ggml files, torch for transformers folders, torch on a usable
+    CUDA GPU (CTranslate2's CUDA build needs CUDA 12 libraries that GPU hosts often lack), and
+    faster-whisper on the CPU."""
     if requested == "auto":
+        if model.format == "ggml" and device in ("auto", "cpu"):
+            return "whisper.cpp"
+        if model.format == "hf" or (device != "cpu" and torch_cuda_usable()):
+            return "torch"
         return "whisper.cpp" if model.format == "ggml" else "faster-whisper"
+    if requested != "torch" and model.format == "hf":
+        raise UnsupportedParameterError(
+            f"{model.path} is a transformers folder; it needs --engine torch (or a CTranslate2 model folder)",
+            param="engine",
+        )
     if requested == "faster-whisper" and model.format == "ggml":
         raise UnsupportedParameterError(
             f"{model.path} is a ggml file; it needs --engine whisper.cpp (or a CTranslate2 model folder)",
@@ -83,6 +112,27 @@ def choose_engine(requested: str, model: ResolvedModel) -> str:
     return requested
 
 
+def prepare_model_or_raise(model: ResolvedModel, settings: ModelSettings) -> ResolvedModel:
+    """The weights the chosen engine loads: ``model`` itself, or for whisper.cpp with a CTranslate2
+    model, its ggml conversion cached in ``settings.cache_dir/ggml`` (done once; q8_0 for int8
+    compute types, f16 for float ones). The one place that decides whether to convert: engine
+    creation calls it, and ``stenod bench`` calls it up front so conversion is not timed as loading.
+
+    Raises:
+        ModelLoadError: the conversion failed.
+        UnsupportedParameterError: the engine cannot run this model format.
+    """
+    engine_name = choose_engine(settings.engine, model)
+    if engine_name != "whisper.cpp" or model.format == "ggml":
+        return model
+    from stenod.models.ggml_cache import ensure_ggml_model_or_raise, ggml_quantization_for
+
+    compute_type = choose_compute_type(settings.compute_type, choose_device(settings.device))
+    return ensure_ggml_model_or_raise(
+        model, cache_dir=settings.cache_dir, quantize=ggml_quantization_for(compute_type)
+    )
+
+
 def create_engine(
     model: ResolvedModel,
     settings: ModelSettings,
@@ -90,15 +140,23 @@ def create_engine(
     threads: int,
     concurrency: int = 1,
 ) -> Engine:
-    """Build the engine for ``model``. Loading happens here (seconds for large models). For
-    whisper.cpp, a CTranslate2 model is first converted to a ggml file in
-    ``settings.cache_dir/ggml`` (once; q8_0 for int8 compute types, f16 for float ones).
+    """Build the engine for ``model``. Loading happens here (seconds for large models), after
+    :func:`prepare_model_or_raise` (a no-op for prepared weights).
+
+    Most callers want :func:`stenod.service.load_engine`, which also resolves the model name and
+    picks threads; this is the layer below it.
 
     Raises:
         ModelLoadError: the weights could not be loaded (or converted to ggml).
         UnsupportedParameterError: the engine cannot run this model format.
     """
-    engine_name = choose_engine(settings.engine, model)
+    engine_name = choose_engine(settings.engine, model, settings.device)
+    if engine_name == "torch":
+        return _create_torch_engine(model, settings, threads=threads, concurrency=concurrency)
+    if settings.device not in ("auto", "cpu", "cuda"):
+        raise UnsupportedParameterError(
+            f"device {settings.device!r} (several GPUs) needs --engine torch", param="device"
+        )
     device = choose_device(settings.device)
     config = EngineConfig(
         model_name=model.name,
@@ -116,18 +174,43 @@ def create_engine(
 
         return FasterWhisperEngine(config)
     if engine_name == "whisper.cpp":
-        try:
+        try:  # before any conversion: a missing package should not cost one
             from stenod.engines.whisper_cpp import WhisperCppEngine
         except ImportError as exc:
             raise ModelLoadError(
                 "the whisper.cpp engine needs pywhispercpp: pip install 'stenod[whispercpp]'"
             ) from exc
-        if model.format != "ggml":
-            from stenod.models.ggml_cache import ensure_ggml_model_or_raise, ggml_quantization_for
-
-            ggml = ensure_ggml_model_or_raise(
-                model, cache_dir=settings.cache_dir, quantize=ggml_quantization_for(config.compute_type)
-            )
-            config = replace(config, model_path=str(ggml.path))
-        return WhisperCppEngine(config)
+        prepared = prepare_model_or_raise(model, settings)
+        return WhisperCppEngine(replace(config, model_path=str(prepared.path)))
     raise UnsupportedParameterError(f"unknown engine {engine_name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+
+
+def _create_torch_engine(model: ResolvedModel, settings: ModelSettings, *, threads: int, concurrency: int) -> Engine:
+    try:
+        from stenod.engines.torch_whisper.engine import TorchWhisperEngine
+    except ImportError as exc:
+        raise ModelLoadError(f"the torch engine needs PyTorch: pip install 'stenod[gpu]' ({exc})") from exc
+    config = EngineConfig(
+        model_name=model.name,
+        model_path=str(model.path),
+        multilingual=model.multilingual,
+        device=settings.device,
+        compute_type=settings.compute_type,
+        threads=threads,
+        concurrency=concurrency,
+    )
+    return TorchWhisperEngine(config)
+
+
+def plan_server_slots(settings: ModelSettings, *, cores: int, slots: int, threads: int) -> CpuPlan:
+    """Slots and threads for a server: the CPU plan, except that the torch engine on GPUs gets
+    ``GPU_SLOTS_PER_DEVICE`` slots per GPU unless slots are set (its calls batch together)."""
+    plan = plan_cpu(cores=cores, threads=threads, concurrency=slots)
+    if slots > 0 or settings.engine not in ("auto", "torch") or settings.device == "cpu":
+        return plan
+    if not torch_cuda_usable():
+        return plan
+    import torch
+
+    devices = torch.cuda.device_count() if settings.device == "all" else settings.device.count(",") + 1
+    return CpuPlan(threads=max(1, threads or 1), concurrency=GPU_SLOTS_PER_DEVICE * devices)

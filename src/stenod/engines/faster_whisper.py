@@ -22,10 +22,11 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stenod.audio import SAMPLE_RATE
 from stenod.engines.base import (
     CancelledError,
     EngineConfig,
@@ -36,16 +37,18 @@ from stenod.engines.base import (
     TranscriptionOptions,
     check_model_supports_or_raise,
 )
+from stenod.engines.vad import silero_vad_options
 from stenod.engines.window_guard import DEFAULT_TRIM_POLICY, TrimPolicy, trimmed_decode_problem
 from stenod.engines.windows import Span, group_speech
-from stenod.engines.vad import silero_vad_options
 from stenod.errors import ModelLoadError
 from stenod.transcript import Segment, Transcript, Word
+
+if TYPE_CHECKING:  # the import loads CTranslate2 (slow); only the type is needed here
+    from faster_whisper.transcribe import Segment as FwSegment
 
 logger = logging.getLogger(__name__)
 
 ENGINE_NAME = "faster-whisper"
-SAMPLE_RATE = 16_000
 HOP_LENGTH = 160
 """Samples per mel frame (10 ms)."""
 LANGUAGE_DETECTION_THRESHOLD = 0.5
@@ -171,22 +174,22 @@ class FasterWhisperEngine:
 
     def _decode_kwargs(self, options: TranscriptionOptions) -> dict[str, Any]:
         """``WhisperModel.transcribe`` keyword arguments for ``options``."""
-        return dict(
-            language=options.language if self._model.model.is_multilingual else "en",
-            task=options.task,
-            beam_size=options.beam_size,
-            best_of=max(options.beam_size, 1),
-            temperature=list(options.temperature),
-            initial_prompt=options.initial_prompt or None,
-            word_timestamps=options.word_timestamps,
-            condition_on_previous_text=options.condition_on_previous_text,
-            without_timestamps=options.without_timestamps,
-            hotwords=options.hotwords or None,
-            compression_ratio_threshold=options.compression_ratio_threshold,
-            log_prob_threshold=options.log_prob_threshold,
-            no_speech_threshold=options.no_speech_threshold,
-            vad_parameters=silero_vad_options(options),
-        )
+        return {
+            "language": options.language if self._model.model.is_multilingual else "en",
+            "task": options.task,
+            "beam_size": options.beam_size,
+            "best_of": max(options.beam_size, 1),
+            "temperature": list(options.temperature),
+            "initial_prompt": options.initial_prompt or None,
+            "word_timestamps": options.word_timestamps,
+            "condition_on_previous_text": options.condition_on_previous_text,
+            "without_timestamps": options.without_timestamps,
+            "hotwords": options.hotwords or None,
+            "compression_ratio_threshold": options.compression_ratio_threshold,
+            "log_prob_threshold": options.log_prob_threshold,
+            "no_speech_threshold": options.no_speech_threshold,
+            "vad_parameters": silero_vad_options(options),
+        }
 
     def _transcribe_sequential(
         self,
@@ -417,9 +420,9 @@ def _guard_for(policy: TrimPolicy, options: TranscriptionOptions) -> TrimPolicy:
     )
 
 
-def _convert_segment(index: int, seg: object) -> Segment:
+def _convert_segment(index: int, seg: FwSegment) -> Segment:
     words = None
-    if getattr(seg, "words", None) is not None:
+    if seg.words is not None:
         words = tuple(
             Word(
                 start=round(float(w.start), 3),
@@ -427,18 +430,18 @@ def _convert_segment(index: int, seg: object) -> Segment:
                 word=w.word,
                 probability=round(float(w.probability), 4),
             )
-            for w in seg.words  # type: ignore[attr-defined]
+            for w in seg.words
         )
     return Segment(
         id=index,
-        seek=int(seg.seek),  # type: ignore[attr-defined]
-        start=round(float(seg.start), 3),  # type: ignore[attr-defined]
-        end=round(float(seg.end), 3),  # type: ignore[attr-defined]
-        text=seg.text,  # type: ignore[attr-defined]
-        tokens=tuple(seg.tokens),  # type: ignore[attr-defined]
-        temperature=float(seg.temperature or 0.0),  # type: ignore[attr-defined]
-        avg_logprob=float(seg.avg_logprob),  # type: ignore[attr-defined]
-        compression_ratio=float(seg.compression_ratio),  # type: ignore[attr-defined]
-        no_speech_prob=float(seg.no_speech_prob),  # type: ignore[attr-defined]
+        seek=int(seg.seek),
+        start=round(float(seg.start), 3),
+        end=round(float(seg.end), 3),
+        text=seg.text,
+        tokens=tuple(seg.tokens),
+        temperature=float(seg.temperature or 0.0),
+        avg_logprob=float(seg.avg_logprob),
+        compression_ratio=float(seg.compression_ratio),
+        no_speech_prob=float(seg.no_speech_prob),
         words=words,
     )

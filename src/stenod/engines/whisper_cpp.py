@@ -59,6 +59,7 @@ from typing import Any
 import _pywhispercpp as pw  # pywhispercpp's native module; an ImportError becomes the factory's message
 import numpy as np
 
+from stenod.audio import SAMPLE_RATE
 from stenod.engines.base import (
     CancelledError,
     EngineConfig,
@@ -78,7 +79,6 @@ logger = logging.getLogger(__name__)
 _native_logger = logging.getLogger(__name__ + ".native")
 
 ENGINE_NAME = "whisper.cpp"
-SAMPLE_RATE = 16_000
 CENTISECONDS_PER_S = 100.0
 DETECT_WINDOW_S = 30.0
 """Language detection looks at the first 30 s, like Whisper and faster-whisper."""
@@ -100,7 +100,7 @@ def _forward_native_log(level: int, text: str) -> None:
             message = text.rstrip()
             if message:
                 _native_logger.debug("[ggml level %d] %s", level, message)
-    except Exception:  # noqa: BLE001  (a logging failure must not unwind into C++)
+    except Exception:
         pass
 
 
@@ -389,7 +389,7 @@ class WhisperCppEngine:
                 return
             try:
                 collect(n_new)
-            except BaseException as exc:  # noqa: BLE001  (re-raised after whisper_full returns)
+            except BaseException as exc:
                 state.error = exc
 
         params = self._params(options, language, state)

@@ -95,7 +95,7 @@ def has_repetition_loop(text: str, *, max_repeats: int = 3, min_n: int = 2, max_
     words = [w for w in words if w]
     for n in range(min_n, max_n + 1):
         span = n * max_repeats
-        for start in range(0, len(words) - span + 1):
+        for start in range(len(words) - span + 1):
             first = words[start : start + n]
             if all(words[start + k * n : start + (k + 1) * n] == first for k in range(1, max_repeats)):
                 return True

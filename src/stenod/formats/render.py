@@ -12,8 +12,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from stenod.engines.languages import language_name
 from stenod.formats.subtitles import DEFAULT_SUBTITLES, SubtitleOptions, subtitle_cues
+from stenod.languages import language_name
 from stenod.transcript import Segment, Transcript
 
 ResponseFormat = Literal["json", "verbose_json", "text", "srt", "vtt", "tsv"]
@@ -101,7 +101,7 @@ def to_verbose_json_dict(
 ) -> dict[str, Any]:
     """OpenAI's ``verbose_json``: task, language name, duration, text, segments and/or words."""
     data: dict[str, Any] = {
-        "task": transcript.task,
+        "task": str(transcript.task),
         "language": language_name(transcript.language),
         "duration": round(transcript.duration, 3),
         "text": transcript.text,

@@ -103,5 +103,5 @@ class CeleryQueue:
                     return int(client.llen(self.settings.queue_name))
                 declared = conn.default_channel.queue_declare(queue=self.settings.queue_name, passive=True)
                 return int(declared.message_count)
-        except Exception:  # noqa: BLE001 - health must answer even when the broker does not
+        except Exception:
             return None

@@ -88,7 +88,7 @@ class InProcessWorkers:
                 ran = await self._run_next()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - database or blob store trouble: the job runs again later
+            except Exception:
                 logger.exception("job worker %d: error; retrying in %.0f s", index, BUSY_BACKOFF_S)
                 await asyncio.sleep(BUSY_BACKOFF_S)
                 continue
@@ -151,7 +151,7 @@ class ThreadNotifier:
         while not self._stop.is_set():
             try:
                 delay = self._deliver_once(job_id)
-            except Exception:  # noqa: BLE001 - keep the pool alive; the job row keeps the attempts
+            except Exception:
                 logger.exception("job %s: webhook delivery error", job_id)
                 return
             if delay is None or self._stop.wait(delay):

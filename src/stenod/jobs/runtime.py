@@ -107,7 +107,7 @@ class JobsRuntime:
         while True:
             try:
                 await anyio.to_thread.run_sync(lambda: sweep_once(self.service, republish=republish))
-            except Exception:  # noqa: BLE001 - store away: try again next round
+            except Exception:
                 logger.exception("job sweep failed; retrying in %.0f s", self.settings.jobs.sweep_interval_s)
             await asyncio.sleep(self.settings.jobs.sweep_interval_s)
 

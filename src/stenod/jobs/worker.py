@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from stenod.engines.base import Engine
-from stenod.engines.factory import cpu_count, create_engine
+from stenod.engines import CpuPlan
 from stenod.jobs.runner import JobRunner
 from stenod.jobs.runtime import JobBackends, open_backends, worker_identity
-from stenod.models.registry import ResolvedModel
 from stenod.scheduler.model_manager import ModelManager
+from stenod.service import build_model_manager, threads_per_process
 from stenod.settings import Settings
 from stenod.storage.job_store import WorkerRecord
 
@@ -56,7 +55,7 @@ class WorkerContext:
             while True:
                 try:
                     self.report()
-                except Exception as exc:  # noqa: BLE001 - database away: try again next beat
+                except Exception as exc:
                     logger.warning("worker %s: could not report to the job store (%s)", self.worker_id,
                                    type(exc).__name__)
                 if self._stop.wait(WORKER_HEARTBEAT_S):
@@ -69,7 +68,7 @@ class WorkerContext:
             self._stop.set()
         try:
             self.backends.store.forget_worker(self.worker_id)
-        except Exception:  # noqa: BLE001 - best effort on the way out
+        except Exception:
             pass
         self.manager.close()
         self.backends.close()
@@ -85,7 +84,7 @@ def configure(settings: Settings, app: Celery, *, concurrency: int) -> None:
     """Called by ``stenod worker`` in the parent before the pool forks."""
     global _settings, _celery, _threads_per_process
     _settings, _celery = settings, app
-    _threads_per_process = settings.model.threads or max(1, cpu_count() // max(1, concurrency))
+    _threads_per_process = threads_per_process(settings.model.threads, processes=concurrency)
     worker_process_init.connect(_init_process, weak=False)
     worker_process_shutdown.connect(_shutdown_process, weak=False)
 
@@ -108,11 +107,9 @@ def _init_process(**_: object) -> None:
     backends = open_backends(settings)
     threads = _threads_per_process
 
-    def factory(model: ResolvedModel) -> Engine:
-        return create_engine(model, settings.model, threads=threads, concurrency=1)
-
-    manager = ModelManager(settings.model, factory, offline=settings.offline,
-                           max_loaded=settings.server.max_loaded_models, idle_ttl_s=0.0)
+    # One job at a time per process; names were checked by the API, so the manager's client policy
+    # does not come into play (the runner acquires by trusted name).
+    manager = build_model_manager(settings, CpuPlan(threads=threads, concurrency=1))
     worker_id = worker_identity()
     app = _celery
 

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import threading
 from pathlib import Path
-from typing import get_args
+from typing import TypeGuard, get_args
 
 from stenod.errors import ModelLoadError
 from stenod.models.ggml import GgmlConversionError, QuantizeType, convert_ct2_to_ggml, validate_ggml_file
@@ -41,6 +41,11 @@ GGML_QUANTIZATION_FOR_COMPUTE_TYPE: dict[str, QuantizeType] = {
 """The ggml storage nearest to a CTranslate2 compute type (same table as the benchmark matrix)."""
 
 _convert_lock = threading.Lock()
+
+
+def is_ggml_quantization(value: str) -> TypeGuard[QuantizeType]:
+    """Whether ``value`` is a quantization the converter writes (narrows it for the type checker)."""
+    return value in GGML_QUANTIZATIONS
 
 
 def ggml_quantization_for(compute_type: str) -> QuantizeType:

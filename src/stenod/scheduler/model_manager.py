@@ -60,6 +60,7 @@ class ModelManager:
         access: which names clients may send (:mod:`stenod.models.access`); the default model
             is always allowed. :meth:`acquire` itself trusts its caller: the service checks a
             client's name with :meth:`check_client_model_or_raise` first.
+        clock: monotonic seconds for idle times (tests pass a fake clock instead of sleeping).
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class ModelManager:
         on_load: Callable[[str, float], None] | None = None,
         on_load_error: Callable[[str], None] | None = None,
         access: ModelAccess | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._factory = factory
@@ -86,6 +88,7 @@ class ModelManager:
         self._loading: dict[str, _LoadState] = {}
         self.default_name = settings.name
         self._access = access or ModelAccess()
+        self._clock = clock
 
     # -- lookup -----------------------------------------------------------------------------
     def canonical_name(self, requested: str | None) -> str:
@@ -141,12 +144,16 @@ class ModelManager:
         out = []
         for m in models:
             info = m.engine.info()
-            out.append({
+            entry: dict[str, object] = {
                 "model": m.name, "engine": info.engine, "device": info.device,
                 "compute_type": info.compute_type, "threads": info.threads,
                 "concurrency": info.max_concurrency, "in_use": m.in_use,
                 "load_time_s": round(m.load_time_s, 3), "default": m.name == self.default_name,
-            })
+            }
+            device_stats = getattr(m.engine, "device_stats", None)
+            if callable(device_stats):  # engines with per-device workers (torch): memory and load
+                entry["devices"] = device_stats()
+            out.append(entry)
         return out
 
     # -- acquire / release -------------------------------------------------------------------
@@ -164,7 +171,7 @@ class ModelManager:
                 model = self._loaded.get(name)
                 if model is not None:
                     model.in_use += 1
-                    model.last_used = time.monotonic()
+                    model.last_used = self._clock()
                     self._loaded.move_to_end(name)
                     return name, model.engine
 
@@ -173,7 +180,7 @@ class ModelManager:
             model = self._loaded.get(name)
             if model is not None:
                 model.in_use = max(0, model.in_use - 1)
-                model.last_used = time.monotonic()
+                model.last_used = self._clock()
 
     # -- loading -------------------------------------------------------------------------------
     def _ensure_loaded(self, name: str) -> None:
@@ -215,7 +222,7 @@ class ModelManager:
             self._report_load_error(name)
             raise
         load_time = time.monotonic() - started
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             self._loaded[name] = LoadedModel(name, engine, now, now, load_time_s=load_time)
             evicted = self._evict_over_capacity_locked(keep=name)
@@ -261,7 +268,7 @@ class ModelManager:
         """Unload non-default models idle longer than the TTL; returns their names."""
         if self._idle_ttl_s <= 0:
             return []
-        cutoff = time.monotonic() - self._idle_ttl_s
+        cutoff = self._clock() - self._idle_ttl_s
         with self._lock:
             idle = [
                 n for n, m in self._loaded.items()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from stenod.errors import DeadlineExceededError, QueueFullError, ServiceUnavailableError
 
@@ -116,8 +116,9 @@ class SlotScheduler:
             future = asyncio.get_running_loop().run_in_executor(self._executor, ctx.run, fn)
             drained = self._waiter(self._expiry_waiters, already=self._drain_expired)
             try:
+                pending: set[asyncio.Future[Any]] = {future, drained}
                 done, _ = await asyncio.wait(
-                    {future, drained}, timeout=max(0.0, deadline - service_started),
+                    pending, timeout=max(0.0, deadline - service_started),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             except asyncio.CancelledError:
@@ -147,9 +148,10 @@ class SlotScheduler:
         self._queued += 1
         acquire = asyncio.ensure_future(self._sem.acquire())
         draining = self._waiter(self._drain_waiters, already=self._draining)
+        waiting: set[asyncio.Future[Any]] = {acquire, draining}
         try:
             done, _ = await asyncio.wait(
-                {acquire, draining}, timeout=max(0.0, deadline - started), return_when=asyncio.FIRST_COMPLETED,
+                waiting, timeout=max(0.0, deadline - started), return_when=asyncio.FIRST_COMPLETED,
             )
         except asyncio.CancelledError:
             self._give_back(acquire)
@@ -165,7 +167,7 @@ class SlotScheduler:
             raise self._draining_error("server is shutting down; this request was still queued, retry")
         raise DeadlineExceededError("request deadline passed while waiting for a free slot")
 
-    def _give_back(self, acquire: asyncio.Future[bool]) -> None:
+    def _give_back(self, acquire: asyncio.Future[Any]) -> None:
         if acquire.done() and not acquire.cancelled():
             self._sem.release()
         else:

@@ -99,7 +99,7 @@ def check_url_or_raise(url: str, policy: EgressPolicy, *, param: str) -> Checked
         infos = socket.getaddrinfo(host, port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise UnsafeURLError(f"{param}: host {host!r} does not resolve", param=param) from exc
-    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     if not addresses:
         raise UnsafeURLError(f"{param}: host {host!r} does not resolve", param=param)
     refused = [a for a in addresses if not policy.address_allowed(a)]

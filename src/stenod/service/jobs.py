@@ -19,12 +19,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO, Protocol
 
 from stenod.audio.decode import probe_audio
-from stenod.engines.base import Task, TranscriptionOptions, temperature_schedule
+from stenod.engines.base import TranscriptionOptions
 from stenod.errors import DiarizationInputError, JobNotFoundError, JobStateError
+from stenod.service.builder import build_options, parse_task_or_raise
 from stenod.settings import JobsSettings, ModelSettings
 from stenod.storage.blobs import BlobStore
 from stenod.storage.job_store import JobRecord, JobStore, NewJob
-from stenod.transcript import Segment, Transcript, Word
+from stenod.transcript import Segment, Task, Transcript, Word
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class JobParams:
     """Everything a worker needs to run the request again, as validated by the API."""
 
     model: str | None
-    task: Task = "transcribe"
+    task: Task = Task.TRANSCRIBE
     language: str | None = None
     prompt: str | None = None
     temperature: float = 0.0
@@ -44,19 +45,19 @@ class JobParams:
     diarize: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "task": str(self.task)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobParams:
-        known = {k: data[k] for k in ("model", "task", "language", "prompt", "temperature", "word_timestamps",
+        known = {k: data[k] for k in ("model", "language", "prompt", "temperature", "word_timestamps",
                                       "diarize") if k in data}
-        return cls(**known)
+        return cls(**known, task=parse_task_or_raise(data.get("task") or Task.TRANSCRIBE))
 
     def options(self, model_settings: ModelSettings) -> TranscriptionOptions:
-        return TranscriptionOptions(
-            language=self.language, task=self.task, beam_size=model_settings.beam_size,
-            temperature=temperature_schedule(self.temperature), initial_prompt=self.prompt or None,
-            word_timestamps=self.word_timestamps, vad_min_duration_s=model_settings.vad_min_duration_s,
+        """The same options the synchronous routes build (:func:`stenod.service.build_options`)."""
+        return build_options(
+            model_settings, language=self.language, task=self.task, temperature=self.temperature,
+            prompt=self.prompt, word_timestamps=self.word_timestamps,
         )
 
 
@@ -93,7 +94,8 @@ def transcript_from_json(data: bytes) -> tuple[Transcript, str]:
     )
     transcript = Transcript(
         text=t["text"], language=t["language"], duration=t["duration"], segments=segments,
-        language_probability=t.get("language_probability", 0.0), task=t.get("task", "transcribe"),
+        language_probability=t.get("language_probability", 0.0),
+        task=parse_task_or_raise(t.get("task") or Task.TRANSCRIBE),
     )
     return transcript, str(raw.get("model", ""))
 
@@ -174,7 +176,7 @@ class JobService:
     def publish(self, job_id: str) -> bool:
         try:
             self.queue.publish(job_id)
-        except Exception as exc:  # noqa: BLE001 - any broker failure: the sweeper publishes it again
+        except Exception as exc:
             logger.warning("could not publish job %s (%s: %s); it stays queued and is published again later",
                            job_id, type(exc).__name__, exc)
             return False

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from stenod.audio import SAMPLE_RATE
 from stenod.engines.base import Engine, LanguageDetection
 from stenod.transcript import Transcript
 
-SAMPLE_RATE = 16_000
 FOREIGN_LANGUAGE_MIN_PROBABILITY = 0.5
 """Warn only when the detector is fairly sure the speech is not English."""
 COVERAGE_MIN_SPEECH_S = 10.0
@@ -32,7 +32,7 @@ def english_only_mismatch(
     """A warning when ``detection`` (from a multilingual model) says the speech is not English."""
     if detection.language == "en" or detection.probability < FOREIGN_LANGUAGE_MIN_PROBABILITY:
         return None
-    from stenod.engines.languages import language_name  # leaf data; kept lazy for import time
+    from stenod.languages import language_name  # leaf data; kept lazy for import time
 
     name = language_name(detection.language).title()
     return (f"the speech sounds like {name} ({detection.language}, p={detection.probability:.2f}), but {model} "

@@ -6,13 +6,23 @@ point applies the same limits and produces the same Transcript.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from stenod.audio.decode import SAMPLE_RATE, AudioSource, AudioStream, DecodedAudio, decode_audio, probe_audio, source_name
+from stenod.audio.decode import (
+    SAMPLE_RATE,
+    AudioSource,
+    AudioStream,
+    DecodedAudio,
+    decode_audio,
+    probe_audio,
+    source_name,
+)
+from stenod.decoding import transcribe_with_coverage
 from stenod.engines.base import Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import DiarizationInputError, UnsupportedParameterError
 from stenod.service.diarize import diarize_by_channel
@@ -50,8 +60,8 @@ def load_audio(source: AudioSource, *, diarize: bool, max_duration_s: float) -> 
                 f"this file has {probe.channels} channel",
                 param="diarize",
             )
-        if hasattr(source, "seek"):
-            source.seek(0)  # type: ignore[union-attr]
+        if not isinstance(source, (str, os.PathLike)):
+            source.seek(0)  # the probe read the header of this file object
     return decode_audio(source, keep_channels=diarize, max_duration_s=max_duration_s)
 
 
@@ -65,7 +75,7 @@ def transcribe_decoded(
     on_segment: SegmentCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> TranscriptionResult:
-    """Run ``engine`` on ``audio`` (or the part ``options.offset_s`` / ``duration_s`` select, with
+    """Run ``engine`` through the coverage check (:func:`transcribe_with_coverage`) on ``audio`` (or the part ``options.offset_s`` / ``duration_s`` select, with
     times put back on the whole file's timeline), then diarize.
 
     Raises:
@@ -82,7 +92,9 @@ def transcribe_decoded(
         audio = audio.clipped(options.offset_s, options.duration_s)
         if on_segment is not None:  # streamed segments carry whole-file times too
             on_segment = _shifting(on_segment, options.offset_s, audio.duration_s)
-    transcript = engine.transcribe(audio.samples, options, progress=progress, on_segment=on_segment, cancel=cancel)
+    transcript = transcribe_with_coverage(
+        engine, audio.samples, options, progress=progress, on_segment=on_segment, cancel=cancel
+    )
     if diarize and audio.channels is not None:
         transcript = diarize_by_channel(transcript, audio.channels)
     if clipped:

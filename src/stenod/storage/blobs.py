@@ -12,13 +12,16 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
 from stenod.storage.atomic import atomic_file
 
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
 COPY_CHUNK_BYTES = 1 << 20
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 class BlobStore(Protocol):
@@ -145,7 +148,8 @@ class S3BlobStore:
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
         except self._client.exceptions.NoSuchKey as exc:
             raise FileNotFoundError(key) from exc
-        return response["Body"].read()  # type: ignore[no-any-return]
+        body: bytes = response["Body"].read()
+        return body
 
     def download(self, key: str, dest: Path) -> None:
         from botocore.exceptions import ClientError
@@ -203,9 +207,10 @@ class _Unclosable(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         return self._inner.read(size)
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
-        data = self._inner.read(len(buffer))
-        buffer[: len(data)] = data
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._inner.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:

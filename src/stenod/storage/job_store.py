@@ -12,6 +12,7 @@ that kills every worker it touches is not retried forever).
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 import uuid
@@ -218,7 +219,7 @@ class JobStore:
         with self.engine.begin() as conn:
             conn.execute(T.update().where(T.c.id == job_id).values(published_at=time.time() if now is None else now))
 
-    def due_for_publish(self, *, older_than_s: float, limit: int = 100, now: float | None = None) -> list[str]:
+    def due_for_publish(self, *, older_than_s: float, limit: int = 100, now: float | None = None) -> builtins.list[str]:
         """Jobs a broker may have lost: queued and not published for ``older_than_s``, or
         processing with a lease that ran out (their worker died with the message unacknowledged)."""
         now = time.time() if now is None else now
@@ -233,7 +234,7 @@ class JobStore:
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(query)]
 
-    def expired(self, *, now: float | None = None, limit: int = 500) -> list[JobRecord]:
+    def expired(self, *, now: float | None = None, limit: int = 500) -> builtins.list[JobRecord]:
         now = time.time() if now is None else now
         query = sa.select(T).where(T.c.expires_at < now, T.c.status != "processing").limit(limit)
         with self.engine.connect() as conn:
@@ -345,15 +346,30 @@ class JobStore:
 
     # -- webhooks --------------------------------------------------------------------------------
 
-    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], *, status: str) -> None:
+    def webhooks_due(self, *, idle_s: float, now: float | None = None, limit: int = 100) -> builtins.list[str]:
+        """Final jobs whose webhook is still pending or retrying with nothing recorded for
+        ``idle_s``: their deliverer was lost (a server restart, a lost task)."""
+        now = time.time() if now is None else now
+        query = (
+            sa.select(T.c.id)
+            .where(T.c.status.in_(tuple(FINAL_STATUSES)), T.c.webhook_status.in_(("pending", "retrying")),
+                   T.c.updated_at < now - idle_s)
+            .order_by(T.c.updated_at).limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
+
+    def record_webhook_attempt(self, job_id: str, attempt: dict[str, Any], *, status: str,
+                               now: float | None = None) -> None:
         """Append one delivery attempt (a read-modify-write: only one deliverer runs per job)."""
+        now = time.time() if now is None else now
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(T.c.webhook_attempts).where(T.c.id == job_id)).first()
             if row is None:
                 return
             attempts = [*json.loads(row[0] or "[]"), attempt]
             conn.execute(T.update().where(T.c.id == job_id).values(
-                webhook_attempts=json.dumps(attempts), webhook_status=status))
+                webhook_attempts=json.dumps(attempts), webhook_status=status, updated_at=now))
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -371,7 +387,7 @@ class JobStore:
                 except IntegrityError:
                     conn.execute(workers_table.update().where(workers_table.c.id == worker.id).values(**values))
 
-    def workers_seen_since(self, since: float) -> list[WorkerRecord]:
+    def workers_seen_since(self, since: float) -> builtins.list[WorkerRecord]:
         query = sa.select(workers_table).where(workers_table.c.seen_at >= since).order_by(workers_table.c.id)
         with self.engine.connect() as conn:
             return [WorkerRecord(**dict(r._mapping)) for r in conn.execute(query)]

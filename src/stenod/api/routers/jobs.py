@@ -20,14 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from stenod.api.deps import CurrentPrincipal, State, named_upload_or_raise, refuse_when_draining
-from stenod.api.params import OPENAI_FORMATS, build_request, parse_granularities, parse_response_format
-from stenod.engines.base import Task
+from stenod.api.params import OPENAI_FORMATS, build_request, parse_granularities
 from stenod.errors import InputError, ServiceUnavailableError, UnsupportedParameterError
-from stenod.formats import MEDIA_TYPES, render
+from stenod.formats import MEDIA_TYPES, parse_response_format_or_raise, render
 from stenod.jobs.runtime import JobsRuntime
+from stenod.service import parse_task_or_raise
 from stenod.service.egress import check_url_or_raise, download_to
 from stenod.service.jobs import JobParams
 from stenod.storage.job_store import FINAL_STATUSES, JobRecord
+from stenod.transcript import Task
 
 router = APIRouter()
 
@@ -114,13 +115,6 @@ def _parse_bool(value: str | bool | None, param: str) -> bool:
     raise UnsupportedParameterError(f"{param} must be true or false", param=param)
 
 
-def _parse_task(value: str | None) -> Task:
-    task = (value or "transcribe").strip().lower()
-    if task not in ("transcribe", "translate"):
-        raise UnsupportedParameterError(f"task {value!r} is not supported; use transcribe or translate", param="task")
-    return task  # type: ignore[return-value]
-
-
 def _check_idempotency_key(key: str | None) -> str | None:
     if key is None:
         return None
@@ -135,14 +129,14 @@ def _job_params(state: State, fields: dict[str, Any]) -> tuple[JobParams, str]:
     """Validate like the synchronous routes; returns the params and the canonical model name."""
     granularity_values = fields.get("timestamp_granularities")
     if fields.get("response_format") is not None:
-        fmt = parse_response_format(fields["response_format"], OPENAI_FORMATS)
+        fmt = parse_response_format_or_raise(fields["response_format"], OPENAI_FORMATS)
         granularities = parse_granularities(granularity_values, fmt)
     else:  # the format is chosen when the result is fetched; word timings are kept for verbose_json
         granularities = parse_granularities(granularity_values, "verbose_json")
-    task = _parse_task(fields.get("task"))
+    task = parse_task_or_raise(fields.get("task") or Task.TRANSCRIBE)
     request = build_request(
         endpoint="jobs", model=fields.get("model"), task=task,
-        language=fields.get("language") if task == "transcribe" else None, prompt=fields.get("prompt"),
+        language=fields.get("language") if task is Task.TRANSCRIBE else None, prompt=fields.get("prompt"),
         temperature=fields.get("temperature"), word_timestamps="word" in granularities,
         model_settings=state.settings.model,
     )
@@ -292,7 +286,7 @@ async def get_job_result(
     """The transcript in ``json`` (default), ``verbose_json``, ``text``, ``srt`` or ``vtt``; 409 until
     the job is completed."""
     runtime = runtime_or_raise(state)
-    fmt = parse_response_format(response_format, OPENAI_FORMATS)
+    fmt = parse_response_format_or_raise(response_format, OPENAI_FORMATS)
     job, transcript, model = await anyio.to_thread.run_sync(
         lambda: runtime.service.result_or_raise(job_id, tenant_id=principal.tenant_id)
     )

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from stenod.api.decoding import openai_chunking_or_raise
-from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_api_key
-from stenod.api.params import OPENAI_FORMATS, build_request, parse_granularities, parse_response_format
+from stenod.api.deps import State, named_upload_or_raise, quota_of, refuse_when_draining, require_api_key
+from stenod.api.params import OPENAI_FORMATS, build_request, parse_granularities
 from stenod.api.responses import rendered_response, streamed_response, transcribe_or_cancel
-from stenod.engines.base import Task
+from stenod.formats import parse_response_format_or_raise
 from stenod.models.access import list_dir_models, unknown_model_error
 from stenod.models.catalog import list_models
+from stenod.transcript import Task
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -35,13 +36,14 @@ async def _audio_route(
     stream: bool,
     chunking_strategy: str | None = None,
 ) -> Response:
-    fmt = parse_response_format(response_format, OPENAI_FORMATS)
+    fmt = parse_response_format_or_raise(response_format, OPENAI_FORMATS)
     granularities = parse_granularities(timestamp_granularities, fmt)
     params = build_request(
         endpoint=endpoint, model=model, task=task, language=language, prompt=prompt, temperature=temperature,
         word_timestamps="word" in granularities, model_settings=state.settings.model,
     )
-    params = replace(params, options=openai_chunking_or_raise(params.options, chunking_strategy))
+    params = replace(params, options=openai_chunking_or_raise(params.options, chunking_strategy),
+                     quota=quota_of(request))
     upload = named_upload_or_raise(file)
     if stream:
         return await streamed_response(state.service, upload, params)
@@ -65,7 +67,7 @@ async def create_transcription(
 ) -> Response:
     """Transcribe audio in its own language (OpenAI ``audio.transcriptions.create``)."""
     return await _audio_route(
-        request, state, task="transcribe", endpoint="transcriptions", file=file, model=model, language=language,
+        request, state, task=Task.TRANSCRIBE, endpoint="transcriptions", file=file, model=model, language=language,
         prompt=prompt, response_format=response_format, temperature=temperature,
         timestamp_granularities=timestamp_granularities, stream=stream, chunking_strategy=chunking_strategy,
     )
@@ -83,7 +85,7 @@ async def create_translation(
 ) -> Response:
     """Translate speech to English text (OpenAI ``audio.translations.create``)."""
     return await _audio_route(
-        request, state, task="translate", endpoint="translations", file=file, model=model, language=None,
+        request, state, task=Task.TRANSLATE, endpoint="translations", file=file, model=model, language=None,
         prompt=prompt, response_format=response_format, temperature=temperature,
         timestamp_granularities=None, stream=False,
     )

@@ -15,7 +15,7 @@ from importlib import resources
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
-from stenod.engines.languages import LANGUAGE_NAMES
+from stenod.languages import LANGUAGE_NAMES
 
 router = APIRouter(include_in_schema=False)
 

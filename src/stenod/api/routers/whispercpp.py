@@ -11,11 +11,19 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from stenod.api.decoding import WhisperCppFields, flag
-from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_admin, require_api_key
-from stenod.api.params import build_request, parse_response_format
+from stenod.api.deps import (
+    State,
+    named_upload_or_raise,
+    quota_of,
+    refuse_when_draining,
+    require_admin,
+    require_api_key,
+)
+from stenod.api.params import build_request
 from stenod.api.responses import language_detection_response, rendered_response, transcribe_or_cancel
 from stenod.errors import ModelLoadError, UnsupportedParameterError
-from stenod.formats import TimestampGranularity
+from stenod.formats import TimestampGranularity, parse_response_format_or_raise
+from stenod.transcript import Task
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -51,7 +59,7 @@ async def inference(
 ) -> Response:
     """whisper.cpp's transcription endpoint, with its decoding fields (see api/decoding.py); other
     whisper.cpp fields are accepted and ignored."""
-    fmt = parse_response_format(response_format, ("json", "text", "srt", "vtt", "verbose_json"))
+    fmt = parse_response_format_or_raise(response_format, ("json", "text", "srt", "vtt", "verbose_json"))
     fields = WhisperCppFields(
         offset_t=offset_t, duration=duration, max_len=max_len, beam_size=beam_size, temperature_inc=temperature_inc,
         logprob_thold=logprob_thold, no_speech_thold=no_speech_thold, entropy_thold=entropy_thold, vad=vad,
@@ -60,12 +68,12 @@ async def inference(
     )
     subtitles = fields.subtitles_or_raise()
     params = build_request(
-        endpoint="inference", model=model, task="translate" if flag(translate) else "transcribe",
+        endpoint="inference", model=model, task=Task.TRANSLATE if flag(translate) else Task.TRANSCRIBE,
         language=language, prompt=prompt, temperature=temperature, word_timestamps=False,
         model_settings=state.settings.model, without_timestamps=flag(no_timestamps), diarize=flag(diarize),
     )
     params = replace(params, options=fields.apply_or_raise(params.options, temperature=temperature),
-                     detect_language_only=flag(detect_language))
+                     detect_language_only=flag(detect_language), quota=quota_of(request))
     upload = named_upload_or_raise(file)
     served = await transcribe_or_cancel(request, state.service, upload, params)
     if params.detect_language_only:

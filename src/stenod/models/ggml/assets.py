@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from stenod.models.ggml.format import (
-    WHISPER_N_FFT,
-    WHISPER_SAMPLE_RATE,
     _WHISPER_EOT_EN,
     _WHISPER_MULTILINGUAL_MIN_VOCAB,
+    WHISPER_N_FFT,
+    WHISPER_SAMPLE_RATE,
     GgmlConversionError,
 )
 

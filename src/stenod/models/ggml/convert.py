@@ -49,7 +49,8 @@ def _dequantized(variables: Mapping[str, np.ndarray], name: str, path: Path) -> 
         out = flat / scale[:, None]
     else:
         raise GgmlConversionError(f"{path}: scale of {name!r} has shape {scale.shape}, tensor {value.shape}")
-    return out.reshape(value.shape)
+    dequantized: np.ndarray = out.reshape(value.shape)
+    return dequantized
 
 
 def _split_rows(array: np.ndarray, parts: int, name: str, path: Path) -> list[np.ndarray]:

@@ -12,6 +12,8 @@ from typing import Literal
 
 import numpy as np
 
+from stenod.audio import SAMPLE_RATE
+
 QuantizeType = Literal["f16", "q8_0", "q5_0"]
 
 
@@ -68,7 +70,7 @@ _BLOCK_Q5_0 = np.dtype([("d", "<f2"), ("qh", "<u4"), ("qs", "u1", (QK // 2,))])
 assert _BLOCK_Q8_0.itemsize == 34 and _BLOCK_Q5_0.itemsize == 22
 
 # whisper.cpp constants the converted file must agree with
-WHISPER_SAMPLE_RATE = 16000
+WHISPER_SAMPLE_RATE = SAMPLE_RATE  # the one sample rate, audio.decode.SAMPLE_RATE
 WHISPER_N_FFT = 400
 _WHISPER_EOT_EN = 50256  # whisper.cpp hardcodes token_eot (= 50257 for multilingual vocabularies)
 _WHISPER_MULTILINGUAL_MIN_VOCAB = 51865

@@ -25,7 +25,8 @@ def _roundf(v: np.ndarray) -> np.ndarray:
     0.49999997 up to 1; ``|v| - floor(|v|)`` is exact, so comparing it with 0.5 is not."""
     a = np.abs(v)
     f = np.floor(a)
-    return np.copysign(f + (a - f >= np.float32(0.5)), v)
+    rounded: np.ndarray = np.copysign(f + (a - f >= np.float32(0.5)), v)
+    return rounded
 
 
 def quantize_q8_0(x: np.ndarray) -> np.ndarray:

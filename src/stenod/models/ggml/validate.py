@@ -24,6 +24,7 @@ from stenod.models.ggml.format import (
     _check_hparams,
     _expected_tensors,
     _ggml_type_for,
+    _Role,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -108,7 +109,8 @@ def _read_ggml_hparams(cur: _FileCursor) -> tuple[WhisperHparams, int]:
     values = cur.ints(11, "hparams")
     stored_ftype = values[10]
     qntvr, ftype = divmod(stored_ftype, GGML_QNT_VERSION_FACTOR) if stored_ftype >= 0 else (0, stored_ftype)
-    hp = WhisperHparams(*values[:10], ftype=ftype)
+    n_vocab, a_ctx, a_state, a_head, a_layer, t_ctx, t_state, t_head, t_layer, n_mels = values[:10]
+    hp = WhisperHparams(n_vocab, a_ctx, a_state, a_head, a_layer, t_ctx, t_state, t_head, t_layer, n_mels, ftype=ftype)
     try:
         _check_hparams(hp, cur._path)
     except GgmlConversionError as exc:
@@ -159,7 +161,7 @@ def _read_ggml_tensor(cur: _FileCursor) -> GgmlTensorInfo:
     return GgmlTensorInfo(name, tuple(ne), ggml_type, offset, nbytes)
 
 
-def _check_tensor(cur: _FileCursor, t: GgmlTensorInfo, hp: WhisperHparams, expected: Mapping) -> None:
+def _check_tensor(cur: _FileCursor, t: GgmlTensorInfo, hp: WhisperHparams, expected: Mapping[str, tuple[tuple[int, ...], _Role]]) -> None:
     """Same checks whisper.cpp's loader does (known name, shape, byte size), so it cannot abort later."""
     if t.name not in expected:
         raise cur.fail(f"unknown tensor {t.name!r} (whisper.cpp would reject the file)")

@@ -1,33 +1,18 @@
-"""Language codes Whisper knows, so a bad ``language`` is a 400 before any model is touched."""
+"""Whisper's languages: codes, English names, and the check that turns a bad ``language`` into a
+400 before any model is touched.
+
+A leaf module (it imports only :mod:`stenod.errors`), so renderers, the batch client and the API can
+validate and name languages without importing an engine (rendering a transcript must not load
+CTranslate2). The table is Whisper's own (openai/whisper:whisper/tokenizer.py ``LANGUAGES``);
+tests/test_languages.py checks it against faster-whisper's copy so the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
-from faster_whisper.tokenizer import _LANGUAGE_CODES
-
 from stenod.errors import UnknownLanguageError
 
-WHISPER_LANGUAGES: frozenset[str] = frozenset(_LANGUAGE_CODES)
-AUTO_VALUES = frozenset({"", "auto", "detect"})
-
-
-def normalize_language_or_raise(language: str | None) -> str | None:
-    """Return a lower-case ISO code, or ``None`` for detection.
-
-    Raises:
-        UnknownLanguageError: the code is not one Whisper was trained on.
-    """
-    if language is None:
-        return None
-    code = language.strip().lower()
-    if code in AUTO_VALUES:
-        return None
-    if code not in WHISPER_LANGUAGES:
-        raise UnknownLanguageError(language)
-    return code
-
-
-# Whisper's code -> English name table (openai/whisper:whisper/tokenizer.py); OpenAI's verbose_json
-# reports the name ("english"), not the code.
+# Whisper's code -> English name table; OpenAI's verbose_json reports the name ("english"), not
+# the code.
 LANGUAGE_NAMES: dict[str, str] = {
     "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian",
     "ko": "korean", "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish",
@@ -51,6 +36,30 @@ LANGUAGE_NAMES: dict[str, str] = {
     "ha": "hausa", "ba": "bashkir", "jw": "javanese", "su": "sundanese", "yue": "cantonese",
 }
 
+WHISPER_LANGUAGES: frozenset[str] = frozenset(LANGUAGE_NAMES)
+"""Every ISO code a Whisper model was trained on."""
+AUTO_VALUES = frozenset({"", "auto", "detect"})
+"""Values of ``language`` that mean "detect it"."""
+CODES_BY_NAME: dict[str, str] = {name: code for code, name in LANGUAGE_NAMES.items()}
+"""English name -> code, for reading OpenAI verbose_json (which reports names)."""
+
+
+def normalize_language_or_raise(language: str | None) -> str | None:
+    """Return a lower-case ISO code, or ``None`` for detection (``None``, ``""``, ``auto``, ``detect``).
+
+    Raises:
+        UnknownLanguageError: the code is not one Whisper was trained on.
+    """
+    if language is None:
+        return None
+    code = language.strip().lower()
+    if code in AUTO_VALUES:
+        return None
+    if code not in WHISPER_LANGUAGES:
+        raise UnknownLanguageError(language)
+    return code
+
 
 def language_name(code: str) -> str:
+    """Whisper's English name for ``code`` (``"en"`` -> ``"english"``); unknown codes unchanged."""
     return LANGUAGE_NAMES.get(code, code)

@@ -1,0 +1,354 @@
+"""Decode with a coverage check: no VAD speech stretch is left without text, no text sits in silence.
+
+Whisper's sequential long-form decoding jumps over speech (a window's last timestamp moves the
+seek past sentences that were never decoded), ends windows early, and loops on text it already
+produced (issue 11: ten FLEURS clips with half-second pauses lost half their words, and which
+files fail is chaotic). So:
+
+1. First pass. Audio on which VAD is on (``options.vad_enabled``: over 30 s by default) is
+   decoded in windows of up to :data:`FIRST_WINDOW_MAX_S` made of whole speech stretches
+   (:func:`stenod.decoding.speech.find_speech`, cut at pauses of 0.3 s, never mid-word), each
+   with the tail of the text so far as its prompt (when ``condition_on_previous_text``) and the
+   language of the first window; a failure in one window cannot push the next one off course.
+   Shorter audio, and faster-whisper's batched pipeline (``batch_size`` > 1), take one
+   ``engine.transcribe`` call on the whole array as before.
+2. Guards (:mod:`stenod.decoding.guards`): drop loops and degenerate windows; drop text in
+   silence when VAD is on; segments decoded only by sampling (temperature fallback), with a
+   log-probability below Whisper's limit, or far too short for the speech under them do not
+   count as covering it.
+3. Every speech stretch left mostly uncovered is decoded again, in windows of up to
+   :data:`WINDOW_MAX_S` made of neighbouring uncovered stretches, with the preceding text as the
+   prompt and word timestamps (so that a segment cannot claim speech it skipped). A window's
+   result replaces the segments under it only when it covers more speech; stretches still
+   uncovered are then tried once more one by one.
+4. Words repeated across a window border are removed, segments are put in time order without
+   overlaps and words are clamped inside their segments.
+
+docs/ENGINES.md "Long-form coverage" has the measurements (accuracy per file, speed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from stenod.decoding.guards import (
+    drop_loops,
+    in_silence,
+    is_degenerate,
+    is_thin,
+    is_too_dense,
+    is_unreliable,
+    repair_times,
+    repeats_neighbour,
+    trim_leading_duplicate,
+)
+from stenod.decoding.speech import SAMPLE_RATE, SpeechStretch, find_speech, overlap_s
+from stenod.engines.base import CancelledError, Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
+from stenod.transcript import Segment, Transcript, Word
+
+logger = logging.getLogger(__name__)
+
+WINDOW_MAX_S = 20.0
+"""Longest re-decoding window: room for the context of neighbouring stretches, short enough that
+Whisper does not stop early inside it."""
+WINDOW_JOIN_PAUSE_S = 2.0
+"""Uncovered stretches closer than this share a window."""
+MIN_UNCOVERED_S = 0.4
+UNCOVERED_FRACTION = 0.5
+"""A stretch is re-decoded when at least half of it (or :data:`UNCOVERED_ABS_S`) has no text."""
+UNCOVERED_ABS_S = 1.5
+MIN_GAIN_S = 0.3
+"""A re-decoded window replaces the old text only when it covers this much more speech."""
+PROMPT_MAX_CHARS = 200
+"""Tail of the preceding text passed as the prompt of a re-decoded window."""
+_PROGRESS_CAP = 0.99
+REDECODE_TEMPERATURE_STEPS = 2
+FIRST_WINDOW_MAX_S = 29.0
+"""First-pass windows: neighbouring speech stretches joined up to this length (Whisper's window
+is 30 s), so the first pass costs about as many encoder passes as sequential decoding."""
+FIRST_JOIN_PAUSE_S = 3.0
+"""A longer pause starts a new first-pass window: silence is never decoded on its own."""
+
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    start: float
+    end: float
+    stretches: tuple[SpeechStretch, ...]
+
+
+def transcribe_with_coverage(
+    engine: Engine,
+    audio: np.ndarray,
+    options: TranscriptionOptions,
+    *,
+    speech: list[SpeechStretch] | None = None,
+    progress: ProgressCallback | None = None,
+    on_segment: SegmentCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Transcript:
+    """Transcribe ``audio`` with ``engine`` so that every VAD speech stretch is covered by text.
+
+    The one per-array transcription path of every entry point (CLI, server, batch, jobs: they
+    reach it through :func:`stenod.service.transcription.transcribe_decoded`). Engine-agnostic:
+    it only calls ``engine.transcribe`` (on the whole array, then on windows of at most
+    :data:`WINDOW_MAX_S`) and reads segment and word timestamps, so it works for faster-whisper
+    (sequential or batched) and whisper.cpp alike.
+
+    Contract, for callers that cut long audio into chunks or batch short clips:
+
+    - ``audio`` is 16 kHz mono float32 of any length; a chunk of several minutes is fine.
+      Chunk callers should cut at pauses and pass ``options`` with the previous chunk's
+      ``language`` and the tail of its text as ``initial_prompt``; times in the result are
+      seconds from the start of ``audio`` (add the chunk's offset).
+    - ``speech``: VAD stretches of ``audio`` if the caller already has them (same times as
+      ``audio``); ``None`` runs :func:`~stenod.decoding.speech.find_speech` here.
+    - With ``options.vad`` False (``--no-vad``) or ``options.without_timestamps`` (no times to
+      check) this is exactly ``engine.transcribe``.
+    - Text in silence is removed only where VAD is on for this audio
+      (``options.vad_enabled``); on short clips the engine's text is kept and missing speech is
+      added.
+    - ``on_segment`` receives the final segments in time order once the check is done (segments
+      of a re-decoded window belong before later first-pass segments, so none can be released
+      earlier); ``progress`` is capped below 100 % until then.
+    - Thread safety: as ``engine.transcribe``; all calls run on the caller's thread, one at a time.
+
+    Returns:
+        The transcript: segments in time order, not overlapping, words inside their segments,
+        ids renumbered; ``language`` and ``language_probability`` from the first pass.
+
+    Raises:
+        Whatever ``engine.transcribe`` raises (UnsupportedParameterError, CancelledError, ...).
+    """
+    duration = len(audio) / SAMPLE_RATE
+    if options.vad is False or options.without_timestamps or len(audio) == 0:
+        return engine.transcribe(audio, options, progress=progress, on_segment=on_segment, cancel=cancel)
+    stretches = find_speech(audio, threshold=options.vad_threshold) if speech is None else speech
+    if options.vad_enabled(duration) and options.batch_size <= 1:
+        first = _decode_windows(engine, audio, options, stretches, progress=_capped(progress), cancel=cancel)
+    else:
+        first = engine.transcribe(audio, options, progress=_capped(progress), cancel=cancel)
+    segments = _guard(list(first.segments), stretches, first.language, drop_silent=options.vad_enabled(duration))
+    # Word times of re-decoded windows make their coverage exact (a window's segment can claim
+    # speech it skipped); they cost one alignment pass per window and are dropped again below
+    # unless the caller asked for them.
+    # Re-decoded windows stop the temperature fallback after its first step: a short window that
+    # fails greedily only yields sampled text, which the coverage comparison rejects anyway
+    # (measured: full fallback on 1-2 s windows cost as much as the rest of the file).
+    redo = replace(options, vad=False, language=first.language, batch_size=0, word_timestamps=True,
+                   temperature=options.temperature[:REDECODE_TEMPERATURE_STEPS])
+    segments = _fill_gaps(engine, audio, redo, segments, stretches, first.language, cancel=cancel)
+    final = repair_times(segments)
+    if not options.word_timestamps:
+        final = [replace(s, words=None) for s in final]
+    if on_segment is not None:
+        for seg in final:
+            on_segment(seg)
+    if progress is not None:
+        progress(duration, duration)
+    return first.with_segments(final)
+
+
+def _decode_windows(
+    engine: Engine,
+    audio: np.ndarray,
+    options: TranscriptionOptions,
+    speech: list[SpeechStretch],
+    *,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+) -> Transcript:
+    duration = len(audio) / SAMPLE_RATE
+    windows = _windows(speech, FIRST_WINDOW_MAX_S, join_pause_s=FIRST_JOIN_PAUSE_S)
+    segments: list[Segment] = []
+    language = options.language
+    probability = 1.0 if language else 0.0
+    for window in windows:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("transcription cancelled")
+        prompt = _prompt(segments, options.initial_prompt) if options.condition_on_previous_text else options.initial_prompt
+        result = engine.transcribe(
+            audio[int(window.start * SAMPLE_RATE): int(window.end * SAMPLE_RATE)],
+            replace(options, vad=False, language=language, initial_prompt=prompt, batch_size=0),
+            cancel=cancel,
+        )
+        if language is None:
+            language, probability = result.language, result.language_probability
+        segments.extend(_shift(seg, window) for seg in result.segments if seg.text.strip())
+        if progress is not None:
+            progress(window.end, duration)
+    return Transcript.from_segments(
+        segments, language=language or "en", duration=duration, language_probability=probability, task=options.task
+    )
+
+
+def _capped(progress: ProgressCallback | None) -> ProgressCallback | None:
+    if progress is None:
+        return None
+
+    def report(done: float, total: float) -> None:
+        progress(min(done, _PROGRESS_CAP * total), total)
+
+    return report
+
+
+def _guard(segments: list[Segment], speech: list[SpeechStretch], language: str, *, drop_silent: bool) -> list[Segment]:
+    kept, dropped = drop_loops(segments)
+    if dropped and logger.isEnabledFor(logging.DEBUG):
+        logger.debug("coverage: dropped %d looping segment(s): %s", len(dropped), [s.text[:40] for s in dropped])
+    if drop_silent:
+        kept = [s for s in kept if not in_silence(s, speech)]
+    return kept
+
+
+def _covering(segments: list[Segment], speech: list[SpeechStretch], language: str) -> list[tuple[float, float]]:
+    """Time spans that count as decoded: segment spans (word spans when there are words),
+    minus thin segments."""
+    spans: list[tuple[float, float]] = []
+    for seg in segments:
+        if not seg.text.strip() or is_unreliable(seg) or is_thin(seg, speech, language):
+            continue
+        if seg.words:
+            spans.extend((w.start - 0.15, w.end + 0.15) for w in seg.words)
+        else:
+            spans.append((seg.start, seg.end))
+    return spans
+
+
+def _covered_s(stretch: SpeechStretch, spans: list[tuple[float, float]]) -> float:
+    """Seconds of ``stretch`` under the union of ``spans``."""
+    clipped = sorted((max(a, stretch.start), min(b, stretch.end)) for a, b in spans if b > stretch.start and a < stretch.end)
+    total, cur_a, cur_b = 0.0, None, None
+    for a, b in clipped:
+        if cur_b is None or a > cur_b:
+            if cur_b is not None and cur_a is not None:
+                total += cur_b - cur_a
+            cur_a, cur_b = a, b
+        else:
+            cur_b = max(cur_b, b)
+    if cur_a is not None and cur_b is not None:
+        total += cur_b - cur_a
+    return total
+
+
+def _uncovered(segments: list[Segment], speech: list[SpeechStretch], language: str) -> list[SpeechStretch]:
+    spans = _covering(segments, speech, language)
+    out: list[SpeechStretch] = []
+    for stretch in speech:
+        missing = stretch.duration - _covered_s(stretch, spans)
+        if missing >= MIN_UNCOVERED_S and missing >= min(UNCOVERED_ABS_S, UNCOVERED_FRACTION * stretch.duration):
+            out.append(stretch)
+    return out
+
+
+def _windows(stretches: list[SpeechStretch], max_s: float, *, join_pause_s: float = WINDOW_JOIN_PAUSE_S) -> list[_Window]:
+    windows: list[list[SpeechStretch]] = []
+    for s in stretches:
+        if windows and s.start - windows[-1][-1].end < join_pause_s and s.end - windows[-1][0].start <= max_s:
+            windows[-1].append(s)
+        else:
+            windows.append([s])
+    return [_Window(w[0].start, w[-1].end, tuple(w)) for w in windows]
+
+
+def _fill_gaps(
+    engine: Engine,
+    audio: np.ndarray,
+    options: TranscriptionOptions,
+    segments: list[Segment],
+    speech: list[SpeechStretch],
+    language: str,
+    *,
+    cancel: threading.Event | None,
+) -> list[Segment]:
+    tried: set[tuple[float, float]] = set()
+    for max_window_s in (WINDOW_MAX_S, 0.0):  # grouped windows first, then each stretch alone
+        missing = _uncovered(segments, speech, language)
+        if not missing:
+            break
+        windows = [w for w in _windows(missing, max_window_s) if (w.start, w.end) not in tried]
+        logger.debug("coverage: %d uncovered stretch(es), %d window(s) of <= %.0f s", len(missing), len(windows), max_window_s)
+        for window in windows:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("transcription cancelled")
+            tried.add((window.start, window.end))
+            segments = _redecode(engine, audio, options, segments, speech, language, window, cancel=cancel)
+    return segments
+
+
+def _redecode(
+    engine: Engine,
+    audio: np.ndarray,
+    options: TranscriptionOptions,
+    segments: list[Segment],
+    speech: list[SpeechStretch],
+    language: str,
+    window: _Window,
+    *,
+    cancel: threading.Event | None,
+) -> list[Segment]:
+    before = [s for s in segments if _mid(s) < window.start]
+    after = [s for s in segments if _mid(s) > window.end]
+    inside = [s for s in segments if window.start <= _mid(s) <= window.end]
+    prompt = _prompt(before, options.initial_prompt)
+    result = engine.transcribe(
+        audio[int(window.start * SAMPLE_RATE): int(window.end * SAMPLE_RATE)],
+        replace(options, initial_prompt=prompt),
+        cancel=cancel,
+    )
+    neighbours = before[-3:] + after[:3]
+    new = [
+        seg for seg in (_shift(s, window) for s in result.segments)
+        if seg.text.strip() and not is_degenerate(seg) and not is_too_dense(seg)
+        and not in_silence(seg, list(window.stretches))
+        and not repeats_neighbour(seg, neighbours)
+    ]
+    if before and new:
+        trimmed = trim_leading_duplicate(before[-1], new[0])
+        new = ([trimmed] if trimmed is not None else []) + new[1:]
+    if after and new:
+        head = trim_leading_duplicate(new[-1], after[0])
+        if head is not None and head is not after[0]:
+            after = [head] + after[1:]
+        elif head is None:
+            after = after[1:]
+    old_cov = _window_coverage(before + inside + after, window, speech, language)
+    new_cov = _window_coverage(before + new + after, window, speech, language)
+    if new_cov < old_cov + MIN_GAIN_S:
+        logger.debug("coverage: window %.1f-%.1f s kept (%.1f s -> %.1f s covered)", window.start, window.end, old_cov, new_cov)
+        return segments
+    logger.debug("coverage: window %.1f-%.1f s re-decoded (%.1f s -> %.1f s covered)", window.start, window.end, old_cov, new_cov)
+    return before + new + after
+
+
+def _window_coverage(segments: list[Segment], window: _Window, speech: list[SpeechStretch], language: str) -> float:
+    spans = _covering(segments, speech, language)
+    return sum(_covered_s(s, spans) for s in window.stretches)
+
+
+def _mid(seg: Segment) -> float:
+    return (seg.start + seg.end) / 2
+
+
+def _prompt(before: list[Segment], initial_prompt: str | None) -> str | None:
+    text = "".join(s.text for s in before).strip()
+    if not text:
+        return initial_prompt
+    return text[-PROMPT_MAX_CHARS:].split(" ", 1)[-1] if len(text) > PROMPT_MAX_CHARS else text
+
+
+def _shift(seg: Segment, window: _Window) -> Segment:
+    """Times of a window's segment moved to the whole audio's clock, clamped to the window."""
+
+    def at(t: float) -> float:
+        return round(min(max(window.start + t, window.start), window.end), 3)
+
+    words = tuple(Word(at(w.start), at(w.end), w.word, w.probability) for w in seg.words) if seg.words else seg.words
+    return replace(seg, start=at(seg.start), end=at(seg.end), words=words, seek=int(round(at(seg.start) * 100)))
+
+

@@ -1,0 +1,84 @@
+"""Segment guards and window cutting, on synthetic segments (no model)."""
+
+from __future__ import annotations
+
+from stenod.decoding.coverage import _uncovered, _windows
+from stenod.decoding.guards import drop_loops, in_silence, is_thin, is_too_dense, repair_times, trim_leading_duplicate
+from stenod.decoding.speech import SpeechStretch
+from stenod.transcript import Segment, Word
+
+
+def seg(start: float, end: float, text: str, *, words: tuple[Word, ...] | None = None, **kw: float) -> Segment:
+    return Segment(id=0, seek=0, start=start, end=end, text=text, words=words, **kw)  # type: ignore[arg-type]
+
+
+LOOP = " The hospital has followed protocol for infection control."
+
+
+def test_every_copy_of_a_loop_is_dropped_and_other_text_kept() -> None:
+    segments = [seg(0, 8, " However, due to slow channels."), seg(8, 18, LOOP), seg(18, 28, LOOP), seg(28, 38, LOOP.upper()),
+                seg(38, 40, " Yes."), seg(40, 41, " Yes.")]
+    kept, dropped = drop_loops(segments)
+    assert [s.text for s in kept] == [" However, due to slow channels.", " Yes.", " Yes."]
+    assert len(dropped) == 3
+
+
+def test_degenerate_window_is_dropped() -> None:
+    kept, _ = drop_loops([seg(0, 5, " the the the the the the the the", compression_ratio=3.1)])
+    assert kept == []
+
+
+def test_text_over_silence_and_impossible_density() -> None:
+    speech = [SpeechStretch(10.0, 20.0)]
+    assert in_silence(seg(30, 35, " Thank you."), speech)
+    assert not in_silence(seg(19.8, 22, " end of it."), speech)
+    assert is_too_dense(seg(54.4, 54.9, " The hospital has followed protocol for infection of others. The hospital"))
+    assert not is_too_dense(seg(0, 4, " Printing, in the only sense with which we are"))
+
+
+def test_thin_segment_left_speech_out() -> None:
+    speech = [SpeechStretch(0.0, 20.0)]
+    assert is_thin(seg(0, 20, " Hello there."), speech, "en")
+    assert not is_thin(seg(0, 6, " Printing, in the only sense with which we are at present concerned"), speech, "en")
+    assert not is_thin(seg(0, 12, " 印刷术在我们目前所关心的唯一意义上不同于大多数艺术和手工艺以及展览中所代表的"), speech, "zh")
+
+
+def test_duplicate_words_at_a_window_border_are_removed() -> None:
+    before = seg(0, 5, " styles in the west could lag behind")
+    after = seg(5, 9, " lag behind by 25 to 30 years.", words=(
+        Word(5.0, 5.2, " lag", 0.9), Word(5.2, 5.5, " behind", 0.9), Word(5.6, 5.8, " by", 0.9), Word(5.8, 9.0, " years.", 0.9)))
+    trimmed = trim_leading_duplicate(before, after)
+    assert trimmed is not None
+    assert trimmed.text == " by 25 to 30 years."
+    assert trimmed.start == 5.6
+    assert trim_leading_duplicate(before, seg(5, 6, " lag behind")) is None
+    # one short shared word is not a duplicate: "the" may end one phrase and start the next
+    assert trim_leading_duplicate(seg(0, 1, " over the"), seg(1, 2, " the end")) == seg(1, 2, " the end")
+
+
+def test_times_made_monotonic_with_words_inside() -> None:
+    repaired = repair_times([
+        seg(5, 9, " b", words=(Word(4.0, 6.0, " b", 1.0), Word(8.0, 9.5, " c", 1.0))),
+        seg(0, 6, " a"),
+    ])
+    assert [s.id for s in repaired] == [0, 1]
+    assert [(s.start, s.end) for s in repaired] == [(0, 6), (6, 9)]
+    words = repaired[1].words or ()
+    assert all(6 <= w.start <= w.end <= 9 for w in words)
+    assert words[0].end <= words[1].start
+
+
+def test_windows_are_cut_at_pauses_and_bounded() -> None:
+    stretches = [SpeechStretch(float(i * 5), float(i * 5 + 4)) for i in range(12)]  # 4 s of speech, 1 s pauses
+    windows = _windows(stretches, 20.0)
+    assert all(w.end - w.start <= 20.0 for w in windows)
+    assert [s for w in windows for s in w.stretches] == stretches  # every stretch once, in order, none split
+    assert len(_windows(stretches, 0.0)) == len(stretches)
+    # a long silence starts a new window even when the window has room
+    assert len(_windows([SpeechStretch(0, 2), SpeechStretch(10, 12)], 28.0, join_pause_s=3.0)) == 2
+
+
+def test_uncovered_speech_is_found() -> None:
+    speech = [SpeechStretch(0, 5), SpeechStretch(5.5, 10), SpeechStretch(10.5, 11.0)]
+    segments = [seg(0, 5.2, " Printing, in the only sense with which we are at present concerned")]
+    assert _uncovered(segments, speech, "en") == [SpeechStretch(5.5, 10), SpeechStretch(10.5, 11.0)]
