@@ -10,11 +10,13 @@ Synchronous: a client keeps 4 requests in flight until every clip is done.
 Jobs: every clip is submitted at once to ``/v1/jobs``; the clock stops when the client's poll
 (one list request every 0.25 s) sees the last job completed. The ratio jobs/sync wall time is the queueing cost
 (upload to the blob store, database rows, broker round trips, download in the worker, result
-upload, polling); the target is under 1.05.
+upload, polling); the target is under 1.05. CPU seconds of every process of each set-up (API
+server, workers and their pool processes, moto) are measured around each round too: on a shared,
+oversubscribed machine wall time follows the neighbours, CPU time is what the set-up itself spent.
 
 Needs PostgreSQL and Redis (``bash scripts/services.sh``). Example:
 
-    python benchmarks/jobs_throughput.py --model tiny.en --rounds 2 --output benchmarks/results/jobs_throughput.json
+    python benchmarks/jobs_throughput.py --model tiny.en --rounds 2 --output docs/bench/jobs-throughput.json
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 from stenod.audio import decode_audio
 
@@ -55,6 +58,19 @@ class Row:
     wall_s: float
     throughput: float
     """Audio seconds per wall second."""
+
+
+def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU seconds of these processes and their live children (Celery pool)."""
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(proc.pid)
+            for p in [parent, *parent.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = p.cpu_times()
+                    total += times.user + times.system
+    return total
 
 
 def free_port() -> int:
@@ -187,8 +203,8 @@ def main() -> None:
         # 1. synchronous server: two single-thread slots, job workers off.
         sync_port = free_port()
         env = {**base_env, "STENOD_JOBS__WORKERS": "0", "STENOD_JOBS__DATA_DIR": str(tmp / "sync-data")}
-        stack.enter_context(process([*stenod, "serve", "--model", args.model, "--port", str(sync_port), "--slots",
-                                     "2", "--threads", "1"], env, tmp / "sync.log"))
+        sync_procs = [stack.enter_context(process([*stenod, "serve", "--model", args.model, "--port", str(sync_port),
+                                                   "--slots", "2", "--threads", "1"], env, tmp / "sync.log"))]
         # 2. jobs: API server (no inference) + 2 Celery workers, PostgreSQL + Redis + S3 (moto).
         moto_port = free_port()
         queue = f"stenod.bench.{uuid.uuid4().hex[:8]}"
@@ -196,8 +212,8 @@ def main() -> None:
                "STENOD_JOBS__QUEUE_NAME": queue, "STENOD_JOBS__BLOB_URL": "s3://bench-jobs/run",
                "STENOD_JOBS__S3_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
                "STENOD_JOBS__DATA_DIR": str(tmp / "jobs-data")}
-        stack.enter_context(process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
-                                    env, tmp / "moto.log"))
+        jobs_procs = [stack.enter_context(process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                                                   str(moto_port)], env, tmp / "moto.log"))]
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", moto_port), timeout=1):
@@ -208,21 +224,28 @@ def main() -> None:
         boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", region_name="us-east-1",
                      aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench-jobs")
         jobs_port = free_port()
-        stack.enter_context(process([*stenod, "serve", "--model", args.model, "--port", str(jobs_port), "--lazy"],
-                                    env, tmp / "api.log"))
+        jobs_procs.append(stack.enter_context(process([*stenod, "serve", "--model", args.model, "--port",
+                                                       str(jobs_port), "--lazy"], env, tmp / "api.log")))
         for i in range(2):
-            stack.enter_context(process([*stenod, "worker", "--model", args.model, "--concurrency", "1",
-                                         "--threads", "1", "--hostname", f"bench{i}@%h"], env, tmp / f"w{i}.log"))
+            jobs_procs.append(stack.enter_context(process([*stenod, "worker", "--model", args.model, "--concurrency",
+                                                           "1", "--threads", "1", "--hostname", f"bench{i}@%h"],
+                                                          env, tmp / f"w{i}.log")))
         sync_url, jobs_url = f"http://127.0.0.1:{sync_port}", f"http://127.0.0.1:{jobs_port}"
         wait_ready(sync_url)
         wait_ready(jobs_url, workers=2)
         run_sync(sync_url, clips[:1], in_flight=1)  # warm-up
         run_jobs(jobs_url, clips[:1])
         walls: dict[str, list[float]] = {"sync": [], "jobs": []}
+        cpus: dict[str, list[float]] = {"sync": [], "jobs": []}
         for _ in range(args.rounds):
+            before = cpu_seconds(sync_procs)
             walls["sync"].append(run_sync(sync_url, clips, in_flight=4))
+            cpus["sync"].append(cpu_seconds(sync_procs) - before)
+            before = cpu_seconds(jobs_procs)
             walls["jobs"].append(run_jobs(jobs_url, clips))
-            print(f"round: sync {walls['sync'][-1]:.2f} s, jobs {walls['jobs'][-1]:.2f} s", flush=True)
+            cpus["jobs"].append(cpu_seconds(jobs_procs) - before)
+            print(f"round: sync {walls['sync'][-1]:.2f} s wall {cpus['sync'][-1]:.1f} s CPU, "
+                  f"jobs {walls['jobs'][-1]:.2f} s wall {cpus['jobs'][-1]:.1f} s CPU", flush=True)
 
     total_audio = audio_s * args.rounds
     rows = [
@@ -237,6 +260,8 @@ def main() -> None:
     for r in rows:
         print(f"| {r.target} | {r.jobs} | {r.audio_s:.1f} | {r.wall_s:.2f} | {r.throughput:.2f} |")
     print(f"\njobs / sync wall time: {ratio:.3f} (queueing overhead {100 * (ratio - 1):+.1f} %; target < +5 %)")
+    cpu_ratio = sum(cpus["jobs"]) / sum(cpus["sync"])
+    print(f"jobs / sync CPU seconds (all processes of each set-up): {cpu_ratio:.3f}")
     per_round = [j / s for s, j in zip(walls["sync"], walls["jobs"], strict=True)]
     print("per round jobs/sync: " + ", ".join(f"{r:.3f}" for r in per_round))
     if args.output:
@@ -244,7 +269,8 @@ def main() -> None:
         args.output.write_text(json.dumps({
             "model": args.model, "clip_seconds": args.clip_seconds, "rounds": args.rounds,
             "clips": [c.name for c in clips], "rows": [asdict(r) for r in rows], "walls_s": walls,
-            "jobs_over_sync": ratio, "jobs_over_sync_per_round": per_round,
+            "jobs_over_sync": ratio, "jobs_over_sync_per_round": per_round, "cpu_s": cpus,
+            "jobs_over_sync_cpu": cpu_ratio,
             "host": {"cpus": os.cpu_count(), "loadavg_end": os.getloadavg()},
         }, indent=2))
 

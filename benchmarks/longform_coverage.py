@@ -142,13 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "stenod")
     parser.add_argument("--output-dir", type=Path, default=Path("bench-out/longform"))
-    parser.add_argument("--specs", default="", help="comma-separated indexes of SPECS to run (default: all)")
+    parser.add_argument("--specs", default="", help="comma-separated indexes of SPECS to run (default: all; 'none': only longform-en)")
     parser.add_argument("--no-longform-en", action="store_true", help="skip the shared longform-en files")
     args = parser.parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     resolved = resolve_model_or_raise(args.model, cache_dir=args.cache_dir, offline=True)
     engine = create_engine(resolved, ModelSettings(name=args.model, cache_dir=args.cache_dir), threads=args.threads)
-    chosen = [SPECS[int(i)] for i in args.specs.split(",") if i.strip()] if args.specs else SPECS
+    if args.specs == "none":
+        chosen: list[Spec] = []
+    else:
+        chosen = [SPECS[int(i)] for i in args.specs.split(",") if i.strip()] if args.specs else SPECS
     rows: list[Row] = []
 
     def save() -> None:

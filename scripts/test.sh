@@ -7,6 +7,7 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.lock
+.venv/bin/python -m pip install -q -r requirements-gpu.lock  # torch engine, tested on the CPU
 .venv/bin/python -m pip install -q --no-deps -e .
 export HF_HUB_OFFLINE=1 GGML_NO_BACKTRACE=1
 exec .venv/bin/python -m pytest "$@" </dev/null

@@ -18,6 +18,7 @@ StenodError
 ├── ModelNotFoundError (404)
 ├── ModelLoadError (500)
 ├── QueueFullError (429)
+│   └── RateLimitedError (429)    a key's requests/minute, audio minutes/hour or concurrency
 ├── DeadlineExceededError (408)
 ├── ClientDisconnectedError (499)
 ├── ServiceUnavailableError (503)  loading, draining
@@ -106,6 +107,15 @@ class QueueFullError(StenodError):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RateLimitedError(QueueFullError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.headers = headers or {}
+        """``X-RateLimit-*`` headers for the refusal."""
 
 
 class DeadlineExceededError(StenodError):

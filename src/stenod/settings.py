@@ -20,8 +20,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-EngineName = Literal["auto", "faster-whisper", "whisper.cpp"]
-Device = Literal["auto", "cpu", "cuda"]
+EngineName = Literal["auto", "faster-whisper", "whisper.cpp", "torch"]
+DEVICE_PATTERN = r"^(auto|cpu|all|cuda(:\d+)?(,cuda(:\d+)?)*)$"
+"""``auto``, ``cpu``, ``cuda``, ``cuda:N``, a comma list of CUDA devices, or ``all`` GPUs."""
 ComputeType = Literal["auto", "int8", "int8_float16", "int8_float32", "float16", "bfloat16", "float32"]
 LogFormat = Literal["json", "console"]
 
@@ -43,9 +44,11 @@ class ModelSettings(BaseModel):
     """Default model: a bundled name (``base``, ``tiny.en``), a hub name (``small``, ``large-v3``,
     ``Systran/faster-whisper-small``), a CTranslate2 model folder, or a ggml ``.bin`` file."""
     engine: EngineName = "auto"
-    """``auto`` picks whisper.cpp for ggml files and faster-whisper otherwise."""
-    device: Device = "auto"
-    """``auto`` uses CUDA when CTranslate2 sees a GPU, else the CPU."""
+    """``auto`` picks whisper.cpp for ggml files, ``torch`` for transformers folders or when a
+    usable CUDA GPU and PyTorch are present, and faster-whisper otherwise."""
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN)
+    """``auto`` uses CUDA when a usable GPU is present, else the CPU; ``cuda:0,cuda:1`` or ``all``
+    runs one torch-engine worker per GPU."""
     compute_type: ComputeType = "auto"
     """``auto``: int8 on CPU (about 2x float32 at the same accuracy here), float16 on CUDA."""
     threads: int = Field(default=0, ge=0)
@@ -59,9 +62,11 @@ class ModelSettings(BaseModel):
     vad_min_duration_s: float = Field(default=30.0, ge=0)
     """Voice-activity detection is on by default for audio longer than this."""
     trim_encoder: bool = True
-    """faster-whisper's faster paths: clips under 30 s run the encoder on their audio only (a
-    guarded fallback redoes a bad result on the full window) and long audio is decoded as VAD
-    windows in parallel; ``false`` restores the ordinary full-window path."""
+    """faster-whisper: clips under 30 s run the encoder on their audio only (a guarded fallback
+    redoes a bad result on the full window); ``false`` restores the ordinary full-window path."""
+    parallel_windows: bool = False
+    """faster-whisper: decode long audio as VAD windows in parallel on every worker (with
+    ``trim_encoder``); off by default, it measured slower and less accurate on 2 cores."""
     served: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Models clients may name besides the default and the bundled ones, comma-separated (names,
     hub names or paths: the operator's choice, listed in ``GET /v1/models``)."""
@@ -113,6 +118,9 @@ class ServerSettings(BaseModel):
     """A connection must deliver a request's headers within this many seconds, else 408 and close."""
     body_idle_timeout_s: float = Field(default=30.0, gt=0)
     """Longest pause while a request body arrives, else 408 and close."""
+    memory_budget_mb: float = Field(default=0.0, ge=0)
+    """Memory that transcription requests may reserve together (estimated per request from its
+    duration, at most one chunk); a request past it gets 429 + Retry-After. 0 = no budget."""
     max_connections: int = Field(default=1000, ge=1)
     """Open connections at most; one more gets 503 and is closed (keep it under the descriptor limit)."""
     max_connections_per_client: int = Field(default=64, ge=1)
@@ -128,6 +136,18 @@ class ServerSettings(BaseModel):
     admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     """Bearer keys that may also use admin routes (``POST /load``), comma-separated; they are
     accepted wherever ``api_keys`` are. Without one, ``/load`` is refused (403)."""
+    key_store: bool = False
+    """Also accept keys made with ``stenod keys`` (stored hashed in the jobs database, with per-key
+    limits); authentication is then required."""
+    key_cache_s: float = Field(default=10.0, ge=0)
+    """How long a key lookup is cached: a revoked key stops working within this time."""
+    rate_limit_storage_url: str = ""
+    """Where per-key limit counters live: empty = this process; ``redis://host:6379/0`` shares
+    them between API servers."""
+    protect_metrics: bool = False
+    """``/metrics`` needs an API key (when authentication is on)."""
+    protect_docs: bool = False
+    """``/docs``, ``/redoc`` and ``/openapi.json`` need an API key (when authentication is on)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the API from a browser, comma-separated; empty disables CORS."""
     print_progress: bool = False

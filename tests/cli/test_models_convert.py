@@ -60,7 +60,7 @@ def test_convert_folder_to_explicit_output(tmp_path: Path, env: dict[str, str], 
     ("args", "code", "message"),
     [
         (["--quantize", "q4_1"], 2, "--quantize must be one of f16, q8_0, q5_0"),
-        (["--to", "onnx"], 2, "the only target is ggml"),
+        (["--to", "onnx"], 2, "choose ggml or hf"),
     ],
 )
 def test_bad_options_are_one_line_errors(args: list[str], code: int, message: str, env: dict[str, str]) -> None:

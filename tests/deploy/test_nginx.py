@@ -299,19 +299,20 @@ def test_a_request_longer_than_nginx_default_timeout_is_not_cut(slow_call: SlowC
 @pytest.mark.slow
 def test_a_real_transcription_longer_than_60s_is_not_cut(tmp_path: Path, cache_dir: Path) -> None:
     """Through the shipped config, a real stenod request that needs more than nginx's default 60 s:
-    237 s of speech on the bundled base model in float32 with beam search 5 and word timestamps, on
-    one thread (about 70 s of CPU time on this machine's cores)."""
+    237 s of speech on the bundled base model in float32 with beam search 5 on one thread (about
+    70 s of CPU time on this machine's cores; several minutes when the machine is busy, hence the
+    request deadline raised to just under nginx's 660 s)."""
     (tmp_path / "stenod").mkdir()
     server = start_server(tmp_path / "stenod", cache_dir, "--model", "base", "--slots", "1", "--threads", "1",
-                          "--compute-type", "float32", env={"STENOD_MODEL__BEAM_SIZE": "5"})
+                          "--compute-type", "float32",
+                          env={"STENOD_MODEL__BEAM_SIZE": "5", "STENOD_SERVER__REQUEST_TIMEOUT_S": "650"})
     nginx = start_nginx(tmp_path / "nginx", [server.port])
     reference = corpus_set("longform-en")[1][LONG_AUDIO.stem]
     try:
         started = time.monotonic()
         with LONG_AUDIO.open("rb") as f:
             r = httpx.post(f"{nginx.url}/v1/audio/transcriptions", files={"file": (LONG_AUDIO.name, f)},
-                           data={"language": "en", "response_format": "verbose_json",
-                                 "timestamp_granularities[]": "word"}, timeout=900)
+                           data={"language": "en", "response_format": "verbose_json"}, timeout=900)
         elapsed = time.monotonic() - started
     finally:
         nginx.stop()
@@ -320,5 +321,5 @@ def test_a_real_transcription_longer_than_60s_is_not_cut(tmp_path: Path, cache_d
     body = r.json()
     # The whole recording, not a cut-off part.
     assert wer([reference], [body["text"]]) < 0.15
-    assert body["duration"] > 230 and body["words"][-1]["end"] > 200
+    assert body["duration"] > 230 and body["segments"][-1]["end"] > 200
     assert elapsed > NGINX_DEFAULT_READ_TIMEOUT_S, f"inconclusive: the request took only {elapsed:.0f} s"

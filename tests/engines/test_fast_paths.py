@@ -23,9 +23,9 @@ from tests.wer_utils import normalize, wer
 RATE = 16_000
 
 
-def _engine(name: str, cache_dir: Path, *, trim: bool, concurrency: int = 1):  # type: ignore[no-untyped-def]
+def _engine(name: str, cache_dir: Path, *, trim: bool, concurrency: int = 1, parallel: bool = False):  # type: ignore[no-untyped-def]
     resolved = resolve_model_or_raise(name, cache_dir=cache_dir, offline=True)
-    settings = ModelSettings(name=name, cache_dir=cache_dir, trim_encoder=trim)
+    settings = ModelSettings(name=name, cache_dir=cache_dir, trim_encoder=trim, parallel_windows=parallel)
     return create_engine(resolved, settings, threads=1, concurrency=concurrency)
 
 
@@ -38,7 +38,7 @@ def tiny_full(cache_dir: Path) -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def tiny_parallel(cache_dir: Path) -> Iterator[object]:
-    engine = _engine("tiny.en", cache_dir, trim=True, concurrency=2)
+    engine = _engine("tiny.en", cache_dir, trim=True, concurrency=2, parallel=True)
     yield engine
     engine.close()
 
@@ -161,3 +161,14 @@ def test_long_silence_and_noise_stay_empty(tiny_parallel: object) -> None:
     noise = (0.05 * rng.standard_normal(60 * RATE)).astype(np.float32)
     assert tiny_parallel.transcribe(silence(60.0), TranscriptionOptions()).text == ""  # type: ignore[attr-defined]
     assert tiny_parallel.transcribe(noise, TranscriptionOptions()).text == ""  # type: ignore[attr-defined]
+
+
+def test_long_audio_takes_the_sequential_path_by_default(tiny_engine: object, jfk: np.ndarray) -> None:
+    # parallel_windows is off by default: it measured slower on 2 cores (docs/BENCHMARKS.md).
+    audio = np.concatenate([jfk, silence(3.0), jfk, silence(3.0), jfk])
+    assert len(audio) > 30 * RATE
+    stats = tiny_engine.fast_path_stats  # type: ignore[attr-defined]
+    before = (stats.full_window, stats.trimmed)
+    result = tiny_engine.transcribe(audio, TranscriptionOptions())  # type: ignore[attr-defined]
+    assert (stats.full_window, stats.trimmed) == (before[0] + 1, before[1])
+    assert normalize(result.text).count("country") == 6

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -20,7 +21,7 @@ from stenod.service.long_audio import transcribe_stream
 from stenod.service.transcription import transcribe_source
 from stenod.transcript import Segment, Transcript
 from tests.api.conftest import ServerProcess, start_server
-from tests.conftest import JFK, JFK_TEXT, corpus_set
+from tests.conftest import CORPUS, JFK, JFK_TEXT, corpus_set
 from tests.media import write_wav
 from tests.security.inprocess import make_app, upload
 from tests.wer_utils import normalize, wer
@@ -103,11 +104,13 @@ def test_chunked_transcription_carries_language_prompt_and_times(tmp_path: Path)
     engine = RecordingEngine(language="de")
     streamed: list[Segment] = []
     with AudioStream(path) as stream:
-        result = transcribe_stream(engine, stream, TranscriptionOptions(initial_prompt="Glossary: Zoom."),  # type: ignore[arg-type]
+        # vad=False: the coverage layer (decoding/) then calls the engine on each chunk as it is,
+        # so this engine sees exactly what the chunk loop passes down.
+        result = transcribe_stream(engine, stream, TranscriptionOptions(initial_prompt="Glossary: Zoom.", vad=False),  # type: ignore[arg-type]
                                    chunk_s=20, on_segment=streamed.append)
     options = [o for _, o in engine.calls]
     assert len(options) == 4
-    assert all(o.vad is True for o in options)  # decided from the file's length, not the chunk's
+    assert all(o.vad is False for o in options)  # the caller's choice is kept for every chunk
     assert options[0].language is None and options[1].language is None  # nothing heard yet
     assert [o.language for o in options[2:]] == ["de", "de"]  # detected once, then carried
     assert options[0].initial_prompt == options[1].initial_prompt == "Glossary: Zoom."
@@ -220,3 +223,47 @@ def test_silence_bomb_keeps_peak_memory_bounded(tmp_path: Path, cache_dir: Path,
             f"before_peak={before_peak} after_peak={peak_rss(srv)} before_rss={before_rss} after_rss={rss(srv)}\n")
     finally:
         srv.stop()
+
+
+# -- global memory budget ---------------------------------------------------------------------------
+
+def test_memory_budget_refuses_what_would_exceed_it(cache_dir: Path) -> None:
+    from stenod.errors import QueueFullError
+    from stenod.scheduler.memory import MemoryBudget, request_memory_bytes
+
+    budget = MemoryBudget(80 * MIB)
+    one = request_memory_bytes(60, chunk_s=300)
+    assert request_memory_bytes(4 * 3600, chunk_s=300) == request_memory_bytes(None, chunk_s=300)  # streamed: capped
+    with budget.reserve(one):
+        with pytest.raises(QueueFullError) as refused:
+            with budget.reserve(one):
+                pass
+        assert refused.value.retry_after_s >= 1 and "budget" in refused.value.message
+    with budget.reserve(one):  # released again
+        assert budget.reserved_bytes == one
+
+    app = make_app(cache_dir, server={"memory_budget_mb": 40})
+    small = upload(app, JFK.read_bytes(), filename="jfk.flac", model="whisper-1")
+    assert small.status_code == 200, small.text
+    medium = CORPUS / "longform-en" / "audio" / "earnings22_1_4482311_3_62.wav"
+    big = upload(app, medium.read_bytes(), filename=medium.name, model="whisper-1")
+    assert big.status_code == 429 and big.json()["error"]["code"] == "queue_full", big.text
+    assert int(big.headers["Retry-After"]) >= 1 and "memory budget" in big.json()["error"]["message"]
+
+
+def test_vad_is_decided_from_the_whole_file_not_the_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stenod.service.long_audio as long_audio
+
+    seen: list[TranscriptionOptions] = []
+    real = long_audio.transcribe_decoded
+
+    def recording(engine, audio, options, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(options)
+        return real(engine, audio, replace(options, vad=False), **kwargs)
+
+    monkeypatch.setattr(long_audio, "transcribe_decoded", recording)
+    rng = np.random.default_rng(4)
+    path = write_wav(tmp_path / "noise.wav", (0.3 * rng.standard_normal(50 * SAMPLE_RATE)).astype(np.float32))
+    with AudioStream(path) as stream:
+        transcribe_stream(RecordingEngine(), stream, TranscriptionOptions(vad_min_duration_s=30), chunk_s=20)  # type: ignore[arg-type]
+    assert len(seen) == 3 and all(o.vad is True for o in seen)  # 50 s file > 30 s, though each chunk is < 30 s

@@ -13,13 +13,21 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from stenod import __version__
+from stenod.api.auth import Authenticator
 from stenod.api.docs import install_docs
 from stenod.api.errors import install_error_handlers
-from stenod.api.middleware import RequestContextMiddleware, UploadLimitMiddleware
+from stenod.api.middleware import (
+    ProtectedPathsMiddleware,
+    RequestContextMiddleware,
+    UploadLimitMiddleware,
+    protected_prefixes,
+)
+from stenod.api.ratelimit import RateLimits
 from stenod.api.routers import health, jobs, openai, web, whispercpp
 from stenod.api.state import AppState
 from stenod.errors import StenodError
 from stenod.observability.metrics import Metrics
+from stenod.scheduler.memory import MemoryBudget
 from stenod.scheduler.slots import SlotScheduler
 from stenod.service import EngineFactory, TranscriptionService, build_model_manager, server_cpu_plan
 from stenod.settings import Settings
@@ -44,9 +52,11 @@ def build_state(settings: Settings, *, engine_factory: EngineFactory | None = No
         manager=manager, scheduler=scheduler, metrics=metrics,
         max_duration_s=settings.audio.max_duration_s, request_timeout_s=settings.server.request_timeout_s,
         print_progress=settings.server.print_progress, chunk_s=settings.audio.chunk_s,
+        memory=MemoryBudget(int(settings.server.memory_budget_mb * 1024 * 1024)),
     )
     logger.info("inference plan: %d slots x %d threads", plan.concurrency, plan.threads)
-    return AppState(settings=settings, manager=manager, scheduler=scheduler, metrics=metrics, service=service)
+    return AppState(settings=settings, manager=manager, scheduler=scheduler, metrics=metrics, service=service,
+                    auth=Authenticator(settings), limits=RateLimits(settings.server.rate_limit_storage_url))
 
 
 async def _preload(state: AppState) -> None:
@@ -135,6 +145,7 @@ def create_app(settings: Settings | None = None, *, engine_factory: EngineFactor
                 task.cancel()
             if state.jobs is not None:
                 await state.jobs.stop()
+            state.auth.close()
             busy = state.scheduler.stats().running
             state.scheduler.close()
             if busy:
@@ -169,5 +180,8 @@ def create_app(settings: Settings | None = None, *, engine_factory: EngineFactor
         )
     max_bytes = int(settings.audio.max_file_mb * 1_000_000)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_bytes, paths=UPLOAD_PATHS)
+    protected = protected_prefixes(settings)
+    if protected:
+        app.add_middleware(ProtectedPathsMiddleware, auth=state.auth, prefixes=protected)
     app.add_middleware(RequestContextMiddleware)  # outermost: every response carries the id
     return app

@@ -4,16 +4,16 @@ with the client's file name."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 from fastapi import Depends, Request, UploadFile
-from pydantic import SecretStr
 
+from stenod.api.ratelimit import KeyQuota
 from stenod.api.state import AppState
-from stenod.errors import AuthenticationError, EmptyAudioError, PermissionDeniedError, ServiceUnavailableError
+from stenod.errors import EmptyAudioError, PermissionDeniedError, ServiceUnavailableError
+from stenod.storage.key_store import KeyPolicy
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -41,76 +41,63 @@ class Principal:
 
     tenant_id: str
     admin: bool = False
-    """The key is one of ``[server] admin_api_keys``."""
+    """The key is one of ``[server] admin_api_keys`` or was created with ``stenod keys create --admin``."""
+    key_id: str | None = None
+    """The ``stenod keys`` id (``key_...``); ``None`` for keys from the settings."""
+    policy: KeyPolicy | None = None
+    """The key's limits; ``None``: unlimited."""
 
 
 def tenant_for_static_key(key: str) -> str:
     return "key_" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def _bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
-
-
-def _matching_key(token: str, keys: list[SecretStr]) -> str | None:
-    # Compare against every key (no early exit), in constant time per key.
-    found: str | None = None
-    for key in keys:
-        secret = key.get_secret_value()
-        if hmac.compare_digest(token.encode(), secret.encode()):
-            found = secret
-    return found
-
-
-def _matches(token: str, keys: list[SecretStr]) -> bool:
-    return _matching_key(token, keys) is not None
-
-
 def require_api_key(request: Request, state: State) -> Principal:
-    """The auth dependency: checks the Bearer key and returns the caller.
+    """The auth dependency: checks the Bearer key (settings keys, or ``stenod keys`` keys when
+    ``[server] key_store`` is on), counts the request against the key's requests-per-minute, and
+    returns the caller. The key's X-RateLimit headers go on the response (see the middleware).
 
     Raises:
-        AuthenticationError: keys are configured and the request has none or a wrong one.
+        AuthenticationError: keys are required and the request has none or a wrong one (401).
+        RateLimitedError: over the key's requests per minute (429).
     """
-    server = state.settings.server
-    keys = [*server.api_keys, *server.admin_api_keys]
-    if not keys:
+    identity = state.auth.authenticate(request.headers.get("authorization"))
+    if identity is None:
         return Principal(tenant_id=ANONYMOUS_TENANT)
-    token = _bearer_token(request)
-    if token is None:
-        raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'")
-    secret = _matching_key(token, keys)
-    if secret is None:
-        raise AuthenticationError("invalid API key")
-    return Principal(tenant_id=tenant_for_static_key(secret), admin=_matches(token, server.admin_api_keys))
+    principal = Principal(tenant_id=identity.tenant_id, admin=identity.admin, key_id=identity.key_id,
+                          policy=identity.policy)
+    if identity.key_id is not None and identity.policy is not None:
+        headers = state.limits.hit_request(identity.key_id, identity.policy)
+        if headers:
+            request.scope.setdefault("state", {})["rate_limit_headers"] = headers
+        request.scope.setdefault("state", {})["quota"] = KeyQuota(state.limits, identity.key_id, identity.policy)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(require_api_key)]
 
 
+def quota_of(request: Request) -> KeyQuota | None:
+    """The calling key's audio-minutes and concurrency quota (set by :func:`require_api_key`)."""
+    return request.scope.get("state", {}).get("quota")
+
+
 def require_admin(request: Request, state: State) -> None:
-    """Admin routes (``/load``) need one of ``[server] admin_api_keys``; with none configured
-    they are refused, so no client can switch the model of an open server.
+    """Admin routes (``/load``) need an admin key (``[server] admin_api_keys`` or a ``stenod keys
+    create --admin`` key); with none configured they are refused, so no client can switch the
+    model of an open server.
 
     Raises:
         AuthenticationError: no or unknown key (401).
-        PermissionDeniedError: a valid key that is not an admin key, or no admin key configured (403).
+        PermissionDeniedError: a valid key that is not an admin key, or no admin key possible (403).
     """
     server = state.settings.server
-    if not server.admin_api_keys:
+    if not server.admin_api_keys and not server.key_store:
         raise PermissionDeniedError("this route needs an admin API key; the server has none configured "
                                     "([server] admin_api_keys)")
-    token = _bearer_token(request)
-    if token is None:
-        raise AuthenticationError("missing API key: send 'Authorization: Bearer <admin key>'")
-    if _matches(token, server.admin_api_keys):
-        return
-    if _matches(token, server.api_keys):
+    identity = state.auth.authenticate(request.headers.get("authorization"))
+    if identity is None or not identity.admin:
         raise PermissionDeniedError("this route needs an admin API key")
-    raise AuthenticationError("invalid API key")
 
 
 def refuse_when_draining(state: State) -> None:

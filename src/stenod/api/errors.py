@@ -25,6 +25,7 @@ def error_response(exc: StenodError) -> JSONResponse:
     retry_after_s = getattr(exc, "retry_after_s", None)
     if isinstance(retry_after_s, (int, float)):
         headers["Retry-After"] = str(max(1, int(math.ceil(retry_after_s))))
+    headers.update(getattr(exc, "headers", None) or {})
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = 'Bearer realm="stenod"'  # RFC 6750: say how to authenticate
     return JSONResponse(

@@ -9,11 +9,14 @@ import logging
 import time
 import uuid
 
+import anyio.to_thread
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stenod.errors import UploadTooLargeError
+from stenod.api.auth import Authenticator
+from stenod.errors import AuthenticationError, UploadTooLargeError
 from stenod.observability.logging import REQUEST_ID_HEADER, valid_request_id
+from stenod.settings import Settings
 
 logger = logging.getLogger("stenod.access")
 
@@ -45,7 +48,13 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (REQUEST_ID_HEADER.encode(), request_id.encode())]
+                extra = [(REQUEST_ID_HEADER.encode(), request_id.encode())]
+                # The calling key's requests-per-minute window (set by the auth dependency).
+                present = {k.lower() for k, _ in message["headers"]}
+                for name, value in (scope.get("state", {}).get("rate_limit_headers") or {}).items():
+                    if name.lower().encode() not in present:
+                        extra.append((name.encode(), value.encode()))
+                message["headers"] = [*message["headers"], *extra]
             await send(message)
 
         started_response = False
@@ -132,14 +141,54 @@ class UploadLimitMiddleware:
 
 
 async def _send_error(send: Send, status: int, message: str, error_type: str, code: str, *,
-                      retry_after: int | None = None) -> None:
+                      retry_after: int | None = None, extra_headers: list[tuple[bytes, bytes]] | None = None,
+                      close: bool = True) -> None:
     body = json.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close")]
+               *(extra_headers or [])]
+    if close:
+        headers.append((b"connection", b"close"))
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+METRICS_PATHS = ("/metrics",)
+DOCS_PATHS = ("/docs", "/redoc", "/openapi.json", "/docs-assets")
+
+
+def protected_prefixes(settings: Settings) -> tuple[str, ...]:
+    """Paths that need a key by the settings: /metrics and the OpenAPI docs, when asked for and
+    authentication is on (without keys there is nothing to check)."""
+    server = settings.server
+    if not (server.api_keys or server.admin_api_keys or server.key_store):
+        return ()
+    return (METRICS_PATHS if server.protect_metrics else ()) + (DOCS_PATHS if server.protect_docs else ())
+
+
+class ProtectedPathsMiddleware:
+    """401 (with ``WWW-Authenticate``) for requests to ``prefixes`` without a valid key: for
+    /metrics and the docs, which have no auth dependency of their own."""
+
+    def __init__(self, app: ASGIApp, *, auth: Authenticator, prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self.auth = auth
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not any(path == p or path.startswith(p + "/") for p in self.prefixes):
+            await self.app(scope, receive, send)
+            return
+        header = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == b"authorization"), None)
+        try:
+            await anyio.to_thread.run_sync(self.auth.authenticate, header)
+        except AuthenticationError as exc:
+            await _send_error(send, 401, exc.message, exc.error_type, exc.code or "invalid_api_key",
+                              extra_headers=[(b"www-authenticate", b'Bearer realm="stenod"')], close=False)
+            return
+        await self.app(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

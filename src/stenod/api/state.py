@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from stenod.api.auth import Authenticator
+from stenod.api.ratelimit import RateLimits
 from stenod.observability.metrics import Metrics
 from stenod.scheduler.model_manager import ModelManager
 from stenod.scheduler.slots import SlotScheduler
@@ -20,6 +22,8 @@ class AppState:
     scheduler: SlotScheduler
     metrics: Metrics
     service: TranscriptionService
+    auth: Authenticator
+    limits: RateLimits
     started_at: float = field(default_factory=time.time)
     draining: bool = False
     preloading: bool = False

@@ -34,6 +34,12 @@ EXAMPLES: dict[str, list[str]] = {
     "config": ["stenod config show", "stenod config show --config stenod.toml", "stenod config reference"],
     "config show": ["stenod config show --config stenod.toml", "HF_HUB_OFFLINE=1 stenod config show"],
     "config reference": ["stenod config reference > settings.md"],
+    "keys": ["stenod keys create ci --rpm 60 --audio-minutes-per-hour 120 --concurrency 2 --expires-in 90d",
+             "stenod keys list", "stenod keys revoke ci"],
+    "keys create": ["stenod keys create ci --rpm 60 --audio-minutes-per-hour 120 --concurrency 2",
+                    "stenod keys create ops --admin --expires-in 30d --json"],
+    "keys list": ["stenod keys list", "stenod keys list --json"],
+    "keys revoke": ["stenod keys revoke ci", "stenod keys revoke key_0123456789abcdef"],
 }
 
 

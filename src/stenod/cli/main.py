@@ -18,6 +18,7 @@ from stenod.cli.common import EXIT_USAGE, note, stderr
 from stenod.cli.compat import rewrite_transcribe_args
 from stenod.cli.config import config_app
 from stenod.cli.examples import add_examples, epilog
+from stenod.cli.keys import keys_app
 from stenod.cli.models import models_app
 from stenod.cli.serve import serve_command
 from stenod.cli.transcribe import EXAMPLES as TRANSCRIBE_EXAMPLES
@@ -95,7 +96,8 @@ app.add_typer(bench_app, name="bench", epilog=epilog("bench"))
 app.command("serve", epilog=epilog("serve"))(serve_command)
 app.command("worker", epilog=epilog("worker"))(worker_command)
 app.add_typer(config_app, name="config", epilog=epilog("config"))
-for _group, _name in ((models_app, "models"), (bench_app, "bench"), (config_app, "config")):
+app.add_typer(keys_app, name="keys", epilog=epilog("keys"))
+for _group, _name in ((models_app, "models"), (bench_app, "bench"), (config_app, "config"), (keys_app, "keys")):
     add_examples(_group, _name)
 
 

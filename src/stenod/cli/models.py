@@ -76,15 +76,20 @@ def info_command(
 
 @models_app.command("convert")
 def convert_command(
-    src: Annotated[str, typer.Argument(help="A bundled name (tiny.en, base) or a CTranslate2 Whisper folder (model.bin, config.json, vocabulary).")],
-    to: Annotated[str, typer.Option("--to", help="Target format; ggml (whisper.cpp) is the only one.")] = "ggml",
-    quantize: Annotated[str, typer.Option("--quantize", "-q", help="f16, q8_0 or q5_0 (weights of the 2-D matrices).")] = "f16",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: ./ggml-<name>-<quant>.bin).")] = None,
+    src: Annotated[str, typer.Argument(help="A bundled name (tiny.en, base), a CTranslate2 Whisper folder, or (for --to hf) a ggml file.")],
+    to: Annotated[str, typer.Option("--to", help="ggml (whisper.cpp file) or hf (transformers folder, for the torch engine and transformers).")] = "ggml",
+    quantize: Annotated[str, typer.Option("--quantize", "-q", help="ggml: f16, q8_0 or q5_0 (weights of the 2-D matrices); hf: float16 or float32.")] = "",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (ggml) or new folder (hf) to write (default: ./ggml-<name>-<quant>.bin or ./<name>-hf).")] = None,
     config: Annotated[Path | None, ConfigOption] = None,
 ) -> None:
-    """Convert a CTranslate2 Whisper model into a whisper.cpp ggml file (validated before it is written)."""
+    """Convert a Whisper model: CTranslate2 to a whisper.cpp ggml file (validated before it is
+    written), or CTranslate2 / ggml to a transformers folder (written atomically)."""
+    if to == "hf":
+        _convert_to_hf(src, quantize or "float16", output, config)
+        return
+    quantize = quantize or "f16"
     if to != "ggml":
-        fail(f"--to {to!r} is not supported; the only target is ggml", code=2)
+        fail(f"--to {to!r} is not supported; choose ggml or hf", code=2)
     if not is_ggml_quantization(quantize):
         fail(f"--quantize must be one of {', '.join(GGML_QUANTIZATIONS)}, not {quantize!r}", code=2)
     settings = build_settings(config)
@@ -94,6 +99,8 @@ def convert_command(
         fail(exc.message)
     if resolved.format == "ggml":
         fail(f"{src} is already a ggml file")
+    if resolved.format == "hf":
+        fail(f"{src} is a transformers folder; --to ggml needs a CTranslate2 model (e.g. a bundled name)")
     name = resolved.name if resolved.source == "bundled" else Path(src).expanduser().resolve().name
     out = output if output is not None else Path(f"ggml-{name}-{quantize}.bin")
     started = time.perf_counter()
@@ -106,5 +113,35 @@ def convert_command(
         fail(f"cannot write {out}: {exc.strerror or exc}")
     typer.echo(
         f"wrote {out} ({info.file_size / 1e6:.1f} MB, {info.weight_type}, {len(info.tensors)} tensors, "
+        f"{'multilingual' if resolved.multilingual else 'English-only'}) in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _convert_to_hf(src: str, dtype: str, output: Path | None, config: Path | None) -> None:
+    if dtype not in ("float16", "float32"):
+        fail(f"--quantize for --to hf must be float16 or float32, not {dtype!r}", code=2)
+    try:
+        from stenod.engines.torch_whisper.weights import convert_to_hf
+    except ImportError as exc:
+        fail(f"--to hf needs PyTorch and safetensors: pip install 'stenod[gpu]' ({exc})")
+    settings = build_settings(config)
+    try:
+        resolved = resolve_model(settings, src)
+    except StenodError as exc:
+        fail(exc.message)
+    if resolved.format == "hf":
+        fail(f"{src} is already a transformers folder")
+    name = resolved.name if resolved.source == "bundled" else Path(src).expanduser().resolve().stem
+    out = output if output is not None else Path(f"{name}-hf")
+    started = time.perf_counter()
+    try:
+        convert_to_hf(resolved.path, out, dtype=dtype)
+    except StenodError as exc:
+        fail(f"cannot convert {src}: {exc.message}")
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+    size = sum(f.stat().st_size for f in out.iterdir())
+    typer.echo(
+        f"wrote {out}/ ({size / 1e6:.1f} MB, {dtype}, "
         f"{'multilingual' if resolved.multilingual else 'English-only'}) in {time.perf_counter() - started:.1f} s"
     )

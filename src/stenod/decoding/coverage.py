@@ -67,6 +67,9 @@ PROMPT_MAX_CHARS = 200
 """Tail of the preceding text passed as the prompt of a re-decoded window."""
 _PROGRESS_CAP = 0.99
 REDECODE_TEMPERATURE_STEPS = 2
+WINDOWED_FIRST_PASS = True
+"""First pass in VAD windows cut at pauses (True) or one ``engine.transcribe`` call on the whole
+array followed by the check (False); compared in docs/ENGINES.md "Long-form coverage"."""
 FIRST_WINDOW_MAX_S = 29.0
 """First-pass windows: neighbouring speech stretches joined up to this length (Whisper's window
 is 30 s), so the first pass costs about as many encoder passes as sequential decoding."""
@@ -129,7 +132,7 @@ def transcribe_with_coverage(
     if options.vad is False or options.without_timestamps or len(audio) == 0:
         return engine.transcribe(audio, options, progress=progress, on_segment=on_segment, cancel=cancel)
     stretches = find_speech(audio, threshold=options.vad_threshold) if speech is None else speech
-    if options.vad_enabled(duration) and options.batch_size <= 1:
+    if WINDOWED_FIRST_PASS and options.vad_enabled(duration) and options.batch_size <= 1:
         first = _decode_windows(engine, audio, options, stretches, progress=_capped(progress), cancel=cancel)
     else:
         first = engine.transcribe(audio, options, progress=_capped(progress), cancel=cancel)

@@ -123,6 +123,10 @@ class EngineConfig:
     trim_encoder: bool = True
     """Run the encoder on a short clip's audio only, with a guarded fallback to the full window
     (faster-whisper; see :mod:`stenod.engines.window_guard`)."""
+    parallel_windows: bool = False
+    """Decode long (VAD) audio as independent windows in parallel on the CTranslate2 workers
+    (faster-whisper, needs ``trim_encoder``). Off by default: on 2 cores it measured slower per
+    CPU second and less accurate than the sequential path (docs/BENCHMARKS.md, issue 10)."""
 
 
 def check_model_supports_or_raise(options: TranscriptionOptions, *, model_name: str, multilingual: bool) -> None:

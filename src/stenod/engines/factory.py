@@ -18,7 +18,10 @@ from stenod.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("faster-whisper", "whisper.cpp")
+ENGINE_NAMES = ("faster-whisper", "whisper.cpp", "torch")
+GPU_SLOTS_PER_DEVICE = 32
+"""Server slots per GPU for the torch engine: its windows batch across calls, so more concurrent
+calls mean larger batches, not contention (docs/BENCHMARKS.md, torch engine on an H200)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,20 @@ def plan_cpu(*, cores: int, threads: int = 0, concurrency: int = 0) -> CpuPlan:
     return CpuPlan(threads=threads, concurrency=concurrency)
 
 
+def torch_cuda_usable() -> bool:
+    """PyTorch is installed and sees a working CUDA GPU. Imports torch only where it is installed
+    and an NVIDIA driver is loaded, so CPU machines pay nothing for the probe."""
+    import importlib.util
+
+    from stenod.models.select import nvidia_driver_present
+
+    if importlib.util.find_spec("torch") is None or not nvidia_driver_present():
+        return False
+    from stenod.engines.torch_whisper.devices import cuda_usable
+
+    return cuda_usable()
+
+
 def choose_device(requested: str) -> str:
     if requested != "auto":
         return requested
@@ -71,9 +88,21 @@ def choose_compute_type(requested: str, device: str) -> str:
     return "float16" if device == "cuda" else "int8"
 
 
-def choose_engine(requested: str, model: ResolvedModel) -> str:
+def choose_engine(requested: str, model: ResolvedModel, device: str = "auto") -> str:
+    """``auto``: whisper.cpp for ggml files, torch for transformers folders, torch on a usable
+    CUDA GPU (CTranslate2's CUDA build needs CUDA 12 libraries that GPU hosts often lack), and
+    faster-whisper on the CPU."""
     if requested == "auto":
+        if model.format == "ggml" and device in ("auto", "cpu"):
+            return "whisper.cpp"
+        if model.format == "hf" or (device != "cpu" and torch_cuda_usable()):
+            return "torch"
         return "whisper.cpp" if model.format == "ggml" else "faster-whisper"
+    if requested != "torch" and model.format == "hf":
+        raise UnsupportedParameterError(
+            f"{model.path} is a transformers folder; it needs --engine torch (or a CTranslate2 model folder)",
+            param="engine",
+        )
     if requested == "faster-whisper" and model.format == "ggml":
         raise UnsupportedParameterError(
             f"{model.path} is a ggml file; it needs --engine whisper.cpp (or a CTranslate2 model folder)",
@@ -121,7 +150,13 @@ def create_engine(
         ModelLoadError: the weights could not be loaded (or converted to ggml).
         UnsupportedParameterError: the engine cannot run this model format.
     """
-    engine_name = choose_engine(settings.engine, model)
+    engine_name = choose_engine(settings.engine, model, settings.device)
+    if engine_name == "torch":
+        return _create_torch_engine(model, settings, threads=threads, concurrency=concurrency)
+    if settings.device not in ("auto", "cpu", "cuda"):
+        raise UnsupportedParameterError(
+            f"device {settings.device!r} (several GPUs) needs --engine torch", param="device"
+        )
     device = choose_device(settings.device)
     config = EngineConfig(
         model_name=model.name,
@@ -132,6 +167,7 @@ def create_engine(
         threads=threads,
         concurrency=concurrency,
         trim_encoder=settings.trim_encoder,
+        parallel_windows=settings.parallel_windows,
     )
     if engine_name == "faster-whisper":
         from stenod.engines.faster_whisper import FasterWhisperEngine
@@ -147,3 +183,34 @@ def create_engine(
         prepared = prepare_model_or_raise(model, settings)
         return WhisperCppEngine(replace(config, model_path=str(prepared.path)))
     raise UnsupportedParameterError(f"unknown engine {engine_name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+
+
+def _create_torch_engine(model: ResolvedModel, settings: ModelSettings, *, threads: int, concurrency: int) -> Engine:
+    try:
+        from stenod.engines.torch_whisper.engine import TorchWhisperEngine
+    except ImportError as exc:
+        raise ModelLoadError(f"the torch engine needs PyTorch: pip install 'stenod[gpu]' ({exc})") from exc
+    config = EngineConfig(
+        model_name=model.name,
+        model_path=str(model.path),
+        multilingual=model.multilingual,
+        device=settings.device,
+        compute_type=settings.compute_type,
+        threads=threads,
+        concurrency=concurrency,
+    )
+    return TorchWhisperEngine(config)
+
+
+def plan_server_slots(settings: ModelSettings, *, cores: int, slots: int, threads: int) -> CpuPlan:
+    """Slots and threads for a server: the CPU plan, except that the torch engine on GPUs gets
+    ``GPU_SLOTS_PER_DEVICE`` slots per GPU unless slots are set (its calls batch together)."""
+    plan = plan_cpu(cores=cores, threads=threads, concurrency=slots)
+    if slots > 0 or settings.engine not in ("auto", "torch") or settings.device == "cpu":
+        return plan
+    if not torch_cuda_usable():
+        return plan
+    import torch
+
+    devices = torch.cuda.device_count() if settings.device == "all" else settings.device.count(",") + 1
+    return CpuPlan(threads=max(1, threads or 1), concurrency=GPU_SLOTS_PER_DEVICE * devices)

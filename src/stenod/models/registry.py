@@ -15,7 +15,7 @@ from stenod.models.bundled import BUNDLED_MODELS, bundled_model_installed, bundl
 
 logger = logging.getLogger(__name__)
 
-ModelFormat = Literal["ctranslate2", "ggml"]
+ModelFormat = Literal["ctranslate2", "ggml", "hf"]
 GGML_MAGIC = b"lmgg"  # 0x67676d6c little-endian, as whisper.cpp writes it
 MULTILINGUAL_MIN_VOCAB = 51865
 """whisper.cpp's own test: English-only Whisper vocabularies have 51864 tokens."""
@@ -39,6 +39,9 @@ class ResolvedModel:
     multilingual: bool
 
 
+AUTO_MODEL = "auto"
+
+
 def resolve_model_or_raise(name: str, *, cache_dir: Path, offline: bool) -> ResolvedModel:
     """Find the weights for ``name``.
 
@@ -49,6 +52,8 @@ def resolve_model_or_raise(name: str, *, cache_dir: Path, offline: bool) -> Reso
         ModelNotFoundError: with a message that lists the bundled models and how to point at a
             local folder, when nothing matches.
     """
+    if name == AUTO_MODEL:
+        return _resolve_auto(cache_dir=cache_dir, offline=offline)
     if name in BUNDLED_MODELS and bundled_model_installed(name):
         path = bundled_model_path(name, cache_dir)
         return ResolvedModel(name, path, "ctranslate2", "bundled", BUNDLED_MODELS[name].multilingual)
@@ -95,10 +100,24 @@ def _resolve_local(name: str, path: Path) -> ResolvedModel:
         )
     if (path / "model.bin").is_file() and (path / "config.json").is_file():
         return ResolvedModel(name, path, "ctranslate2", "local", _ct2_multilingual(path))
+    if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
+        return ResolvedModel(name, path, "hf", "local", _hf_multilingual(path))
     raise ModelNotFoundError(
         f"{path} is not a model folder: expected a CTranslate2 model (model.bin, config.json, "
-        "tokenizer.json) or a whisper.cpp ggml .bin file"
+        "tokenizer.json), a transformers Whisper folder (config.json, model.safetensors) or a "
+        "whisper.cpp ggml .bin file"
     )
+
+
+def _hf_multilingual(path: Path) -> bool:
+    """transformers folders state the vocabulary size in config.json."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"{path / 'config.json'} is not readable JSON: {exc}") from exc
+    if not isinstance(config, dict) or config.get("model_type") != "whisper":
+        raise ModelNotFoundError(f"{path} holds a transformers model that is not Whisper")
+    return int(config.get("vocab_size", 0)) >= MULTILINGUAL_MIN_VOCAB
 
 
 def _ct2_multilingual(path: Path) -> bool:
@@ -149,3 +168,21 @@ def _resolve_hub(name: str, *, cache_dir: Path, offline: bool) -> ResolvedModel:
         raise ModelNotFoundError(_offline_message(name)) from exc
     multilingual = not name.endswith(".en")
     return ResolvedModel(name, Path(path), "ctranslate2", "hub", multilingual)
+
+
+def _resolve_auto(*, cache_dir: Path, offline: bool) -> ResolvedModel:
+    """``auto``: the largest model that fits free GPU (or host) memory and is available here."""
+    from stenod.models.select import probe_memory, ranked_candidates
+
+    memory = probe_memory()
+    tried: list[str] = []
+    for candidate in ranked_candidates(memory):
+        try:
+            resolved = resolve_model_or_raise(candidate, cache_dir=cache_dir, offline=offline)
+        except ModelNotFoundError:
+            tried.append(candidate)
+            continue
+        logger.info("model auto: %s (free GPU %s bytes, free host %s bytes; unavailable: %s)",
+                    candidate, memory.gpu_free_bytes, memory.host_free_bytes, ", ".join(tried) or "none")
+        return resolved
+    raise ModelNotFoundError(f"model 'auto': none of {', '.join(tried)} is available; " + _offline_message(AUTO_MODEL))

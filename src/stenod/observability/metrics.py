@@ -45,6 +45,18 @@ class Metrics:
         self.slots_in_use = Gauge("stenod_slots_in_use", "Inference slots busy.", registry=r)
         self.slots_total = Gauge("stenod_slots_total", "Inference slots configured.", registry=r)
         self.models_loaded = Gauge("stenod_models_loaded", "Models currently in memory.", registry=r)
+        # Per device of engines with device workers (the torch engine): memory and load.
+        device_labels = ["model", "device"]
+        self.device_memory_used = Gauge(
+            "stenod_device_memory_used_bytes", "Device memory allocated by the engine.", device_labels, registry=r)
+        self.device_memory_total = Gauge(
+            "stenod_device_memory_total_bytes", "Device memory on the card.", device_labels, registry=r)
+        self.device_queued_windows = Gauge(
+            "stenod_device_queued_windows", "30 s windows waiting for the device's batch worker.", device_labels, registry=r)
+        self.device_windows = Gauge(
+            "stenod_device_windows", "Windows decoded on the device since the model loaded.", device_labels, registry=r)
+        self.device_busy_seconds = Gauge(
+            "stenod_device_busy_seconds", "Seconds the device's batch worker spent decoding since load.", device_labels, registry=r)
         self.connections_refused = Counter(
             "stenod_connections_refused_total",
             "Connections closed by a connection limit (header_timeout, body_timeout, max_connections, "
@@ -79,3 +91,14 @@ class Metrics:
         self.default_model_loaded = Gauge(
             "stenod_default_model_loaded", "1 when the default model is in memory and serving.", registry=r,
         )
+
+    def observe_device(self, model: str, stats: dict[str, object]) -> None:
+        """Set the per-device gauges from one entry of an engine's ``device_stats()`` (model and
+        device names come from the server's configuration, never from a client)."""
+        labels = (model, str(stats.get("device", "")))
+        self.device_queued_windows.labels(*labels).set(float(stats.get("queued_windows", 0)))  # type: ignore[arg-type]
+        self.device_windows.labels(*labels).set(float(stats.get("windows", 0)))  # type: ignore[arg-type]
+        self.device_busy_seconds.labels(*labels).set(float(stats.get("busy_s", 0.0)))  # type: ignore[arg-type]
+        if "memory_allocated_mb" in stats:
+            self.device_memory_used.labels(*labels).set(float(stats["memory_allocated_mb"]) * 2**20)  # type: ignore[arg-type]
+            self.device_memory_total.labels(*labels).set(float(stats["memory_total_mb"]) * 2**20)  # type: ignore[arg-type]

@@ -144,12 +144,16 @@ class ModelManager:
         out = []
         for m in models:
             info = m.engine.info()
-            out.append({
+            entry: dict[str, object] = {
                 "model": m.name, "engine": info.engine, "device": info.device,
                 "compute_type": info.compute_type, "threads": info.threads,
                 "concurrency": info.max_concurrency, "in_use": m.in_use,
                 "load_time_s": round(m.load_time_s, 3), "default": m.name == self.default_name,
-            })
+            }
+            device_stats = getattr(m.engine, "device_stats", None)
+            if callable(device_stats):  # engines with per-device workers (torch): memory and load
+                entry["devices"] = device_stats()
+            out.append(entry)
         return out
 
     # -- acquire / release -------------------------------------------------------------------

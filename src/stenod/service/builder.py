@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stenod.engines.base import Engine, TranscriptionOptions, check_model_supports_or_raise, temperature_schedule
-from stenod.engines.factory import CpuPlan, cpu_count, create_engine, plan_cpu, prepare_model_or_raise
+from stenod.engines.factory import CpuPlan, cpu_count, create_engine, prepare_model_or_raise
 from stenod.errors import UnsupportedParameterError
 from stenod.languages import normalize_language_or_raise
 from stenod.models.access import ModelAccess
@@ -145,8 +145,12 @@ def threads_per_process(requested: int, *, processes: int, cores: int | None = N
 
 def server_cpu_plan(settings: Settings, *, cores: int | None = None) -> CpuPlan:
     """Slots x threads for ``stenod serve`` from ``server.slots`` and ``model.threads`` (0 = choose;
-    see :func:`stenod.engines.plan_cpu`)."""
-    return plan_cpu(cores=cores or cpu_count(), threads=settings.model.threads, concurrency=settings.server.slots)
+    see :func:`stenod.engines.plan_cpu`); the torch engine on GPUs gets 32 slots per GPU unless
+    slots are set (:func:`stenod.engines.factory.plan_server_slots`)."""
+    from stenod.engines.factory import plan_server_slots
+
+    return plan_server_slots(settings.model, cores=cores or cpu_count(), slots=settings.server.slots,
+                             threads=settings.model.threads)
 
 
 # -- models and engines --------------------------------------------------------------------------

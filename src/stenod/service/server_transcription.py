@@ -7,26 +7,41 @@ Async on the outside, blocking work on the scheduler's threads inside.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio.to_thread
 import numpy as np
 
-from stenod.audio import SAMPLE_RATE, AudioFile, probe_audio
+from stenod.audio import SAMPLE_RATE, AudioFile, AudioProbe, probe_audio
 from stenod.engines.base import CancelledError, Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import ClientDisconnectedError, StenodError
 from stenod.observability.metrics import Metrics
+from stenod.scheduler.memory import MemoryBudget, request_memory_bytes
 from stenod.scheduler.model_manager import OTHER_MODEL_LABEL, ModelManager
 from stenod.scheduler.slots import SlotScheduler
+from stenod.service.long_audio import DEFAULT_CHUNK_S
 from stenod.service.transcription import TranscriptionResult, read_head, transcribe_source
 from stenod.transcript import Transcript
 
 logger = logging.getLogger(__name__)
 
 DETECT_WINDOW_S = 30.0
+
+
+class Quota(Protocol):
+    """A caller's per-key allowance (:class:`stenod.api.ratelimit.KeyQuota`)."""
+
+    def charge_audio(self, seconds: float) -> None:
+        """Raises RateLimitedError when ``seconds`` more audio would pass the allowance."""
+
+    def concurrent(self) -> AbstractContextManager[None]:
+        """Hold one of the caller's concurrent-request slots; raises RateLimitedError when none is free."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +54,8 @@ class TranscriptionRequest:
     diarize: bool = False
     detect_language_only: bool = False
     """Identify the language (first 30 s) and stop: whisper.cpp's ``detect_language``."""
+    quota: Quota | None = None
+    """The calling key's limits; ``None``: unlimited."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +76,7 @@ class TranscriptionService:
         request_timeout_s: float,
         print_progress: bool = False,
         chunk_s: float | None = None,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.manager = manager
         self.scheduler = scheduler
@@ -67,6 +85,7 @@ class TranscriptionService:
         self.request_timeout_s = request_timeout_s
         self.print_progress = print_progress
         self.chunk_s = chunk_s
+        self.memory = memory or MemoryBudget(0)
 
     async def transcribe(
         self,
@@ -93,7 +112,7 @@ class TranscriptionService:
             # neither the file system nor the queue.
             requested = self.manager.check_client_model_or_raise(request.model)
             model_label = self.manager.metrics_label(requested)
-            await anyio.to_thread.run_sync(self._check_header, source)
+            probe = await anyio.to_thread.run_sync(self._check_header, source)
             waited = 0.0
 
             def record_wait(seconds: float) -> None:
@@ -101,18 +120,27 @@ class TranscriptionService:
                 waited = seconds
                 self.metrics.queue_wait.observe(seconds)
 
-            name, result = await self.scheduler.run(
-                lambda: self._run_in_slot(source, requested, request, cancel, on_segment),
-                deadline=deadline,
-                cancel=cancel,
-                on_wait=record_wait,
-            )
+            # Reserved while queued and running: work that would take the server past its memory
+            # budget, or the key past its limits, is refused (429) before it queues.
+            needed = request_memory_bytes(probe.duration_s, chunk_s=self.chunk_s or DEFAULT_CHUNK_S)
+            quota = request.quota
+            with quota.concurrent() if quota else contextlib.nullcontext(), self.memory.reserve(needed):
+                if quota is not None and probe.duration_s is not None:
+                    quota.charge_audio(probe.duration_s)
+                name, result = await self.scheduler.run(
+                    lambda: self._run_in_slot(source, requested, request, cancel, on_segment),
+                    deadline=deadline,
+                    cancel=cancel,
+                    on_wait=record_wait,
+                )
         except StenodError as exc:
             self._record_failure(request.endpoint, model_label, language, exc)
             raise
         except asyncio.CancelledError:
             self._record_failure(request.endpoint, model_label, language, ClientDisconnectedError("client disconnected"))
             raise
+        if request.quota is not None and probe.duration_s is None:
+            self._charge_after(request.quota, result)
         elapsed = time.monotonic() - started
         detected = result.transcript.language or language
         m = self.metrics
@@ -128,14 +156,22 @@ class TranscriptionService:
         )
         return ServedTranscription(result=result, model=name, queue_wait_s=waited)
 
+    @staticmethod
+    def _charge_after(quota: Quota, result: TranscriptionResult) -> None:
+        """Audio whose container declared no duration is charged once decoded (never refused
+        afterwards: the work is done)."""
+        with contextlib.suppress(StenodError):
+            quota.charge_audio(result.audio_duration_s)
+
     def _record_failure(self, endpoint: str, model: str, language: str, exc: StenodError) -> None:
         status = str(exc.status_code)
         self.metrics.requests.labels(endpoint, model, language, status).inc()
         self.metrics.errors.labels(endpoint, model, language, status, exc.code or exc.error_type).inc()
 
-    def _check_header(self, source: AudioFile) -> None:
-        probe_audio(source, max_duration_s=self.max_duration_s)
+    def _check_header(self, source: AudioFile) -> AudioProbe:
+        probe = probe_audio(source, max_duration_s=self.max_duration_s)
         source.seek(0)
+        return probe
 
     def _run_in_slot(
         self,

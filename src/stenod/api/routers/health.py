@@ -64,6 +64,7 @@ def health(state: State) -> JSONResponse:
         "models": models,
         "engine": default["engine"] if default else None,
         "device": default["device"] if default else None,
+        "devices": default.get("devices", []) if default else [],
         "slots": stats.slots,
         "running": stats.running,
         "queued": stats.queued,
@@ -92,5 +93,9 @@ def metrics(state: State) -> Response:
     m.slots_total.set(stats.slots)
     m.models_loaded.set(len(state.manager.loaded_names()))
     m.default_model_loaded.set(1 if state.manager.is_loaded(state.manager.default_name) else 0)
+    for model in state.manager.engine_info():
+        devices = model.get("devices", [])
+        for dev in devices if isinstance(devices, list) else []:
+            m.observe_device(state.manager.metrics_label(str(model["model"])), dev)
     _set_job_metrics(m, _jobs_health(state))
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from stenod.api.decoding import openai_chunking_or_raise
-from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_api_key
+from stenod.api.deps import State, named_upload_or_raise, quota_of, refuse_when_draining, require_api_key
 from stenod.api.params import OPENAI_FORMATS, build_request, parse_granularities
 from stenod.api.responses import rendered_response, streamed_response, transcribe_or_cancel
 from stenod.formats import parse_response_format_or_raise
@@ -42,7 +42,8 @@ async def _audio_route(
         endpoint=endpoint, model=model, task=task, language=language, prompt=prompt, temperature=temperature,
         word_timestamps="word" in granularities, model_settings=state.settings.model,
     )
-    params = replace(params, options=openai_chunking_or_raise(params.options, chunking_strategy))
+    params = replace(params, options=openai_chunking_or_raise(params.options, chunking_strategy),
+                     quota=quota_of(request))
     upload = named_upload_or_raise(file)
     if stream:
         return await streamed_response(state.service, upload, params)

@@ -11,7 +11,14 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from stenod.api.decoding import WhisperCppFields, flag
-from stenod.api.deps import State, named_upload_or_raise, refuse_when_draining, require_admin, require_api_key
+from stenod.api.deps import (
+    State,
+    named_upload_or_raise,
+    quota_of,
+    refuse_when_draining,
+    require_admin,
+    require_api_key,
+)
 from stenod.api.params import build_request
 from stenod.api.responses import language_detection_response, rendered_response, transcribe_or_cancel
 from stenod.errors import ModelLoadError, UnsupportedParameterError
@@ -66,7 +73,7 @@ async def inference(
         model_settings=state.settings.model, without_timestamps=flag(no_timestamps), diarize=flag(diarize),
     )
     params = replace(params, options=fields.apply_or_raise(params.options, temperature=temperature),
-                     detect_language_only=flag(detect_language))
+                     detect_language_only=flag(detect_language), quota=quota_of(request))
     upload = named_upload_or_raise(file)
     served = await transcribe_or_cancel(request, state.service, upload, params)
     if params.detect_language_only:
