@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -116,9 +117,12 @@ def transcribe_with_coverage(
     - Text in silence is removed only where VAD is on for this audio
       (``options.vad_enabled``); on short clips the engine's text is kept and missing speech is
       added.
-    - ``on_segment`` receives the final segments in time order once the check is done (segments
-      of a re-decoded window belong before later first-pass segments, so none can be released
-      earlier); ``progress`` is capped below 100 % until then.
+    - ``on_segment``: where the first pass is one engine call (clips up to the VAD length, or
+      ``batch_size`` > 1) its segments are passed on live as the engine decodes them, and segments
+      the check adds follow once it is done (the returned transcript has them in time order).
+      With windowed first passes (long audio) the final segments are passed in time order once
+      the check is done (a re-decoded window belongs before later first-pass segments).
+      ``progress`` is capped below 100 % until then.
     - Thread safety: as ``engine.transcribe``; all calls run on the caller's thread, one at a time.
 
     Returns:
@@ -132,10 +136,17 @@ def transcribe_with_coverage(
     if options.vad is False or options.without_timestamps or len(audio) == 0:
         return engine.transcribe(audio, options, progress=progress, on_segment=on_segment, cancel=cancel)
     stretches = find_speech(audio, threshold=options.vad_threshold) if speech is None else speech
+    streamed: list[Segment] = []
     if WINDOWED_FIRST_PASS and options.vad_enabled(duration) and options.batch_size <= 1:
         first = _decode_windows(engine, audio, options, stretches, progress=_capped(progress), cancel=cancel)
     else:
-        first = engine.transcribe(audio, options, progress=_capped(progress), cancel=cancel)
+        # One engine call: its segments stream to the caller as they are decoded (an SSE client
+        # sees the first delta while the rest is still running); the check below can only add
+        # recovered speech, sent after them, or drop a looping segment (the final text rules).
+        first = engine.transcribe(
+            audio, options, progress=_capped(progress), cancel=cancel,
+            on_segment=None if on_segment is None else _recording(on_segment, streamed),
+        )
     segments = _guard(list(first.segments), stretches, first.language, drop_silent=options.vad_enabled(duration))
     # Word times of re-decoded windows make their coverage exact (a window's segment can claim
     # speech it skipped); they cost one alignment pass per window and are dropped again below
@@ -150,11 +161,23 @@ def transcribe_with_coverage(
     if not options.word_timestamps:
         final = [replace(s, words=None) for s in final]
     if on_segment is not None:
+        sent = Counter(seg.text for seg in streamed)
         for seg in final:
-            on_segment(seg)
+            if sent[seg.text] > 0:
+                sent[seg.text] -= 1  # already streamed live by the first pass
+            else:
+                on_segment(seg)
     if progress is not None:
         progress(duration, duration)
     return first.with_segments(final)
+
+
+def _recording(on_segment: SegmentCallback, streamed: list[Segment]) -> SegmentCallback:
+    def forward(seg: Segment) -> None:
+        streamed.append(seg)
+        on_segment(seg)
+
+    return forward
 
 
 def _decode_windows(
