@@ -190,7 +190,8 @@ def test_path_that_is_not_a_model(tmp_path: Path, cache_dir: Path) -> None:
     assert result.returncode == 2 and result.stdout == ""
     assert_clean_stderr(result.stderr)
     assert errors(result.stderr) == [f"error: --model: {tmp_path} is not a model folder: expected a CTranslate2 model "
-                                     "(model.bin, config.json, tokenizer.json) or a whisper.cpp ggml .bin file"]
+                                     "(model.bin, config.json, tokenizer.json), a transformers Whisper folder (config.json, "
+                                     "model.safetensors) or a whisper.cpp ggml .bin file"]
 
 
 def test_unwritable_cache_dir(tmp_path: Path) -> None:

@@ -369,7 +369,9 @@ async function refreshJobs() {
   for (const job of list.data) {
     const started = when(job.started_at), completed = when(job.completed_at), created = when(job.created_at);
     const secs = started && completed ? (completed - started) / 1000 : null;
-    const speed = secs && job.duration ? `${(job.duration / secs).toFixed(1)}x` : "";
+    // Job times are whole seconds (OpenAI's style): under a second of work says "more than".
+    let speed = "";
+    if (secs !== null && job.duration) speed = secs >= 1 ? `${(job.duration / secs).toFixed(1)}x` : `>${Math.floor(job.duration)}x`;
     const actions = el("td");
     if (job.status === "completed") actions.append(el("button", { type: "button", class: "small", onclick: () => openTranscript(job.id) }, "Open"));
     if (!FINAL.has(job.status)) actions.append(el("button", { type: "button", class: "small", onclick: () => cancelJob(job.id) }, "Cancel"));
