@@ -83,3 +83,17 @@ def test_inference_detect_language_with_probabilities(cache_dir: Path) -> None:
         probs = body["language_probabilities"]
         assert probs["de"] == pytest.approx(body["detected_language_probability"], abs=1e-3)
         assert all(0.001 < p <= 1.0 for p in probs.values()) and sum(probs.values()) <= 1.0001
+
+
+
+@pytest.mark.parametrize("value", ["1e-300", "5e-324", "0.001", "nan", "inf"])
+def test_temperature_inc_cannot_blow_up_the_fallback_schedule(tiny: TestClient, value: str) -> None:
+    """A tiny step once made a schedule of astronomically many temperatures and killed the server
+    (found by the schemathesis run); now it is a 400 naming the field, and the engine-level
+    schedule stays short whatever it is given."""
+    from stenod.engines.base import temperature_schedule
+
+    assert len(temperature_schedule(0.0, float(value))) <= 101
+    r = _post(tiny, "/inference", temperature_inc=value)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "temperature_inc"

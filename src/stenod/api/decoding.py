@@ -16,9 +16,10 @@ Each bad value is a 400 naming the field.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 
-from stenod.engines.base import TranscriptionOptions, temperature_schedule
+from stenod.engines.base import MIN_TEMPERATURE_STEP, TranscriptionOptions, temperature_schedule
 from stenod.errors import UnsupportedParameterError
 from stenod.formats import SubtitleOptions
 
@@ -26,6 +27,8 @@ from stenod.formats import SubtitleOptions
 def _range_or_raise(name: str, value: float | None, low: float | None, high: float | None) -> None:
     if value is None:
         return
+    if not math.isfinite(value):
+        raise UnsupportedParameterError(f"{name} must be a finite number", param=name)
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"between {low:g} and {high:g}" if low is not None and high is not None else (
             f"at least {low:g}" if low is not None else f"at most {high:g}")
@@ -95,6 +98,9 @@ class WhisperCppFields:
         _range_or_raise("duration", self.duration, 0, None)
         _range_or_raise("beam_size", self.beam_size, 1, 16)
         _range_or_raise("temperature_inc", self.temperature_inc, 0.0, 1.0)
+        if self.temperature_inc is not None and 0 < self.temperature_inc < MIN_TEMPERATURE_STEP:
+            raise UnsupportedParameterError(
+                f"temperature_inc must be 0 (no fallback) or at least {MIN_TEMPERATURE_STEP}", param="temperature_inc")
         _range_or_raise("no_speech_thold", self.no_speech_thold, 0.0, 1.0)
         _range_or_raise("vad_threshold", self.vad_threshold, 0.0, 1.0)
         _range_or_raise("vad_min_silence_duration_ms", self.vad_min_silence_duration_ms, 0, None)

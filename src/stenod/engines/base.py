@@ -7,6 +7,7 @@ options, and return a :class:`~stenod.transcript.Transcript`. Engines must be sa
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,12 +26,19 @@ SegmentCallback = Callable[[Segment], None]
 TEMPERATURE_STEP = 0.2
 
 
+MIN_TEMPERATURE_STEP = 0.01
+"""The finest fallback step (temperatures are rounded to two decimals)."""
+
+
 def temperature_schedule(start: float, step: float = TEMPERATURE_STEP) -> tuple[float, ...]:
     """Whisper's fallback: retry a window at ``start``, ``start + step`` … 1.0 when decoding fails
     its compression-ratio or log-probability checks (openai-whisper's CLI does the same).
     ``step`` 0 means no fallback: one temperature only."""
-    if start >= 1.0 or step <= 0:
+    if start >= 1.0 or not step > 0 or not math.isfinite(step):  # `not >` also catches NaN
         return (start,)
+    # Temperatures are kept to two decimals, so a finer step only repeats them; a tiny step from a
+    # client (1e-300) must not become a schedule of astronomically many entries.
+    step = max(step, MIN_TEMPERATURE_STEP)
     steps = int((1.0 - start) / step + 1e-9)  # never past 1.0
     return tuple(round(start + i * step, 2) for i in range(steps + 1))
 
