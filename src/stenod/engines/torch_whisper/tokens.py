@@ -6,28 +6,14 @@ and multilingual (50257) models both work; timestamp tokens follow ``<|notimesta
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 from stenod.errors import ModelLoadError
+from stenod.models.ggml.assets import gpt2_byte_decoder
 
 TIME_PRECISION_S = 0.02
 """Seconds per timestamp token step."""
-
-
-@functools.cache
-def _byte_decoder() -> dict[str, int]:
-    """Inverse of GPT-2's bytes_to_unicode (byte-level BPE maps every byte to a printable char)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=False)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +89,7 @@ class WhisperTokenizer:
 
     def token_bytes(self, token: int) -> bytes:
         piece = self._tok.id_to_token(token) or ""
-        decoder = _byte_decoder()
+        decoder = gpt2_byte_decoder()  # the same table the ggml converter writes
         return bytes(decoder[c] for c in piece if c in decoder)
 
     def sot_sequence(self, *, language: str | None, task: str) -> list[int]:

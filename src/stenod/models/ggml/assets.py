@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -56,7 +57,8 @@ def mel_filters(n_mels: int, *, sr: int = WHISPER_SAMPLE_RATE, n_fft: int = WHIS
     return weights
 
 
-def _gpt2_byte_decoder() -> dict[str, int]:
+@functools.cache
+def gpt2_byte_decoder() -> dict[str, int]:
     """Inverse of GPT-2's ``bytes_to_unicode`` (byte-level BPE maps every byte to a printable char)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -116,7 +118,7 @@ def load_vocabulary_bytes(src_dir: str | os.PathLike[str], n_vocab: int) -> list
         raise GgmlConversionError(
             f"{source}: <|endoftext|> is at id {found}, but whisper.cpp expects id {eot} for n_vocab={n_vocab}"
         )
-    decoder = _gpt2_byte_decoder()
+    decoder = gpt2_byte_decoder()
     out: list[bytes] = []
     for i, token in enumerate(tokens[:eot]):
         try:
