@@ -9,11 +9,10 @@ always be decoded on its own in one 30 s Whisper window and no cut falls inside 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from stenod.audio import SAMPLE_RATE
+from stenod.engines.windows import Span
 
 MIN_PAUSE_MS = 300
 """A silence this long ends a stretch (sentence and phrase pauses of read and spontaneous speech)."""
@@ -25,16 +24,9 @@ MAX_STRETCH_S = 24.0
 room for context."""
 
 
-@dataclass(frozen=True, slots=True)
-class SpeechStretch:
-    """One run of speech between pauses, in seconds from the start of the audio."""
-
-    start: float
-    end: float
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
+SpeechStretch = Span
+"""One run of speech between pauses, in seconds from the start of the audio: the engines' own
+:class:`~stenod.engines.windows.Span`, so stretches found here and windows cut there are one type."""
 
 
 def find_speech(audio: np.ndarray, *, threshold: float = 0.5) -> list[SpeechStretch]:
