@@ -31,6 +31,31 @@ def limited(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterat
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[ServerProcess]:
+    """The caps of ``limited`` with long timeouts, so held connections stay open however slowly
+    the machine runs."""
+    env = {**LIMITS_ENV, "STENOD_SERVER__HEADER_TIMEOUT_S": "60", "STENOD_SERVER__BODY_IDLE_TIMEOUT_S": "60"}
+    srv = start_server(tmp_path_factory.mktemp("caps"), cache_dir, "--model", "tiny.en", "--lazy", env=env)
+    yield srv
+    srv.stop()
+
+
+def refusal(srv: ServerProcess, source: str, timeout_s: float = 30.0) -> str:
+    """The reply to a new connection from ``source`` once the server has counted the connections
+    already open. They are accepted asynchronously: a probe that slips in before them is just
+    another silent connection, so it is closed and the probe tried again."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with connect(srv, source) as probe:
+            probe.settimeout(2.0)
+            try:
+                return read_reply(probe)
+            except TimeoutError:
+                pass
+        assert time.monotonic() < deadline, f"no connection cap applied to {source}"
+
+
 def connect(srv: ServerProcess, source: str = "127.0.0.1") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", srv.port), timeout=15, source_address=(source, 0))
     return sock
@@ -92,19 +117,17 @@ def test_stalled_body_gets_408(limited: ServerProcess) -> None:
     wait_for_log(limited, "connection limit body_timeout")
 
 
-def test_connection_caps_per_client_and_in_total(limited: ServerProcess) -> None:
+def test_connection_caps_per_client_and_in_total(capped: ServerProcess) -> None:
     # 127.0.0.0/8 is all loopback on Linux: 127.0.0.2 and .3 are other client addresses.
+    limited = capped
     held = [connect(limited) for _ in range(3)]
     try:
-        with connect(limited) as fourth:
-            reply = read_reply(fourth)
+        reply = refusal(limited, "127.0.0.1")
         assert reply.startswith("HTTP/1.1 503"), reply
         assert error_code(reply) == "max_connections_per_client"
         assert "retry-after: 1" in reply.lower()
         held += [connect(limited, "127.0.0.2") for _ in range(2)]
-        time.sleep(0.2)  # let the server accept them (they are silent, so nothing to wait on)
-        with connect(limited, "127.0.0.3") as sixth:
-            reply = read_reply(sixth)
+        reply = refusal(limited, "127.0.0.3")
         assert reply.startswith("HTTP/1.1 503"), reply
         assert error_code(reply) == "max_connections"
     finally:
