@@ -139,8 +139,10 @@ class ServerSettings(BaseModel):
     key_store: bool = False
     """Also accept keys made with ``stenod keys`` (stored hashed in the jobs database, with per-key
     limits); authentication is then required."""
-    key_cache_s: float = Field(default=10.0, ge=0)
-    """How long a key lookup is cached: a revoked key stops working within this time."""
+    key_cache_s: float = Field(default=0.0, ge=0)
+    """0: every request looks its key up in the database (one indexed query), so a revoked or
+    expired key is refused at once on every server. Above 0, a valid key is remembered this long:
+    a revoked key keeps working up to this many seconds on each server that saw it."""
     rate_limit_storage_url: str = ""
     """Where per-key limit counters live: empty = this process; ``redis://host:6379/0`` shares
     them between API servers."""

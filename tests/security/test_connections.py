@@ -150,25 +150,53 @@ def test_connection_caps_per_client_and_in_total(capped: ServerProcess) -> None:
     assert int(float(refused["max_connections_per_client"])) >= 1 and int(float(refused["max_connections"])) >= 1
 
 
-def test_concurrent_uploads_over_the_limit_all_read_their_413(tmp_path: Path, cache_dir: Path) -> None:
-    srv = start_server(tmp_path, cache_dir, "--model", "tiny.en", "--lazy", env={"STENOD_AUDIO__MAX_FILE_MB": "1"})
-    body = b"\x00" * 3_000_000
-    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+OVER_LIMIT_HEAD = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
 
-    def upload(i: int) -> tuple[int, str]:
+
+def send_over_limit(port: int, size: int, *, chunked: bool, pause_s: float = 0.0) -> str:
+    """Upload ``size`` bytes as a plain client does (the whole body, then read the answer) and
+    return the answer; a reset or broken pipe while sending or reading is the failure of issue 16
+    (stdlib clients such as urllib raise it instead of returning the 413)."""
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % (len(OVER_LIMIT_HEAD) + size)
+    block = b"\x00" * 1_000_000
+
+    def frame(data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         try:
-            if i % 2:
-                r = httpx.post(f"{srv.url}/v1/audio/transcriptions", files={"file": ("big.wav", body)}, timeout=60)
-            else:  # chunked: no Content-Length, cut off in flight
-                r = httpx.post(f"{srv.url}/v1/audio/transcriptions", content=iter([head] + [body[:1_000_000]] * 3),
-                               headers={"Content-Type": "multipart/form-data; boundary=b"}, timeout=60)
-            return r.status_code, r.json()["error"]["code"]
-        except httpx.TransportError as exc:
-            return 0, type(exc).__name__
+            sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: multipart/form-data; boundary=b\r\n" + framing + b"\r\n\r\n")
+            sock.sendall(frame(OVER_LIMIT_HEAD))
+            for _ in range(size // len(block)):
+                sock.sendall(frame(block))
+                if pause_s:
+                    time.sleep(pause_s)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError as exc:
+            return f"{type(exc).__name__} while sending"
+        try:
+            return read_reply(sock)
+        except AssertionError as exc:
+            return str(exc)
 
+
+def test_concurrent_uploads_over_the_limit_all_read_their_413(tmp_path: Path, cache_dir: Path) -> None:
+    """Bodies far over the limit (1 MB): 8-20 MB sent at full speed, with Content-Length and chunked,
+    and four clients pacing theirs over ~8 s (past uvicorn's 5 s keep-alive timer, which used to end
+    the lingering close early). Bodies of a few MB fit in the kernel's socket buffers and never
+    showed the reset; these do: before the lingering close every client here was reset."""
+    srv = start_server(tmp_path, cache_dir, "--model", "tiny.en", "--lazy", env={"STENOD_AUDIO__MAX_FILE_MB": "1"})
+    jobs = [(8_000_000 + (i * 1_000_000) % 13_000_000, i % 2 == 1, 0.0) for i in range(24)]
+    jobs += [(12_000_000, i % 2 == 1, 0.7) for i in range(4)]
     try:
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            results = list(pool.map(upload, range(96)))
-        assert results == [(413, "file_too_large")] * 96, [r for r in results if r[0] != 413][:5]
+        with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+            replies = list(pool.map(lambda job: send_over_limit(srv.port, job[0], chunked=job[1], pause_s=job[2]), jobs))
+        failures = [(job, reply[:80]) for job, reply in zip(jobs, replies, strict=True)
+                    if not reply.startswith("HTTP/1.1 413")]
+        assert not failures, f"{len(failures)} of {len(jobs)} clients did not read their 413: {failures[:4]}"
+        assert {error_code(reply) for reply in replies} == {"file_too_large"}
+        assert all("content-type: application/json" in reply.lower() for reply in replies)
     finally:
         srv.stop()
