@@ -243,6 +243,10 @@ class JobsSettings(BaseModel):
     lease_s: float = Field(default=60.0, ge=5)
     """A running job's lease: workers renew it every third of this; a job whose lease ran out
     (its worker died) is given to another worker."""
+    shutdown_timeout_s: float = Field(default=120.0, gt=0)
+    """``stenod worker`` on SIGTERM: how long a running job has to reach its next window and go
+    back to the queue before the worker process exits anyway (the job is then run again once its
+    lease runs out, counting an attempt)."""
     visibility_timeout_s: float = Field(default=6 * 3600, gt=0)
     """Redis broker: seconds before an unacknowledged message is delivered again. Must exceed the
     longest job (4 h of audio by default); RabbitMQ redelivers on disconnect instead."""

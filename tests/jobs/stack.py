@@ -97,7 +97,7 @@ class JobStack:
         self.start_server()
 
     def start_worker(self, *, concurrency: int = 1) -> WorkerProcess:
-        index = len(self.workers)
+        index = len(list(self.tmp.glob("worker-*.log")))  # a replaced worker keeps its predecessor's log
         log_path = self.tmp / f"worker-{index}.log"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "STENOD_MODEL__CACHE_DIR": str(self.cache_dir), **self.env}
         with log_path.open("wb") as log:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -100,6 +101,29 @@ def test_sigkill_mid_transcription_redelivers_to_the_other_worker(two_workers: J
     _restore_workers(stack)
 
 
+def test_sigterm_hands_the_running_job_back_and_the_worker_exits(two_workers: JobStack) -> None:
+    """Warm shutdown: the job stops at its next window, is queued again without counting an
+    attempt, its message goes back to the broker at once (no visibility timeout: Redis's is
+    6 h here) and the other worker completes it; the stopped worker exits 0 promptly."""
+    stack = two_workers
+    job = stack.submit(MEDIUM_AUDIO).json()
+    stack.wait(job["id"], ("processing",), predicate=lambda j: j["progress"] > 0)
+    victim, pid = _holder(stack, job["id"])
+    victim.proc.send_signal(signal.SIGTERM)  # the main process only, like `kill <pid>`
+    assert victim.proc.wait(timeout=60) == 0, victim.log()[-3000:]
+    log = victim.log()
+    assert "handing 1 running job(s) back" in log and "handed back to the queue" in log, log[-3000:]
+    task_id = re.findall(r"Task stenod\.run_job\[([0-9a-f-]+)\] received", log)[-1]
+    done = stack.wait(job["id"], timeout_s=120)
+    assert done["status"] == "completed" and done["attempts"] == 1, done
+    finisher, finisher_pid = _holder(stack, job["id"])  # the row keeps who ran it last
+    assert finisher_pid != pid
+    # The same message (same task id), requeued by the reject; not a republish by the sweeper.
+    assert f"Task stenod.run_job[{task_id}] received" in finisher.log()
+    assert len(_results_written(stack, job["id"])) == 1
+    _restore_workers(stack)
+
+
 @pytest.mark.slow  # 4 jobs: about 50 s on 2 busy cores; 20 jobs: minutes
 @pytest.mark.parametrize("count", [pytest.param(4, id="4-jobs"), pytest.param(20, id="20-jobs")])
 def test_jobs_through_two_workers_with_one_killed_all_complete_once(two_workers: JobStack, count: int) -> None:
@@ -162,14 +186,36 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(two_wor
     _restore_workers(stack)
 
 
-def test_serve_restart_in_process_resumes_queued_and_interrupted_jobs(tmp_path: Path, cache_dir: Path) -> None:
+def _sqlite_row(stack: JobStack, job_id: str) -> dict[str, object]:
+    engine = sa.create_engine(f"sqlite:///{stack.tmp / 'data' / 'jobs.db'}")
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT status, attempts, progress FROM jobs WHERE id = :id"),
+                               {"id": job_id}).mappings().first()
+    finally:
+        engine.dispose()
+    assert row is not None
+    return dict(row)
+
+
+def test_serve_sigterm_hands_jobs_back_and_a_restart_resumes_them(tmp_path: Path, cache_dir: Path) -> None:
+    """In-process mode: SIGTERM hands the running job back to the queue in SQLite (no attempt
+    counted) and the server exits 0; the next start resumes it and the queued ones. A SIGKILL
+    then loses the run in flight, which counts an attempt and is resumed once its lease ran out."""
     with job_stack("in-process", tmp_path, cache_dir) as stack:
         first = stack.submit(MEDIUM_AUDIO).json()
         queued = [stack.submit(JFK).json() for _ in range(2)]
-        stack.wait(first["id"], ("processing",))
-        stack.restart_server(signal.SIGKILL)  # no drain: the job in flight is simply lost with the process
+        stack.wait(first["id"], ("processing",), predicate=lambda j: j["progress"] > 0)
+        assert stack.server is not None
+        assert stack.server.stop(signal.SIGTERM, timeout=60) == 0, stack.server.log()[-3000:]
+        assert "handed back to the queue" in stack.server.log()
+        assert _sqlite_row(stack, first["id"]) == {"status": "queued", "attempts": 0, "progress": 0.0}
+        assert all(_sqlite_row(stack, j["id"])["status"] == "queued" for j in queued)
+        stack.start_server()
+        stack.wait(first["id"], ("processing",), predicate=lambda j: j["progress"] > 0, timeout_s=240)
+        stack.restart_server(signal.SIGKILL)  # no drain: the run in flight is simply lost with the process
         done = stack.wait(first["id"], timeout_s=240)
-        assert done["status"] == "completed" and done["attempts"] == 2
+        assert done["status"] == "completed" and done["attempts"] == 2, done
         for job in queued:
             resumed = stack.wait(job["id"])
             assert resumed["status"] == "completed" and resumed["attempts"] == 1

@@ -111,6 +111,30 @@ class JobRunner:
         self.worker_id = worker_id
         self.chunk_s = chunk_s
         self.on_final = on_final
+        self._stopping = threading.Event()
+        self._running: set[LeaseKeeper] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def active(self) -> int:
+        """Jobs this runner is running now."""
+        with self._lock:
+            return len(self._running)
+
+    def release_all(self) -> int:
+        """Warm shutdown: every job this runner is running stops at its next window and goes back
+        to the queue (no attempt counted); jobs not started yet are not claimed. Returns how many
+        running jobs were asked to stop. Safe to call from a signal handler's helper thread."""
+        with self._lock:
+            self._stopping.set()
+            keepers = list(self._running)
+        for keeper in keepers:
+            keeper.release()
+        return len(keepers)
 
     def claim(self, job_id: str) -> Claim:
         claim = self.store.claim(job_id, worker_id=self.worker_id, lease_s=self.jobs.lease_s,
@@ -126,12 +150,23 @@ class JobRunner:
         return LeaseKeeper(self.store, claim.job.id, claim.token, self.jobs.lease_s)
 
     def process(self, job_id: str) -> RunOutcome:
-        """Claim and run (Celery's path); returns what happened, ``held`` with a retry delay."""
+        """Claim and run (Celery's path); returns what happened, ``held`` with a retry delay, or
+        ``released`` when the worker is shutting down (the caller hands the message back)."""
+        if self.stopping:
+            return RunOutcome("released")
         claim = self.claim(job_id)
         if claim.outcome != "claimed":
             return RunOutcome(claim.outcome, retry_in_s=claim.retry_in_s)
         with self.keeper(claim) as keeper:
-            return self.execute(claim, keeper)
+            with self._lock:
+                self._running.add(keeper)
+                if self._stopping.is_set():  # shutdown began between the claim and now
+                    keeper.release()
+            try:
+                return self.execute(claim, keeper)
+            finally:
+                with self._lock:
+                    self._running.discard(keeper)
 
     def execute(self, claim: Claim, keeper: LeaseKeeper) -> RunOutcome:
         """Run a claimed job to a final state. Domain errors fail the job with their message;

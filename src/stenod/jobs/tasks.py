@@ -11,6 +11,7 @@ import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import Celery, Task
+from celery.exceptions import Reject
 from sqlalchemy.exc import DBAPIError
 
 from stenod.jobs import worker
@@ -41,6 +42,10 @@ def register_tasks(app: Celery) -> None:
             ctx.running -= 1
         if outcome.outcome == "held":  # another worker's lease is live: look again when it runs out
             raise self.retry(countdown=outcome.retry_in_s + 1.0)
+        if outcome.outcome == "released":
+            # Warm shutdown: the job is queued again in the store; the message goes back to the
+            # broker at once, so another worker takes it without waiting for a visibility timeout.
+            raise Reject("worker shutting down; job handed back", requeue=True)
         return outcome.outcome
 
     @app.task(name=DELIVER_WEBHOOK_TASK, bind=True, acks_late=True, max_retries=None)
