@@ -120,7 +120,11 @@ class ServerSettings(BaseModel):
     """Longest pause while a request body arrives, else 408 and close."""
     memory_budget_mb: float = Field(default=0.0, ge=0)
     """Memory that transcription requests may reserve together (estimated per request from its
-    duration, at most one chunk); a request past it gets 429 + Retry-After. 0 = no budget."""
+    duration, at most one chunk). A request that does not fit waits, first come first served and
+    holding no slot, until memory is given back; one larger than the whole budget, or still waiting
+    after ``memory_wait_s``, gets 429 + Retry-After. 0 = no budget."""
+    memory_wait_s: float = Field(default=60.0, ge=0)
+    """Longest wait for the memory budget (at most ``queue_size`` requests wait at once)."""
     max_connections: int = Field(default=1000, ge=1)
     """Open connections at most; one more gets 503 and is closed (keep it under the descriptor limit)."""
     max_connections_per_client: int = Field(default=64, ge=1)
