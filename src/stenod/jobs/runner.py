@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stenod.engines.base import CancelledError
-from stenod.errors import StenodError
+from stenod.errors import StenodError, StorageUnavailableError
 from stenod.scheduler.model_manager import ModelManager
 from stenod.service.jobs import JobParams, transcript_to_json
 from stenod.service.transcription import transcribe_source
@@ -183,6 +183,9 @@ class JobRunner:
             except FileNotFoundError:
                 return self._finish(job.id, token, "failed", message="the job's audio is gone (deleted or expired)",
                                     code="audio_missing")
+            except StorageUnavailableError:
+                self._hand_back_after_storage_error(job.id, token, "read its audio")
+                raise
             try:
                 name, engine = self.manager.acquire(params.model)
                 try:
@@ -206,7 +209,11 @@ class JobRunner:
             except StenodError as exc:
                 return self._finish(job.id, token, "failed", message=exc.message, code=exc.code or exc.error_type)
         result_key = f"results/{job.id}/{job.attempts}-{token[:12]}.json"
-        self.blobs.put_bytes(result_key, transcript_to_json(result.transcript, model=name))
+        try:
+            self.blobs.put_bytes(result_key, transcript_to_json(result.transcript, model=name))
+        except StorageUnavailableError:
+            self._hand_back_after_storage_error(job.id, token, "store its result")
+            raise
         if not self.store.complete(job.id, token, result_key=result_key, language=result.transcript.language,
                                    duration=result.audio_duration_s, retention_s=retention):
             # Another worker owns the job now (our lease ran out) or it was deleted: ours never counts.
@@ -217,6 +224,18 @@ class JobRunner:
                     result.audio_duration_s, name, result.processing_s, result.realtime_factor)
         self._notify(job.id)
         return RunOutcome("completed")
+
+    def _hand_back_after_storage_error(self, job_id: str, token: str, what: str) -> None:
+        """A blob store outage is not the job's fault: queue it again without counting the attempt
+        (the caller re-raises, and the worker retries with backoff). If the job store is down too,
+        the lease runs out instead and the next claim counts an attempt."""
+        try:
+            released = self.store.release(job_id, token)
+        except Exception as exc:
+            logger.warning("job %s: could not hand it back (%s); its lease will run out", job_id, type(exc).__name__)
+            return
+        if released:
+            logger.warning("job %s: the blob store is unavailable (could not %s); queued again, retrying", job_id, what)
 
     def _finish(self, job_id: str, token: str, status: str, *, message: str | None = None,
                 code: str | None = None) -> RunOutcome:

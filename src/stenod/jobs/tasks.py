@@ -14,13 +14,14 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from sqlalchemy.exc import DBAPIError
 
+from stenod.errors import StorageUnavailableError
 from stenod.jobs import worker
 from stenod.jobs.app import DELIVER_WEBHOOK_TASK, RUN_JOB_TASK
 from stenod.jobs.webhooks import deliver_once
 
 logger = logging.getLogger(__name__)
 
-INFRA_ERRORS = (DBAPIError, BotoCoreError, ClientError, OSError)
+INFRA_ERRORS = (DBAPIError, BotoCoreError, ClientError, OSError, StorageUnavailableError)
 MAX_INFRA_BACKOFF_S = 30.0
 
 
@@ -36,7 +37,8 @@ def register_tasks(app: Celery) -> None:
         try:
             outcome = ctx.runner.process(job_id)
         except INFRA_ERRORS as exc:
-            logger.warning("job %s: store unavailable (%s); retrying", job_id, type(exc).__name__)
+            logger.warning("job %s: store unavailable (%s); retrying in %.0f s", job_id, type(exc).__name__,
+                           _backoff(self))
             raise self.retry(countdown=_backoff(self), exc=exc) from exc
         finally:
             ctx.running -= 1
