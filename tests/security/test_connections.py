@@ -1,48 +1,100 @@
-"""Connection-level defences against a real server process: header and body timeouts, caps on
-connections in total and per client address, and 413s that reach the client instead of a reset."""
+"""Connection-level defences of ``stenod serve``: header and body timeouts, caps on connections in
+total and per client address (under serve's uvicorn configuration in this process), and 413s that
+reach the client instead of a reset (against a real server process)."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import re
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
+from stenod.api import create_app
+from stenod.cli.serve import uvicorn_config
+from stenod.settings import Settings
 from tests.api.conftest import ServerProcess, start_server
 
-LIMITS_ENV = {
-    "STENOD_SERVER__HEADER_TIMEOUT_S": "1",
-    "STENOD_SERVER__BODY_IDLE_TIMEOUT_S": "1",
-    "STENOD_SERVER__MAX_CONNECTIONS": "5",
-    "STENOD_SERVER__MAX_CONNECTIONS_PER_CLIENT": "3",
-}
+LIMITS = {"header_timeout_s": 1, "body_idle_timeout_s": 1, "max_connections": 5, "max_connections_per_client": 3}
+WAIT_S = 60.0
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@dataclass
+class LimitedServer:
+    """The app under ``stenod serve``'s own uvicorn configuration (``cli.serve.uvicorn_config``:
+    the same protocol, timeouts, caps and lingering close), in a thread of this process: no
+    process start, no model load. The real process is exercised by the 413 test below."""
+
+    port: int
+    records: _Records
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return "\n".join(self.records.lines)
+
+
+@contextmanager
+def limited_server(cache_dir: Path, data_dir: Path, **limits: float) -> Iterator[LimitedServer]:
+    settings = Settings(model={"name": "tiny.en", "cache_dir": cache_dir, "offline": True},
+                        server={"port": 0, "preload": False, "slots": 1, **limits},
+                        jobs={"enabled": False, "data_dir": data_dir})
+    server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
+    records = _Records()
+    logger = logging.getLogger("stenod.api.connections")
+    logger.addHandler(records)
+    thread = threading.Thread(target=server.run, name="uvicorn-limited", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        yield LimitedServer(server.servers[0].sockets[0].getsockname()[1], records)
+    finally:
+        server.should_exit = True
+        thread.join(WAIT_S)
+        logger.removeHandler(records)
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[ServerProcess]:
-    srv = start_server(tmp_path_factory.mktemp("limits"), cache_dir, "--model", "tiny.en", "--lazy", env=LIMITS_ENV)
-    yield srv
-    srv.stop()
+def limited(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[LimitedServer]:
+    with limited_server(cache_dir, tmp_path_factory.mktemp("limits"), **LIMITS) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
-def capped(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[ServerProcess]:
+def capped(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Iterator[LimitedServer]:
     """The caps of ``limited`` with long timeouts, so held connections stay open however slowly
     the machine runs."""
-    env = {**LIMITS_ENV, "STENOD_SERVER__HEADER_TIMEOUT_S": "60", "STENOD_SERVER__BODY_IDLE_TIMEOUT_S": "60"}
-    srv = start_server(tmp_path_factory.mktemp("caps"), cache_dir, "--model", "tiny.en", "--lazy", env=env)
-    yield srv
-    srv.stop()
+    with limited_server(cache_dir, tmp_path_factory.mktemp("caps"),
+                        **{**LIMITS, "header_timeout_s": 60, "body_idle_timeout_s": 60}) as srv:
+        yield srv
 
 
-def refusal(srv: ServerProcess, source: str, timeout_s: float = 30.0) -> str:
+def refusal(srv: LimitedServer | ServerProcess, source: str, timeout_s: float = 30.0) -> str:
     """The reply to a new connection from ``source`` once the server has counted the connections
     already open. They are accepted asynchronously: a probe that slips in before them is just
     another silent connection, so it is closed and the probe tried again."""
@@ -57,7 +109,7 @@ def refusal(srv: ServerProcess, source: str, timeout_s: float = 30.0) -> str:
         assert time.monotonic() < deadline, f"no connection cap applied to {source}"
 
 
-def connect(srv: ServerProcess, source: str = "127.0.0.1") -> socket.socket:
+def connect(srv: LimitedServer | ServerProcess, source: str = "127.0.0.1") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", srv.port), timeout=15, source_address=(source, 0))
     return sock
 
@@ -80,14 +132,14 @@ def error_code(reply: str) -> str:
     return json.loads(reply.split("\r\n\r\n", 1)[1])["error"]["code"]
 
 
-def wait_for_log(srv: ServerProcess, needle: str, timeout: float = 20.0) -> None:
+def wait_for_log(srv: LimitedServer | ServerProcess, needle: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while needle not in srv.log():
         assert time.monotonic() < deadline, f"{needle!r} not logged:\n{srv.log()[-2000:]}"
         time.sleep(0.1)
 
 
-def test_silent_connection_gets_408_and_is_closed(limited: ServerProcess) -> None:
+def test_silent_connection_gets_408_and_is_closed(limited: LimitedServer) -> None:
     with connect(limited) as sock:
         reply = read_reply(sock)
     assert reply.startswith("HTTP/1.1 408"), reply
@@ -95,7 +147,7 @@ def test_silent_connection_gets_408_and_is_closed(limited: ServerProcess) -> Non
     wait_for_log(limited, "connection limit header_timeout")
 
 
-def test_slowloris_headers_are_cut_off(limited: ServerProcess) -> None:
+def test_slowloris_headers_are_cut_off(limited: LimitedServer) -> None:
     with connect(limited) as sock:
         sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n")
         try:
@@ -109,7 +161,7 @@ def test_slowloris_headers_are_cut_off(limited: ServerProcess) -> None:
     assert reply.startswith("HTTP/1.1 408"), reply
 
 
-def test_stalled_body_gets_408(limited: ServerProcess) -> None:
+def test_stalled_body_gets_408(limited: LimitedServer) -> None:
     with connect(limited) as sock:
         sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
                      b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n")
@@ -119,7 +171,7 @@ def test_stalled_body_gets_408(limited: ServerProcess) -> None:
     wait_for_log(limited, "connection limit body_timeout")
 
 
-def test_connection_caps_per_client_and_in_total(capped: ServerProcess) -> None:
+def test_connection_caps_per_client_and_in_total(capped: LimitedServer) -> None:
     # 127.0.0.0/8 is all loopback on Linux: 127.0.0.2 and .3 are other client addresses.
     limited = capped
     held = [connect(limited) for _ in range(3)]
