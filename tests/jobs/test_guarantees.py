@@ -135,9 +135,12 @@ def _kill_a_worker_mid_job(stack: JobStack, ids: list[str]) -> tuple[str, int]:
         if running:
             victim, pid = _holder(stack, running[0])
             victim.kill()
-            if _job_row(stack, running[0])["status"] == "processing":
-                return running[0], pid
-            _restore_workers(stack)  # the job ended just before the kill: try again
+            # The job it held (that one, or the next one if the first ended just before the kill).
+            orphans = [i for i in ids if (row := _job_row(stack, i))["status"] == "processing"
+                       and str(row["worker_id"]).endswith(f":{pid}")]
+            if orphans:
+                return orphans[0], pid
+            _restore_workers(stack)  # it was between two jobs: try again
         time.sleep(0.05)
     raise AssertionError("no job was seen running")
 
