@@ -82,13 +82,17 @@ class TorchWhisperEngine:
         config: resolved model; ``device`` is ``cpu``, ``cuda``, ``cuda:N``, a comma list of
             CUDA devices, or ``all``; ``compute_type`` ``float16``, ``bfloat16`` or ``float32``.
         max_rows: decoder rows per batch (0 chooses per device type).
+        static_decoding: greedy batches decode on fixed buffers, replayed as CUDA graphs on a
+            GPU (``static_greedy.py``); ``None`` turns it on for CUDA devices only.
 
     Raises:
         ModelLoadError: unreadable weights or tokenizer.
         UnsupportedParameterError: a CUDA device was asked for and none is usable.
     """
 
-    def __init__(self, config: EngineConfig, *, max_rows: int = 0, max_wait_s: float = 0.010) -> None:
+    def __init__(
+        self, config: EngineConfig, *, max_rows: int = 0, max_wait_s: float = 0.010, static_decoding: bool | None = None
+    ) -> None:
         self._config = config
         started = time.perf_counter()
         devices = parse_devices_or_raise(config.device)
@@ -118,8 +122,11 @@ class TorchWhisperEngine:
             if missing:
                 raise ModelLoadError(f"{path}: weights lack {len(missing)} tensors, first {missing[0]!r}")
             model = model.to(device=device, dtype=dtype).eval()
-            decoder = WindowDecoder(model, self._tokenizer, suppress_tokens=suppress)
             rows = max_rows or DEFAULT_MAX_ROWS[device.type]
+            static = device.type == "cuda" if static_decoding is None else static_decoding
+            decoder = WindowDecoder(
+                model, self._tokenizer, suppress_tokens=suppress, static_rows=rows if static else 0, graphs=device.type == "cuda"
+            )
             batcher = WindowBatcher(decoder.decode, self._detect_batch(decoder), max_rows=rows, max_wait_s=max_wait_s, name=name)
             self._devices.append(_Device(name, model, decoder, batcher))
         self._dtype = dtype
