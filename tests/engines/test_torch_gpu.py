@@ -124,3 +124,18 @@ def test_cuda_graphs_decode_what_the_general_loop_decodes(cache_dir: Path, jfk: 
     finally:
         graphs.close()
         general.close()
+
+
+def test_fixed_decoding_buffers_fit_the_free_memory() -> None:
+    """``base`` gets all 128 rows of fixed buffers on any GPU; a request for more rows than a
+    quarter of the free memory holds is cut to what fits (larger batches take the general loop)."""
+    from stenod.engines.torch_whisper.engine import STATIC_MEMORY_SHARE, _static_rows
+    from stenod.engines.torch_whisper.model import ModelDimensions
+
+    base = ModelDimensions(80, 1500, 512, 8, 6, 51865, 448, 512, 8, 6)
+    large = ModelDimensions(128, 1500, 1280, 20, 32, 51866, 448, 1280, 20, 32)
+    device = torch.device("cuda")
+    assert _static_rows(base, device, torch.float16, 128) == 128
+    free, _total = torch.cuda.mem_get_info(device)
+    per_row = 32 * 2 * (1500 + 2 * 448) * 1280 * 2
+    assert _static_rows(large, device, torch.float16, 10**6) == int(free * STATIC_MEMORY_SHARE) // per_row
