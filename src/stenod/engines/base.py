@@ -135,6 +135,11 @@ class EngineConfig:
     """Decode long (VAD) audio as independent windows in parallel on the CTranslate2 workers
     (faster-whisper, needs ``trim_encoder``). Off by default: on 2 cores it measured slower per
     CPU second and less accurate than the sequential path (docs/BENCHMARKS.md, issue 10)."""
+    batch_size: int = 1
+    """Most short clips (trimmed windows) decoded together in one CTranslate2 call, from one caller
+    or several (faster-whisper, needs ``trim_encoder``); 1 decodes every clip on its own."""
+    batch_wait_ms: float = 3.0
+    """Longest a clip waits for company when a CTranslate2 worker is free (``batch_size`` > 1)."""
 
 
 def check_model_supports_or_raise(options: TranscriptionOptions, *, model_name: str, multilingual: bool) -> None:
