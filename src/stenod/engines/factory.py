@@ -215,15 +215,19 @@ def _create_torch_engine(model: ResolvedModel, settings: ModelSettings, *, threa
     return TorchWhisperEngine(config)
 
 
+def cpu_batch_clips(settings: ModelSettings, *, slots: int) -> int:
+    """Short clips per CTranslate2 call in a server. Explicit slots keep their meaning (requests at
+    once, one clip per call) unless ``batch_clips`` is set too; batches exist only on
+    faster-whisper's trimmed path."""
+    if not settings.trim_encoder or settings.engine not in ("auto", "faster-whisper"):
+        return 1
+    return settings.batch_clips or (CPU_BATCH_CLIPS if slots <= 0 else 1)
+
+
 def plan_server_slots(settings: ModelSettings, *, cores: int, slots: int, threads: int) -> CpuPlan:
     """Slots and threads for a server: the CPU plan, except that the torch engine on GPUs gets
     ``GPU_SLOTS_PER_DEVICE`` slots per GPU unless slots are set (its calls batch together)."""
-    plan = plan_cpu(cores=cores, threads=threads, concurrency=slots)
-    # Explicit slots keep their meaning (requests at once, one clip per call) unless batching is
-    # asked for too; batches only exist on faster-whisper's trimmed path.
-    batching = settings.trim_encoder and settings.engine in ("auto", "faster-whisper")
-    batch = settings.batch_clips or (CPU_BATCH_CLIPS if slots <= 0 and batching else 1)
-    plan = replace(plan, batch_size=batch if batching else 1)
+    plan = replace(plan_cpu(cores=cores, threads=threads, concurrency=slots), batch_size=cpu_batch_clips(settings, slots=slots))
     if slots > 0 or settings.engine not in ("auto", "torch") or settings.device == "cpu":
         return plan
     if not torch_cuda_usable():
