@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from stenod.engines.batching import WindowBatcher
+from stenod.engines.batching import WindowBatcher, _Waiting
 
 
 class _Recorder:
@@ -94,3 +94,27 @@ def test_closed_batcher_refuses_new_clips() -> None:
     batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit("en", 1, "x")
+
+
+def test_idle_runners_share_the_waiting_clips() -> None:
+    """Eight clips and two idle runners: no batch of eight while the other runner sits idle."""
+    sizes: list[int] = []
+
+    def run(payloads: Sequence[str]) -> list[str]:
+        sizes.append(len(payloads))
+        return list(payloads)
+
+    batcher = WindowBatcher(run, max_batch=8, max_wait_s=0.05, workers=2)
+    try:
+        deadline = time.monotonic() + 60
+        with batcher._cond:  # both runners idle, then eight clips arrive at once
+            while batcher._idle < 2 and time.monotonic() < deadline:
+                batcher._cond.wait(0.01)
+            waiting = [_Waiting("en", 100, str(i)) for i in range(8)]
+            batcher._waiting.extend(waiting)
+            batcher._cond.notify_all()
+        assert sorted(w.future.result(timeout=30) for w in waiting) == [str(i) for i in range(8)]
+    finally:
+        batcher.close()
+    # The first runner takes its half; the rest go to whichever runner is free next.
+    assert max(sizes) == 4 and sum(sizes) == 8

@@ -3,7 +3,8 @@ decode for a batch of clips instead of one per clip (issue 10).
 
 Callers (the server's slot threads) hand their clip to :meth:`WindowBatcher.submit` and block until
 its result is ready. ``workers`` runner threads (one per CTranslate2 worker) each take the oldest
-waiting clip plus up to ``max_batch - 1`` more with the same decode key, preferring the clips
+waiting clip plus up to ``max_batch - 1`` more with the same decode key (no more than their fair
+share when other runners are idle, so that every worker has work), preferring the clips
 closest to it in length (a batch is padded to its longest clip, so mixing a 5 s and a 20 s clip
 makes the short one pay for 20 s of encoder). A runner that finds fewer clips than ``max_batch``
 waits at most ``max_wait_s`` for company before it runs what it has, so a lone request is delayed
@@ -59,6 +60,8 @@ class WindowBatcher(Generic[P, R]):
         self._waiting: list[_Waiting[P, R]] = []
         self._cond = threading.Condition()
         self._closed = False
+        self._idle = 0
+        """Runners waiting for clips (guarded by ``_cond``)."""
         self.batches = 0
         """Calls of ``run_batch`` so far (for benchmarks and logs)."""
         self.items = 0
@@ -84,6 +87,13 @@ class WindowBatcher(Generic[P, R]):
     def _take(self) -> list[_Waiting[P, R]] | None:
         """The next batch (oldest clip first), or ``None`` once closed."""
         with self._cond:
+            self._idle += 1
+            try:
+                return self._take_locked()
+            finally:
+                self._idle -= 1
+
+    def _take_locked(self) -> list[_Waiting[P, R]] | None:
             while not self._waiting:
                 if self._closed:
                     return None
@@ -97,9 +107,11 @@ class WindowBatcher(Generic[P, R]):
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            mates = sorted(
-                (w for w in self._waiting if w.key == first.key), key=lambda w: abs(w.size - first.size)
-            )[: self.max_batch - 1]
+            candidates = [w for w in self._waiting if w.key == first.key]
+            # Share the waiting clips with the other idle runners: one runner decoding 8 clips
+            # while another sits idle leaves a core unused (-(-a // b) is ceil(a / b)).
+            share = min(self.max_batch, -(-(1 + len(candidates)) // max(1, self._idle)))
+            mates = sorted(candidates, key=lambda w: abs(w.size - first.size))[: share - 1]
             batch = [first, *mates]
             chosen = {id(w) for w in batch}
             self._waiting = [w for w in self._waiting if id(w) not in chosen]
