@@ -8,15 +8,22 @@ Both set-ups run at the same time (the idle one costs no CPU) and the rounds alt
 sync, jobs..., so load from neighbours on a shared machine falls on both alike.
 Synchronous: a client keeps 4 requests in flight until every clip is done.
 Jobs: every clip is submitted at once to ``/v1/jobs``; the clock stops when the client's poll
-(one list request every 0.25 s) sees the last job completed. The ratio jobs/sync wall time is the queueing cost
+(one list request every 0.25 s) has seen every job completed and fetched its transcript. The ratio jobs/sync wall time is the queueing cost
 (upload to the blob store, database rows, broker round trips, download in the worker, result
 upload, polling); the target is under 1.05. CPU seconds of every process of each set-up (API
 server, workers and their pool processes, moto) are measured around each round too: on a shared,
 oversubscribed machine wall time follows the neighbours, CPU time is what the set-up itself spent.
+Every process of both set-ups is pinned to the same 2 CPUs on a larger machine (``--cpus``), so
+the job path's API server and moto compete with its workers as they would on one host; PostgreSQL
+and Redis (shared services) are not pinned and their CPU is not counted.
 
 Needs PostgreSQL and Redis (``bash scripts/services.sh``). Example:
 
     python benchmarks/jobs_throughput.py --model tiny.en --rounds 2 --output docs/bench/jobs-throughput.json
+
+The clips: the long-form corpus cut into ``--clip-seconds`` pieces (60 s: 5 clips, 297 s of audio
+per round); tiny.en is the harshest case for the target (the fixed cost per job weighs most
+against the shortest transcription time). ``--max-clips 2 --rounds 1`` is a smoke run.
 """
 
 from __future__ import annotations
@@ -100,10 +107,20 @@ def make_clips(out: Path, seconds: float) -> list[Path]:
     return clips
 
 
+CPUS: set[int] = set()
+"""CPUs every process of both set-ups is pinned to (empty: not pinned); see ``--cpus``."""
+
+
+def pin() -> None:
+    if CPUS:
+        os.sched_setaffinity(0, CPUS)  # inherited by the Celery pool processes forked later
+
+
 @contextlib.contextmanager
 def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as f:
-        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                preexec_fn=pin)
     try:
         yield proc
     finally:
@@ -153,6 +170,10 @@ def run_jobs(url: str, clips: list[Path]) -> float:
         listed = httpx.get(f"{url}/v1/jobs", params={"limit": 100}, timeout=30).json()["data"]
         for job in listed:
             if job["id"] in pending and job["status"] == "completed":
+                # The transcript is fetched like a real client would (the synchronous side gets it
+                # in its response): its read from the blob store is part of the cost.
+                result = httpx.get(f"{url}/v1/jobs/{job['id']}/result", timeout=60)
+                result.raise_for_status()
                 pending.discard(job["id"])
             elif job["id"] in pending and job["status"] in ("failed", "cancelled"):
                 raise RuntimeError(f"job {job['id']} {job['status']}: {job['error']}")
@@ -183,14 +204,25 @@ def main() -> None:
     parser.add_argument("--clip-seconds", type=float, default=60.0)
     parser.add_argument("--rounds", type=int, default=2,
                         help="Alternating sync/jobs rounds; every round sends every clip to each target.")
+    parser.add_argument("--cpus", default="auto",
+                        help="Pin both set-ups (servers, workers, moto) to these CPUs, e.g. 0,1; 'auto' = the "
+                             "first 2 on a machine with 4 or more, 'none' = no pinning. The same cores on both "
+                             "sides: the job path's extra processes must not run on spare cores for free.")
+    parser.add_argument("--max-clips", type=int, default=0, help="Use only the first N clips (0 = all; a smoke run).")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--cache-dir", default=os.environ.get("STENOD_MODEL__CACHE_DIR", ""))
     args = parser.parse_args()
+    if args.cpus == "auto":
+        CPUS.update({0, 1} if (os.cpu_count() or 1) >= 4 else set())
+    elif args.cpus != "none":
+        CPUS.update(int(c) for c in args.cpus.split(","))
 
     with tempfile.TemporaryDirectory(prefix="stenod-bench-jobs-") as tmp_str, postgres_database() as db, \
             contextlib.ExitStack() as stack:
         tmp = Path(tmp_str)
         clips = make_clips(tmp, args.clip_seconds)
+        if args.max_clips:
+            clips = clips[:args.max_clips]
         audio_s = sum(wave.open(str(c)).getnframes() / SAMPLE_RATE for c in clips)
         base_env = {**os.environ, "HF_HUB_OFFLINE": "1", "STENOD_LOG__LEVEL": "warning",
                     "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
@@ -271,7 +303,7 @@ def main() -> None:
             "clips": [c.name for c in clips], "rows": [asdict(r) for r in rows], "walls_s": walls,
             "jobs_over_sync": ratio, "jobs_over_sync_per_round": per_round, "cpu_s": cpus,
             "jobs_over_sync_cpu": cpu_ratio,
-            "host": {"cpus": os.cpu_count(), "loadavg_end": os.getloadavg()},
+            "host": {"cpus": os.cpu_count(), "pinned_to": sorted(CPUS), "loadavg_end": os.getloadavg()},
         }, indent=2))
 
 

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -188,6 +189,61 @@ def oversize(src: Path, tmp: Path, cache: Path) -> dict[str, object]:
         srv.stop()
 
 
+OVER_LIMIT_HEAD = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+
+
+def _urllib_upload(url: str, size: int, *, chunked: bool) -> str:
+    """What the standard library's client reports for an over-limit upload (it does not read an
+    answer that arrives while it is still sending, so a reset is all it sees)."""
+    import urllib.error
+    import urllib.request
+
+    block = b"\0" * 1_000_000
+    data: bytes | Iterator[bytes] = (OVER_LIMIT_HEAD + block * (size // len(block))) if not chunked else \
+        iter([OVER_LIMIT_HEAD] + [block] * (size // len(block)))
+    request = urllib.request.Request(url, data=data, method="POST",  # type: ignore[arg-type]
+                                     headers={"Content-Type": "multipart/form-data; boundary=b"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return str(response.status)
+    except urllib.error.HTTPError as exc:
+        return str(exc.code)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        return type(reason).__name__
+
+
+def _paced_upload(port: int, size: int, pause_s: float) -> str:
+    """A raw client sending its body 1 MB at a time, ``pause_s`` apart, then reading the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        try:
+            sock.sendall(b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                         b"boundary=b\r\nContent-Length: %d\r\n\r\n" % (len(OVER_LIMIT_HEAD) + size) + OVER_LIMIT_HEAD)
+            for _ in range(size // 1_000_000):
+                sock.sendall(b"\0" * 1_000_000)
+                time.sleep(pause_s)
+            reply = sock.recv(64)
+        except OSError as exc:
+            return type(exc).__name__
+    return reply.split(b" ", 2)[1].decode() if reply.startswith(b"HTTP/") else "no answer"
+
+
+def oversize_plain(src: Path, tmp: Path, cache: Path) -> dict[str, object]:
+    """Over-limit uploads (limit 1 MB) by clients that only read once they have sent everything:
+    64 urllib uploads of 8-20 MB at once (half chunked), and 8 raw clients pacing 12 MB over 8 s."""
+    srv = Server(src, tmp, "--model", "tiny.en", "--lazy",
+                 env={"STENOD_MODEL__CACHE_DIR": str(cache), "STENOD_AUDIO__MAX_FILE_MB": "1"})
+    url = srv.url + "/v1/audio/transcriptions"
+    try:
+        with concurrent.futures.ThreadPoolExecutor(64) as pool:
+            fast = list(pool.map(lambda i: _urllib_upload(url, (8 + i % 13) * 1_000_000, chunked=i % 2 == 1), range(64)))
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            paced = list(pool.map(lambda _: _paced_upload(srv.port, 12_000_000, 0.7), range(8)))
+        return {"urllib_8_20MB": {o: fast.count(o) for o in set(fast)}, "paced_12MB_8s": {o: paced.count(o) for o in set(paced)}}
+    finally:
+        srv.stop()
+
+
 def idle_connections(src: Path, tmp: Path, cache: Path, count: int) -> dict[str, object]:
     srv = Server(src, tmp, "--model", "tiny.en", "--lazy", env={"STENOD_MODEL__CACHE_DIR": str(cache)})
     socks = []
@@ -233,7 +289,7 @@ def main() -> None:
     parser.add_argument("--src", type=Path, default=REPO / "src", help="source tree to run (its src/ folder)")
     parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("STENOD_TEST_CACHE_DIR", "~/.cache/stenod")).expanduser())
     parser.add_argument("--bombs", type=int, default=2, help="silence bombs sent at once")
-    parser.add_argument("--only", default="bomb,names,drain,oversize,idle", help="comma-separated figures")
+    parser.add_argument("--only", default="bomb,names,drain,oversize,oversize_plain,idle", help="comma-separated figures")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
     figures: dict[str, object] = {}
@@ -244,6 +300,7 @@ def main() -> None:
             "names": lambda: model_names(args.src, tmp, args.cache_dir),
             "drain": lambda: drain(args.src, tmp, args.cache_dir),
             "oversize": lambda: oversize(args.src, tmp, args.cache_dir),
+            "oversize_plain": lambda: oversize_plain(args.src, tmp, args.cache_dir),
             "idle": lambda: idle_connections(args.src, tmp, args.cache_dir, 400),
         }
         for name in args.only.split(","):

@@ -122,11 +122,12 @@ def _wait_port(proc: ManagedProcess, what: str) -> ManagedProcess:
     raise RuntimeError(f"{what} did not listen on {proc.port} in {STARTUP_TIMEOUT_S}s:\n{proc.log()}")
 
 
-def start_moto(tmp_path: Path) -> ManagedProcess:
-    """moto's S3-compatible server as a real process on a loopback port."""
-    port = free_port()
+def start_moto(tmp_path: Path, port: int | None = None) -> ManagedProcess:
+    """moto's S3-compatible server as a real process on a loopback port (``port``: restart one
+    there; it starts empty, moto keeps nothing on disk)."""
+    port = port or free_port()
     log_path = tmp_path / f"moto-{port}.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

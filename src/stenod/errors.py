@@ -22,6 +22,7 @@ StenodError
 ├── DeadlineExceededError (408)
 ├── ClientDisconnectedError (499)
 ├── ServiceUnavailableError (503)  loading, draining
+│   └── StorageUnavailableError (503)  the blob store (S3) cannot be reached; retry later
 ├── AuthenticationError (401)
 └── PermissionDeniedError (403)    a valid key without the right (admin routes)
 """
@@ -138,6 +139,13 @@ class ServiceUnavailableError(StenodError):
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class StorageUnavailableError(ServiceUnavailableError):
+    """A transient blob store failure (connection refused or timed out, a 5xx, throttling):
+    the API answers 503 with Retry-After, workers hand the job back and retry."""
+
+    code = "storage_unavailable"
 
 
 class AuthenticationError(StenodError):

@@ -120,7 +120,11 @@ class ServerSettings(BaseModel):
     """Longest pause while a request body arrives, else 408 and close."""
     memory_budget_mb: float = Field(default=0.0, ge=0)
     """Memory that transcription requests may reserve together (estimated per request from its
-    duration, at most one chunk); a request past it gets 429 + Retry-After. 0 = no budget."""
+    duration, at most one chunk). A request that does not fit waits, first come first served and
+    holding no slot, until memory is given back; one larger than the whole budget, or still waiting
+    after ``memory_wait_s``, gets 429 + Retry-After. 0 = no budget."""
+    memory_wait_s: float = Field(default=60.0, ge=0)
+    """Longest wait for the memory budget (at most ``queue_size`` requests wait at once)."""
     max_connections: int = Field(default=1000, ge=1)
     """Open connections at most; one more gets 503 and is closed (keep it under the descriptor limit)."""
     max_connections_per_client: int = Field(default=64, ge=1)
@@ -139,8 +143,10 @@ class ServerSettings(BaseModel):
     key_store: bool = False
     """Also accept keys made with ``stenod keys`` (stored hashed in the jobs database, with per-key
     limits); authentication is then required."""
-    key_cache_s: float = Field(default=10.0, ge=0)
-    """How long a key lookup is cached: a revoked key stops working within this time."""
+    key_cache_s: float = Field(default=0.0, ge=0)
+    """0: every request looks its key up in the database (one indexed query), so a revoked or
+    expired key is refused at once on every server. Above 0, a valid key is remembered this long:
+    a revoked key keeps working up to this many seconds on each server that saw it."""
     rate_limit_storage_url: str = ""
     """Where per-key limit counters live: empty = this process; ``redis://host:6379/0`` shares
     them between API servers."""
@@ -237,6 +243,10 @@ class JobsSettings(BaseModel):
     lease_s: float = Field(default=60.0, ge=5)
     """A running job's lease: workers renew it every third of this; a job whose lease ran out
     (its worker died) is given to another worker."""
+    shutdown_timeout_s: float = Field(default=120.0, gt=0)
+    """``stenod worker`` on SIGTERM: how long a running job has to reach its next window and go
+    back to the queue before the worker process exits anyway (the job is then run again once its
+    lease runs out, counting an attempt)."""
     visibility_timeout_s: float = Field(default=6 * 3600, gt=0)
     """Redis broker: seconds before an unacknowledged message is delivered again. Must exceed the
     longest job (4 h of audio by default); RabbitMQ redelivers on disconnect instead."""

@@ -200,3 +200,30 @@ def test_a_worker_process_that_dies_on_a_file_fails_that_file_only(tmp_path: Pat
     assert status == {"a_long.wav": "failed", "b.flac": "ok", "c.flac": "ok"}, stdout
     assert sorted(p.name for p in out.glob("*.txt")) == ["b.txt", "c.txt"]
     assert _leftovers(out) == []
+
+
+def test_subtitle_and_word_flags_shape_every_output(tmp_path: Path, cache_dir: Path) -> None:
+    """The same subtitle controls as ``stenod transcribe``: one-word cues need word times, which the
+    batch asks the engine for, and verbose_json carries the words when --word-timestamps is given."""
+    src = make_good_dir(tmp_path / "in", {"2.wav": MISC / "sense_and_sensibility_01_austen_64kb-0880.wav"})
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["batch", str(src), "-o", str(out), "-m", "tiny.en", "--batch-size", "2",
+                                      "--formats", "srt,verbose_json,txt", "--max-len", "1", "--word-timestamps"],
+                                env={"STENOD_MODEL__CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"})
+    assert result.exit_code == 0, result.output
+    cues = [b.splitlines()[2] for b in (out / "2.srt").read_text().strip().split("\n\n")]
+    assert len(cues) >= 5 and all(len(c.split()) == 1 for c in cues), cues
+    words = [w["word"].strip() for w in json.loads((out / "2.verbose.json").read_text())["words"]]
+    assert words == cues
+    assert "He was not" in (out / "2.txt").read_text()
+
+
+def test_subtitle_flags_warn_when_no_subtitle_format_is_written(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    result = CliRunner().invoke(app, ["batch", str(tmp_path / "src"), "-o", str(tmp_path / "out"),
+                                      "--formats", "txt", "--max-line-width", "40"])
+    assert result.exit_code == 0, result.output
+    assert "--max-line-width only shape srt, vtt and tsv cues; no effect on txt" in result.output
+    bad = CliRunner().invoke(app, ["batch", str(tmp_path / "src"), "-o", str(tmp_path / "out"),
+                                   "--max-line-count", "2"])
+    assert bad.exit_code == 2 and "--max-line-count needs --max-line-width" in bad.output

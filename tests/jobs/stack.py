@@ -20,6 +20,7 @@ import httpx
 from tests.api.conftest import ServerProcess, start_server
 from tests.conftest import CORPUS, JFK
 from tests.services import (
+    ManagedProcess,
     amqp_url,
     create_bucket,
     postgres_database,
@@ -77,6 +78,7 @@ class JobStack:
     s3_endpoint: str | None = None
     bucket: str | None = None
     database_url: str | None = None
+    moto: ManagedProcess | None = None
     server_args: tuple[str, ...] = ("--model", "tiny.en", "--slots", "2")
 
     @property
@@ -97,7 +99,7 @@ class JobStack:
         self.start_server()
 
     def start_worker(self, *, concurrency: int = 1) -> WorkerProcess:
-        index = len(self.workers)
+        index = len(list(self.tmp.glob("worker-*.log")))  # a replaced worker keeps its predecessor's log
         log_path = self.tmp / f"worker-{index}.log"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "STENOD_MODEL__CACHE_DIR": str(self.cache_dir), **self.env}
         with log_path.open("wb") as log:
@@ -204,9 +206,9 @@ def job_stack(mode: str, tmp: Path, cache_dir: Path, *, workers: int = 1, redis:
             env["STENOD_JOBS__DATABASE_URL"] = js.database_url
             env["STENOD_JOBS__QUEUE_NAME"] = unique("stenod.test")
             if mode == "celery-redis":
-                moto = start_moto(tmp)
-                stack.callback(moto.stop)
-                js.s3_endpoint = f"http://127.0.0.1:{moto.port}"
+                js.moto = start_moto(tmp)
+                stack.callback(lambda: js.moto.stop() if js.moto is not None else None)
+                js.s3_endpoint = f"http://127.0.0.1:{js.moto.port}"
                 js.bucket = unique("stenod-test").replace("_", "-")
                 create_bucket(js.s3_endpoint, js.bucket)
                 env.update(s3_env())

@@ -3,27 +3,36 @@ transcription that reads like one, and the silence bomb of issue 16 against a re
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import av
 import httpx
 import numpy as np
 import pytest
 
+from stenod.api import create_app
 from stenod.audio.chunking import quiet_chunks
 from stenod.audio.decode import SAMPLE_RATE, AudioStream, decode_audio
 from stenod.engines.base import TranscriptionOptions
+from stenod.errors import QueueFullError, ServiceUnavailableError
+from stenod.models import ResolvedModel
+from stenod.scheduler.memory import MemoryBudget, request_memory_bytes
 from stenod.service.long_audio import transcribe_stream
 from stenod.service.transcription import transcribe_source
 from stenod.transcript import Segment, Transcript
 from tests.api.conftest import ServerProcess, start_server
-from tests.conftest import CORPUS, JFK, JFK_TEXT, corpus_set
+from tests.api.fakes import WAIT_S, FakeEngine, FakeEngines, fake_settings, fake_text, served
+from tests.api.test_scheduling import wait_until
+from tests.conftest import JFK, JFK_TEXT, corpus_set
 from tests.media import write_wav
-from tests.security.inprocess import make_app, upload
+from tests.security.inprocess import assert_error, make_app, upload
 from tests.wer_utils import normalize, wer
 
 MIB = 1024 * 1024
@@ -227,28 +236,146 @@ def test_silence_bomb_keeps_peak_memory_bounded(tmp_path: Path, cache_dir: Path,
 
 # -- global memory budget ---------------------------------------------------------------------------
 
-def test_memory_budget_refuses_what_would_exceed_it(cache_dir: Path) -> None:
-    from stenod.errors import QueueFullError
-    from stenod.scheduler.memory import MemoryBudget, request_memory_bytes
+async def _until(predicate: Callable[[], bool], what: str) -> None:
+    """Let the event loop run until ``predicate`` holds (grants are woken through the loop)."""
+    for _ in range(10_000):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never happened: {what}")
 
-    budget = MemoryBudget(80 * MIB)
-    one = request_memory_bytes(60, chunk_s=300)
+
+async def _hold(budget: MemoryBudget, nbytes: int, name: str, admitted: list[str], release: asyncio.Event) -> None:
+    async with budget.reserve(nbytes):
+        admitted.append(name)
+        await release.wait()
+
+
+def test_memory_budget_queues_fifo_and_refuses_only_what_cannot_fit() -> None:
     assert request_memory_bytes(4 * 3600, chunk_s=300) == request_memory_bytes(None, chunk_s=300)  # streamed: capped
-    with budget.reserve(one):
-        with pytest.raises(QueueFullError) as refused:
-            with budget.reserve(one):
-                pass
-        assert refused.value.retry_after_s >= 1 and "budget" in refused.value.message
-    with budget.reserve(one):  # released again
-        assert budget.reserved_bytes == one
 
-    app = make_app(cache_dir, server={"memory_budget_mb": 40})
-    small = upload(app, JFK.read_bytes(), filename="jfk.flac", model="whisper-1")
-    assert small.status_code == 200, small.text
-    medium = CORPUS / "longform-en" / "audio" / "earnings22_1_4482311_3_62.wav"
-    big = upload(app, medium.read_bytes(), filename=medium.name, model="whisper-1")
-    assert big.status_code == 429 and big.json()["error"]["code"] == "queue_full", big.text
-    assert int(big.headers["Retry-After"]) >= 1 and "memory budget" in big.json()["error"]["message"]
+    async def scenario() -> None:
+        budget = MemoryBudget(100, max_waiting=2, wait_s=60)
+        admitted: list[str] = []
+        releases = {name: asyncio.Event() for name in "ABC"}
+        tasks = [asyncio.create_task(_hold(budget, 60, "A", admitted, releases["A"]))]
+        await _until(lambda: admitted == ["A"], "A admitted")
+        tasks.append(asyncio.create_task(_hold(budget, 80, "B", admitted, releases["B"])))
+        await _until(lambda: budget.waiting == 1, "B waiting")
+        # C would fit beside A (90 of 100) but waits behind B: a big request is not starved.
+        tasks.append(asyncio.create_task(_hold(budget, 30, "C", admitted, releases["C"])))
+        await _until(lambda: budget.waiting == 2, "C waiting")
+        with pytest.raises(QueueFullError, match="2 requests waiting"):  # max_waiting: refused at once
+            async with budget.reserve(10):
+                pass
+        with pytest.raises(QueueFullError, match="whole memory budget") as never:  # can never fit: at once
+            async with budget.reserve(101):
+                pass
+        assert never.value.retry_after_s >= 1 and admitted == ["A"]
+        releases["A"].set()
+        await _until(lambda: admitted == ["A", "B"], "B admitted once A gave its memory back")
+        assert budget.waiting == 1 and budget.reserved_bytes == 80  # C (30) does not fit beside B (80)
+        releases["B"].set()
+        await _until(lambda: admitted == ["A", "B", "C"], "C admitted")
+        releases["C"].set()
+        await asyncio.gather(*tasks)
+        assert budget.reserved_bytes == 0 and budget.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_memory_wait_times_out_is_cancellable_and_drains_with_503() -> None:
+    async def scenario() -> None:
+        admitted: list[str] = []
+        release = asyncio.Event()
+        impatient = MemoryBudget(100, wait_s=0)
+        holder = asyncio.create_task(_hold(impatient, 60, "A", admitted, release))
+        await _until(lambda: admitted == ["A"], "A admitted")
+        with pytest.raises(QueueFullError, match="waited") as late:
+            async with impatient.reserve(60):
+                pass
+        assert late.value.retry_after_s >= 1 and impatient.waiting == 0
+
+        budget = MemoryBudget(100, wait_s=60)
+        holder2 = asyncio.create_task(_hold(budget, 60, "B", admitted, release))
+        await _until(lambda: "B" in admitted, "B admitted")
+        gone = asyncio.create_task(_hold(budget, 60, "gone", admitted, release))
+        await _until(lambda: budget.waiting == 1, "a waiter")
+        gone.cancel()  # the client hung up while waiting: it leaves the queue
+        await asyncio.gather(gone, return_exceptions=True)
+        assert budget.waiting == 0 and budget.reserved_bytes == 60
+        waiting = asyncio.create_task(_hold(budget, 60, "drained", admitted, release))
+        await _until(lambda: budget.waiting == 1, "a waiter")
+        budget.drain()  # SIGTERM: a request waiting for memory is queued, so 503 at once
+        with pytest.raises(ServiceUnavailableError):
+            await waiting
+        with pytest.raises(ServiceUnavailableError):
+            async with budget.reserve(1):
+                pass
+        release.set()
+        await asyncio.gather(holder, holder2)
+        assert "gone" not in admitted and "drained" not in admitted
+        assert impatient.reserved_bytes == budget.reserved_bytes == 0
+
+    asyncio.run(scenario())
+
+
+def test_memory_budget_over_http_queues_the_second_and_refuses_the_impossible(cache_dir: Path, tmp_path: Path) -> None:
+    """Real HTTP (uvicorn in this process, engine paused by the test): a 50 MB budget holds one
+    11 s request (~35 MB estimated), not two. The second waits with a slot free and starts only
+    after the first finished; both get 200. A 100 s upload (~57 MB) can never fit: 429 at once."""
+    engines = StartRecordingEngines()
+    settings = fake_settings(cache_dir, tmp_path, server={"slots": 2, "queue_size": 4, "memory_budget_mb": 50})
+    app = create_app(settings, engine_factory=engines)
+    huge = write_wav(tmp_path / "long.wav", np.zeros(100 * SAMPLE_RATE, dtype=np.float32))
+    with served(app) as srv, concurrent.futures.ThreadPoolExecutor(2) as pool:
+        url = f"{srv.url}/v1/audio/transcriptions"
+        engines.hold.set()
+        first = pool.submit(httpx.post, url, timeout=WAIT_S, **jfk_upload(prompt="first"))
+        engines.wait_first_segment()
+        second = pool.submit(httpx.post, url, timeout=WAIT_S, **jfk_upload(prompt="second"))
+        wait_until(lambda: httpx.get(f"{srv.url}/health").json()["memory_waiting"] == 1, "the second to wait")
+        health = httpx.get(f"{srv.url}/health").json()
+        refused = httpx.post(url, timeout=WAIT_S, files={"file": ("long.wav", huge.read_bytes())},
+                             data={"model": "whisper-1"})
+        assert not first.done() and not second.done()  # refused while both still wait: at once
+        engines.release()
+        responses = [first.result(), second.result()]
+    assert health["running"] == 1 and health["slots"] == 2  # waiting for memory, not for a slot
+    assert health["memory_reserved_bytes"] <= health["memory_budget_bytes"] == 50 * MIB
+    for response in responses:
+        assert response.status_code == 200, response.text
+        assert response.json()["text"] == fake_text(11.0)
+    firsts = [n for prompt, n in engines.started if prompt == "first"]
+    seconds = [n for prompt, n in engines.started if prompt == "second"]
+    assert firsts and seconds and min(seconds) >= len(firsts)  # every call of the first had finished
+    error = assert_error(refused, 429, "queue_full")
+    assert "whole memory budget" in error["message"] and int(refused.headers["Retry-After"]) >= 1
+
+
+class StartRecordingEngines(FakeEngines):
+    """The fake engines, remembering for each engine call its prompt and how many calls had
+    finished when it started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[tuple[str | None, int]] = []
+
+    def __call__(self, model: ResolvedModel) -> FakeEngine:
+        control = self
+        engine = super().__call__(model)
+        transcribe = engine.transcribe
+
+        def recording(audio: np.ndarray, options: TranscriptionOptions, **kwargs: Any) -> Transcript:
+            control.started.append((options.initial_prompt, control.completed))
+            return transcribe(audio, options, **kwargs)
+
+        engine.transcribe = recording  # type: ignore[method-assign]
+        return engine
+
+
+def jfk_upload(**data: str) -> dict[str, Any]:
+    return {"files": {"file": ("jfk.flac", JFK.read_bytes())}, "data": {"model": "whisper-1", **data}}
 
 
 def test_vad_is_decided_from_the_whole_file_not_the_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,15 +1,17 @@
 """Fuzzing: hypothesis on the decode path (mutated WAV/FLAC/Ogg files and random bytes must decode
 or raise one of stenod's own errors, never anything else), schemathesis against the OpenAPI
 schema (no input gives a 5xx), and the hostile-upload set of issue 16 against a real server: a
-200 requests by default, the full 1,000+ under ``-m slow``."""
+200 requests by default, the full 1,000+ under ``-m slow`` (the hypothesis tests likewise run a
+quarter of their examples by default and all of them under ``-m slow``)."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import io
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import httpx
@@ -69,10 +71,16 @@ mutation = st.lists(st.tuples(st.integers(min_value=0, max_value=2**20), st.inte
                     min_size=1, max_size=12)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(index=st.integers(min_value=0, max_value=3), edits=mutation, cut=st.one_of(st.none(), st.integers(0, 2**20)))
-def test_mutated_audio_decodes_or_fails_cleanly(seeds: list[bytes], index: int, edits: list[tuple[int, int]],
-                                                cut: int | None) -> None:
+def default_and_slow(body: Callable[..., None], strategies: dict[str, st.SearchStrategy[Any]], examples: int,
+                     slow_examples: int, **kwargs: Any) -> tuple[Callable[..., None], Callable[..., None]]:
+    """``body`` as two hypothesis tests with the same strategies and checks: ``examples`` in the
+    default suite, the full ``slow_examples`` in a copy marked slow."""
+    fast = settings(max_examples=examples, deadline=None, **kwargs)(given(**strategies)(body))
+    full = settings(max_examples=slow_examples, deadline=None, **kwargs)(given(**strategies)(body))
+    return fast, pytest.mark.slow(full)
+
+
+def _mutated_audio(seeds: list[bytes], index: int, edits: list[tuple[int, int]], cut: int | None) -> None:
     data = bytearray(seeds[index])
     for position, value in edits:
         data[position % len(data)] = value
@@ -81,22 +89,37 @@ def test_mutated_audio_decodes_or_fails_cleanly(seeds: list[bytes], index: int, 
     _decode_or_stenod_error(bytes(data))
 
 
-@settings(max_examples=100, deadline=None)
-@given(data=st.binary(max_size=4096), header=st.sampled_from([b"", b"RIFF\xff\xff\xff\xffWAVEfmt ", b"fLaC", b"OggS",
-                                                             b"ID3\x04", b"\x1aE\xdf\xa3", b"\x00\x00\x00\x20ftypM4A "]))
-def test_random_bytes_behind_real_magic_numbers(data: bytes, header: bytes) -> None:
+test_mutated_audio_decodes_or_fails_cleanly, test_mutated_audio_full_run = default_and_slow(
+    _mutated_audio,
+    {"index": st.integers(min_value=0, max_value=3), "edits": mutation, "cut": st.one_of(st.none(), st.integers(0, 2**20))},
+    25, 100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _random_bytes(data: bytes, header: bytes) -> None:
     _decode_or_stenod_error(header + data)
 
 
-@settings(max_examples=60, deadline=None)
-@given(seconds=st.floats(min_value=0.01, max_value=12), chunk_s=st.floats(min_value=1, max_value=5),
-       block=st.integers(min_value=1, max_value=9000))
-def test_streamed_chunks_always_join_to_the_whole(seconds: float, chunk_s: float, block: int) -> None:
+test_random_bytes_behind_real_magic_numbers, test_random_bytes_full_run = default_and_slow(
+    _random_bytes,
+    {"data": st.binary(max_size=4096),
+     "header": st.sampled_from([b"", b"RIFF\xff\xff\xff\xffWAVEfmt ", b"fLaC", b"OggS", b"ID3\x04", b"\x1aE\xdf\xa3",
+                                b"\x00\x00\x00\x20ftypM4A "])},
+    25, 100)
+
+
+def _streamed_chunks_join(seconds: float, chunk_s: float, block: int) -> None:
     signal = np.random.default_rng(3).standard_normal(max(1, int(seconds * 16_000))).astype(np.float32)
     blocks = [signal[None, i : i + block] for i in range(0, len(signal), block)]
     chunks = list(quiet_chunks(blocks, chunk_s=chunk_s, search_s=chunk_s / 3))
     assert np.array_equal(np.concatenate([c.pcm for c in chunks], axis=-1)[0], signal)
     assert all(c.pcm.shape[-1] <= int(chunk_s * 16_000) for c in chunks[:-1]) and chunks[-1].last
+
+
+test_streamed_chunks_always_join_to_the_whole, test_streamed_chunks_full_run = default_and_slow(
+    _streamed_chunks_join,
+    {"seconds": st.floats(min_value=0.01, max_value=12), "chunk_s": st.floats(min_value=1, max_value=5),
+     "block": st.integers(min_value=1, max_value=9000)},
+    15, 60)
 
 
 def test_stream_and_whole_decode_agree(seeds: list[bytes]) -> None:

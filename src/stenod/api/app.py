@@ -52,7 +52,8 @@ def build_state(settings: Settings, *, engine_factory: EngineFactory | None = No
         manager=manager, scheduler=scheduler, metrics=metrics,
         max_duration_s=settings.audio.max_duration_s, request_timeout_s=settings.server.request_timeout_s,
         print_progress=settings.server.print_progress, chunk_s=settings.audio.chunk_s,
-        memory=MemoryBudget(int(settings.server.memory_budget_mb * 1024 * 1024)),
+        memory=MemoryBudget(int(settings.server.memory_budget_mb * 1024 * 1024), max_waiting=settings.server.queue_size,
+                            wait_s=settings.server.memory_wait_s),
     )
     logger.info("inference plan: %d slots x %d threads", plan.concurrency, plan.threads)
     return AppState(settings=settings, manager=manager, scheduler=scheduler, metrics=metrics, service=service,
@@ -110,6 +111,7 @@ def begin_drain(state: AppState) -> None:
     transcription requests get 503 + Retry-After at once, running ones get ``drain_timeout_s``."""
     state.draining = True
     state.scheduler.drain(timeout_s=state.settings.server.drain_timeout_s)
+    state.service.memory.drain()  # requests waiting for memory are queued too: 503 at once
     workers = state.jobs.workers if state.jobs is not None else None
     if workers is not None:
         # Jobs are durable: hand running ones back to the queue now (they stop at the next window)

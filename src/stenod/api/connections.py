@@ -13,9 +13,11 @@ uvicorn does not have (issue 16).
 - **Lingering close.** When a response is complete while the client is still sending the request
   body (a 413 for an upload over the limit, a 401 before the body is read), closing the socket at
   once makes the kernel send a reset, and about 1 in 5 clients saw "connection reset" instead of
-  the 413. Here the write side is closed first and input is read and discarded for up to
-  ``LINGER_S`` / ``LINGER_MAX_BYTES`` (as nginx's ``lingering_close`` does), so the client finishes
-  sending and reads the answer.
+  the 413. Here the write side is closed first and input is read and discarded (as nginx's
+  ``lingering_close`` does) while it keeps coming, at most ``LINGER_IDLE_S`` apart, for up to
+  ``LINGER_S`` / ``LINGER_MAX_BYTES`` in all, so the client finishes sending and reads the answer.
+  uvicorn's keep-alive timer (5 s) is disarmed while lingering: it used to cut the linger short, so a
+  client still sending after 5 s (20 MB at 4 MB/s) got a reset.
 
 Every refusal is logged (warning, with the client address), at most once per reason every
 ``LOG_INTERVAL_S`` seconds with a count of the ones in between, so an attack cannot flood the logs.
@@ -37,8 +39,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 logger = logging.getLogger(__name__)
 
-LINGER_S = 10.0
+LINGER_S = 30.0
 """Longest time input is read and discarded after a response sent before the body was read."""
+LINGER_IDLE_S = 5.0
+"""While lingering, a pause in the client's input longer than this ends the linger (nginx's
+``lingering_timeout``): a client that stopped sending reads the answer, it needs no more time."""
 LINGER_MAX_BYTES = 256 * 1024 * 1024
 """Most bytes discarded while lingering; past this the connection is closed (the client may then
 see a reset, but it has sent 256 MB past a refusal)."""
@@ -127,6 +132,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = False
         self._linger_bytes = 0
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_deadline = 0.0
+        self._linger_last_input = 0.0
         self._refused = False
 
     # -- connection caps ------------------------------------------------------------------------
@@ -247,6 +254,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._body_timer.cancel()
             self._body_timer = None
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._lingering and self.timeout_keep_alive_task is not None:
+            # uvicorn arms its keep-alive timer here (the transport is half-closed, not closing);
+            # it would close the socket under a client still sending, so the linger owns the close.
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+
     def send_400_response(self, msg: str) -> None:
         # Malformed HTTP gets the API's error shape too, not uvicorn's plain text.
         self.transport.write(_error_response(400, "Bad Request", msg, "invalid_http"))
@@ -272,10 +287,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         except (OSError, RuntimeError):
             self.transport.close()
             return
-        self._linger_timer = self.loop.call_later(linger_s, self.transport.close)
+        # Reading may be paused (the app stopped reading the body): the client must be able to
+        # finish sending, so discard at full speed.
+        if self.flow is not None:
+            self.flow.resume_reading()
+        now = self.loop.time()
+        self._linger_deadline = now + linger_s
+        self._linger_last_input = now
+        self._linger_timer = self.loop.call_later(min(linger_s, LINGER_IDLE_S), self._linger_check)
+
+    def _linger_check(self) -> None:
+        """Close once the client's input has paused for ``LINGER_IDLE_S`` or the linger is over."""
+        now = self.loop.time()
+        idle_until = self._linger_last_input + LINGER_IDLE_S
+        if now >= self._linger_deadline or now >= idle_until:
+            self._linger_timer = None
+            self.transport.close()
+            return
+        self._linger_timer = self.loop.call_at(min(idle_until, self._linger_deadline), self._linger_check)
 
     def _discard(self, n: int) -> None:
         self._linger_bytes += n
+        self._linger_last_input = self.loop.time()
         if self._linger_bytes > LINGER_MAX_BYTES:
             self.transport.close()
 

@@ -48,6 +48,8 @@ class ServerOptions:
     max_backoff_s: float = 60.0
     timeout_s: float = 900.0
     api_key: str | None = None
+    word_timestamps: bool = False
+    """Ask for word times too (word-level subtitle cues, words in verbose_json)."""
 
 
 def normalize_base_url(url: str) -> str:
@@ -123,8 +125,9 @@ class ServerClient:
         """POST ``path`` with bounded retries; every failure is returned as a value."""
         opts = self.options
         endpoint = "/v1/audio/translations" if opts.task == "translate" else "/v1/audio/transcriptions"
+        granularities = ["segment", "word"] if opts.word_timestamps else ["segment"]
         data: dict[str, Any] = {"model": opts.model, "response_format": "verbose_json",
-                                "timestamp_granularities[]": "segment"}
+                                "timestamp_granularities[]": granularities}
         if opts.language and opts.task != "translate":
             data["language"] = opts.language
         reason = ""

@@ -13,7 +13,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 from stenod.batch.discovery import SourceFile
-from stenod.formats import FORMAT_EXTENSIONS, ResponseFormat, render
+from stenod.formats import (
+    DEFAULT_SUBTITLES,
+    FORMAT_EXTENSIONS,
+    ResponseFormat,
+    SubtitleOptions,
+    TimestampGranularity,
+    render,
+)
 from stenod.storage.atomic import write_atomic
 from stenod.transcript import Transcript
 
@@ -43,12 +50,16 @@ def outputs_complete(paths: Iterable[Path]) -> bool:
     return all(p.is_file() for p in paths)
 
 
-def write_outputs(transcript: Transcript, paths: dict[ResponseFormat, Path]) -> None:
-    """Render and write every format atomically (temp file, fsync, rename).
+def write_outputs(
+    transcript: Transcript, paths: dict[ResponseFormat, Path], *,
+    subtitles: SubtitleOptions = DEFAULT_SUBTITLES, granularities: Sequence[TimestampGranularity] = ("segment",),
+) -> None:
+    """Render and write every format atomically (temp file, fsync, rename); ``subtitles`` shapes
+    srt/vtt/tsv cues and ``granularities`` says whether verbose_json carries words.
 
     Raises:
         OSError: the output folder is not writable or the disk is full; files already renamed
             into place stay, the one being written is removed.
     """
     for fmt, path in paths.items():
-        write_atomic(path, render(transcript, fmt))
+        write_atomic(path, render(transcript, fmt, granularities=granularities, subtitles=subtitles))

@@ -41,7 +41,7 @@ from stenod.batch.outputs import (
 )
 from stenod.batch.runner import Runner, WorkOutcome
 from stenod.batch.summary import BatchSummary, FileEntry, summarize, write_summary
-from stenod.formats import ResponseFormat
+from stenod.formats import DEFAULT_SUBTITLES, ResponseFormat, SubtitleOptions, TimestampGranularity
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,10 @@ class BatchPlan:
     pending: tuple[SourceFile, ...]
     kept: dict[str, FileResult]
     """Results from earlier runs that stand: done files, and failed ones without --retry-failed."""
+    subtitles: SubtitleOptions = DEFAULT_SUBTITLES
+    """How srt/vtt/tsv cues are cut and wrapped."""
+    granularities: tuple[TimestampGranularity, ...] = ("segment",)
+    """``("segment", "word")`` puts word times into verbose_json."""
 
     def outputs_for(self, source: SourceFile) -> dict[ResponseFormat, Path]:
         return output_paths(self.output_dir, self.stems[source.rel_path], self.formats)
@@ -72,7 +76,8 @@ class BatchPlan:
 
 def plan_batch(
     sources: Sequence[SourceFile], manifest: Manifest, *, input_dir: Path, output_dir: Path,
-    formats: Sequence[ResponseFormat], retry_failed: bool,
+    formats: Sequence[ResponseFormat], retry_failed: bool, subtitles: SubtitleOptions = DEFAULT_SUBTITLES,
+    granularities: Sequence[TimestampGranularity] = ("segment",),
 ) -> BatchPlan:
     """Split ``sources`` into kept results and pending work.
 
@@ -95,7 +100,8 @@ def plan_batch(
                 continue
         pending.append(source)
     return BatchPlan(input_dir=input_dir, output_dir=output_dir, formats=tuple(formats), sources=tuple(sources),
-                     stems=stems, pending=tuple(pending), kept=kept)
+                     stems=stems, pending=tuple(pending), kept=kept, subtitles=subtitles,
+                     granularities=tuple(granularities))
 
 
 class StopControl:
@@ -159,7 +165,8 @@ class _Recorder:
         if outcome.transcript is not None and outcome.error is None:
             paths = self.plan.outputs_for(source)
             try:
-                write_outputs(outcome.transcript, paths)
+                write_outputs(outcome.transcript, paths, subtitles=self.plan.subtitles,
+                              granularities=self.plan.granularities)
             except OSError as exc:
                 result = FileResult.failed(source, f"could not write outputs: {exc}",
                                            duration_s=outcome.duration_s, processing_s=outcome.processing_s)

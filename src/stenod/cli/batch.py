@@ -36,12 +36,12 @@ from stenod.batch import (
     run_batch,
     summary_table,
 )
-from stenod.cli.checks import threads_warning
+from stenod.cli.checks import SUBTITLE_FORMATS, no_effect_warnings, threads_warning
 from stenod.cli.common import ConfigOption, build_settings, configure_cli_logging, fail, stderr, warn
 from stenod.cli.transcribe import language_code_or_fail, parse_formats
 from stenod.engines import TranscriptionOptions, cpu_count
 from stenod.errors import ModelNotFoundError, StenodError
-from stenod.formats import ResponseFormat
+from stenod.formats import ResponseFormat, SubtitleOptions
 from stenod.service import build_options
 from stenod.settings import Settings
 from stenod.transcript import Task
@@ -146,6 +146,7 @@ def _make_runner(
         concurrency=b.server_concurrency, retries=b.server_retries, backoff_s=b.server_backoff_s,
         max_backoff_s=b.server_max_backoff_s, timeout_s=b.server_timeout_s,
         api_key=b.server_api_key.get_secret_value() if b.server_api_key else None,
+        word_timestamps=options.word_timestamps,
     ))
     unreachable = client.check_reachable()
     if unreachable:
@@ -169,6 +170,11 @@ def batch_command(
     language: Annotated[str, typer.Option("--language", "-l", help="ISO-639-1 code, or auto to detect per file.")] = "auto",
     task: Annotated[Task, typer.Option("--task", help="transcribe, or translate to English.")] = Task.TRANSCRIBE,
     beam_size: Annotated[int | None, typer.Option("--beam-size", min=1, max=16, help="1 = greedy (default).")] = None,
+    max_line_width: Annotated[int | None, typer.Option("--max-line-width", min=1, help="Subtitles: wrap cue text at this many characters.", show_default=False)] = None,
+    max_line_count: Annotated[int | None, typer.Option("--max-line-count", min=1, help="Subtitles: at most this many lines per cue (needs --max-line-width).", show_default=False)] = None,
+    max_len: Annotated[int | None, typer.Option("--max-len", min=1, help="Subtitles: at most this many characters per cue; 1 = one word per cue.", show_default=False)] = None,
+    word_cues: Annotated[bool, typer.Option("--word-cues", help="Subtitles: one cue per word.")] = False,
+    word_timestamps: Annotated[bool, typer.Option("--word-timestamps", help="Word-level times (words in verbose_json; finer subtitle cuts).")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also redo files that failed in an earlier run.")] = False,
     server: Annotated[str | None, typer.Option("--server", help="Send files to a running stenod (OpenAI-compatible) server at this URL instead of local workers.")] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="With --server: requests in flight (default 2).")] = None,
@@ -196,8 +202,19 @@ def batch_command(
         fmt_list: list[ResponseFormat] = list(dict.fromkeys(parse_formats(settings.batch.formats)))
     except typer.BadParameter as exc:
         fail(str(exc), code=EXIT_USAGE)
+    try:
+        subtitles = SubtitleOptions(max_line_width=max_line_width, max_line_count=max_line_count,
+                                    max_cue_chars=max_len, word_cues=word_cues)
+    except ValueError:
+        fail("--max-line-count needs --max-line-width (lines are made by wrapping)", code=EXIT_USAGE)
+    for message in no_effect_warnings(fmt_list, word_timestamps=word_timestamps, subtitles=subtitles, vad=None,
+                                      vad_flags=(), no_timestamps=False, detect_language=False, decoding_flags=()):
+        warn(message)
+    # Word-level cues need word times from the engine; so does verbose_json when asked for words.
+    wants_words = word_timestamps or (subtitles.splits_segments and bool(set(fmt_list) & SUBTITLE_FORMATS))
     lang = language_code_or_fail(language)
-    options = build_options(settings.model, language=lang, task=task, batch_size=settings.batch.batch_size)
+    options = build_options(settings.model, language=lang, task=task, batch_size=settings.batch.batch_size,
+                            word_timestamps=wants_words)
 
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +224,8 @@ def batch_command(
         sources = discover_audio(input_dir, recursive=recursive, exclude=output_dir)
         manifest = Manifest(manifest_path(output_dir))
         plan = plan_batch(sources, manifest, input_dir=input_dir.resolve(), output_dir=output_dir,
-                          formats=fmt_list, retry_failed=retry_failed)
+                          formats=fmt_list, retry_failed=retry_failed, subtitles=subtitles,
+                          granularities=("segment", "word") if word_timestamps else ("segment",))
         if not sources:
             stderr.print(f"stenod batch: no recordings found in {input_dir}"
                          + ("" if recursive else " (use --recursive for sub-folders)"), highlight=False)

@@ -120,7 +120,8 @@ def revoke_command(
     key: Annotated[str, typer.Argument(help="Key id (key_...) or name.")],
     config: Annotated[Path | None, ConfigOption] = None,
 ) -> None:
-    """Revoke a key: servers refuse it within ``[server] key_cache_s`` seconds."""
+    """Revoke a key: every server refuses it from its next request (within ``[server] key_cache_s``
+    seconds when that cache is on)."""
     store = open_key_store(build_settings(config))
     try:
         record = store.revoke(key)

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 
 from stenod.api import AppState, ConnectionLimits, LimitedHttpToolsProtocol, begin_drain, create_app
 from stenod.cli.checks import threads_warning
@@ -111,6 +112,23 @@ class _DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+    """uvicorn's configuration for ``app``: stenod's HTTP protocol with the connection limits of
+    ``settings`` (timeouts, caps, lingering close), each refusal counted in the app's metrics."""
+    server = settings.server
+    state: AppState = app.state.stenod
+    limits = ConnectionLimits(
+        header_timeout_s=server.header_timeout_s, body_idle_timeout_s=server.body_idle_timeout_s,
+        max_connections=server.max_connections, max_connections_per_client=server.max_connections_per_client,
+        on_refused=lambda reason: state.metrics.connections_refused.labels(reason).inc(),
+    )
+    return uvicorn.Config(
+        app, host=server.host, port=server.port, log_config=None, access_log=False,
+        http=functools.partial(LimitedHttpToolsProtocol, limits=limits),  # type: ignore[arg-type]
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
+
+
 def serve_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Default model (name, folder or ggml file).")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Bind address (default 127.0.0.1).")] = None,
@@ -151,17 +169,7 @@ def serve_command(
     app = create_app(settings)
     state = app.state.stenod
 
-    server = settings.server
-    limits = ConnectionLimits(
-        header_timeout_s=server.header_timeout_s, body_idle_timeout_s=server.body_idle_timeout_s,
-        max_connections=server.max_connections, max_connections_per_client=server.max_connections_per_client,
-        on_refused=lambda reason: state.metrics.connections_refused.labels(reason).inc(),
-    )
-    config_ = uvicorn.Config(
-        app, host=server.host, port=server.port, log_config=None, access_log=False,
-        http=functools.partial(LimitedHttpToolsProtocol, limits=limits),  # type: ignore[arg-type]
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
-    )
+    config_ = uvicorn_config(app, settings)
 
     def on_ready(url: str) -> None:
         logger.info("ready on %s", url)

@@ -1,8 +1,9 @@
 """``stenod worker``: a Celery worker that runs queued jobs (``[jobs] broker_url`` must be set).
 
 Each of ``--concurrency`` processes loads the model once after the fork and runs one job at a
-time; SIGTERM lets running jobs finish (Celery warm shutdown), SIGKILL loses nothing (the job is
-delivered again). See docs/SCALING.md.
+time; SIGTERM hands running jobs back to the queue (they stop at the next window and another
+worker takes them at once; see ``jobs/worker.py``), SIGKILL loses nothing (the job is delivered
+again). See docs/SCALING.md.
 """
 
 from __future__ import annotations

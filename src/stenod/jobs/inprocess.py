@@ -28,6 +28,7 @@ IDLE_POLL_S = 1.0
 """How often an idle worker looks at the store (a publish wakes it at once)."""
 NO_DEADLINE_S = 10 * 365 * 24 * 3600.0
 BUSY_BACKOFF_S = 1.0
+MAX_ERROR_BACKOFF_S = 30.0
 
 
 class InProcessQueue:
@@ -83,15 +84,20 @@ class InProcessWorkers:
                 task.cancel()
 
     async def _loop(self, index: int) -> None:
+        failures = 0
         while not self._stopping:
             try:
                 ran = await self._run_next()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("job worker %d: error; retrying in %.0f s", index, BUSY_BACKOFF_S)
-                await asyncio.sleep(BUSY_BACKOFF_S)
+            except Exception as exc:
+                # A store outage (the job was handed back, or its lease runs out): back off, doubling.
+                failures += 1
+                delay = min(MAX_ERROR_BACKOFF_S, BUSY_BACKOFF_S * 2 ** (failures - 1))
+                logger.warning("job worker %d: %s: %s; retrying in %.0f s", index, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
                 continue
+            failures = 0
             if not ran and not self._stopping:
                 self._wake.clear()
                 try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stenod.engines.base import CancelledError
-from stenod.errors import StenodError
+from stenod.errors import StenodError, StorageUnavailableError
 from stenod.scheduler.model_manager import ModelManager
 from stenod.service.jobs import JobParams, transcript_to_json
 from stenod.service.transcription import transcribe_source
@@ -111,6 +111,30 @@ class JobRunner:
         self.worker_id = worker_id
         self.chunk_s = chunk_s
         self.on_final = on_final
+        self._stopping = threading.Event()
+        self._running: set[LeaseKeeper] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def active(self) -> int:
+        """Jobs this runner is running now."""
+        with self._lock:
+            return len(self._running)
+
+    def release_all(self) -> int:
+        """Warm shutdown: every job this runner is running stops at its next window and goes back
+        to the queue (no attempt counted); jobs not started yet are not claimed. Returns how many
+        running jobs were asked to stop. Safe to call from a signal handler's helper thread."""
+        with self._lock:
+            self._stopping.set()
+            keepers = list(self._running)
+        for keeper in keepers:
+            keeper.release()
+        return len(keepers)
 
     def claim(self, job_id: str) -> Claim:
         claim = self.store.claim(job_id, worker_id=self.worker_id, lease_s=self.jobs.lease_s,
@@ -126,12 +150,23 @@ class JobRunner:
         return LeaseKeeper(self.store, claim.job.id, claim.token, self.jobs.lease_s)
 
     def process(self, job_id: str) -> RunOutcome:
-        """Claim and run (Celery's path); returns what happened, ``held`` with a retry delay."""
+        """Claim and run (Celery's path); returns what happened, ``held`` with a retry delay, or
+        ``released`` when the worker is shutting down (the caller hands the message back)."""
+        if self.stopping:
+            return RunOutcome("released")
         claim = self.claim(job_id)
         if claim.outcome != "claimed":
             return RunOutcome(claim.outcome, retry_in_s=claim.retry_in_s)
         with self.keeper(claim) as keeper:
-            return self.execute(claim, keeper)
+            with self._lock:
+                self._running.add(keeper)
+                if self._stopping.is_set():  # shutdown began between the claim and now
+                    keeper.release()
+            try:
+                return self.execute(claim, keeper)
+            finally:
+                with self._lock:
+                    self._running.discard(keeper)
 
     def execute(self, claim: Claim, keeper: LeaseKeeper) -> RunOutcome:
         """Run a claimed job to a final state. Domain errors fail the job with their message;
@@ -148,6 +183,9 @@ class JobRunner:
             except FileNotFoundError:
                 return self._finish(job.id, token, "failed", message="the job's audio is gone (deleted or expired)",
                                     code="audio_missing")
+            except StorageUnavailableError:
+                self._hand_back_after_storage_error(job.id, token, "read its audio")
+                raise
             try:
                 name, engine = self.manager.acquire(params.model)
                 try:
@@ -171,7 +209,11 @@ class JobRunner:
             except StenodError as exc:
                 return self._finish(job.id, token, "failed", message=exc.message, code=exc.code or exc.error_type)
         result_key = f"results/{job.id}/{job.attempts}-{token[:12]}.json"
-        self.blobs.put_bytes(result_key, transcript_to_json(result.transcript, model=name))
+        try:
+            self.blobs.put_bytes(result_key, transcript_to_json(result.transcript, model=name))
+        except StorageUnavailableError:
+            self._hand_back_after_storage_error(job.id, token, "store its result")
+            raise
         if not self.store.complete(job.id, token, result_key=result_key, language=result.transcript.language,
                                    duration=result.audio_duration_s, retention_s=retention):
             # Another worker owns the job now (our lease ran out) or it was deleted: ours never counts.
@@ -182,6 +224,18 @@ class JobRunner:
                     result.audio_duration_s, name, result.processing_s, result.realtime_factor)
         self._notify(job.id)
         return RunOutcome("completed")
+
+    def _hand_back_after_storage_error(self, job_id: str, token: str, what: str) -> None:
+        """A blob store outage is not the job's fault: queue it again without counting the attempt
+        (the caller re-raises, and the worker retries with backoff). If the job store is down too,
+        the lease runs out instead and the next claim counts an attempt."""
+        try:
+            released = self.store.release(job_id, token)
+        except Exception as exc:
+            logger.warning("job %s: could not hand it back (%s); its lease will run out", job_id, type(exc).__name__)
+            return
+        if released:
+            logger.warning("job %s: the blob store is unavailable (could not %s); queued again, retrying", job_id, what)
 
     def _finish(self, job_id: str, token: str, status: str, *, message: str | None = None,
                 code: str | None = None) -> RunOutcome:

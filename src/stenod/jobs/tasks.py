@@ -11,15 +11,17 @@ import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import Celery, Task
+from celery.exceptions import Reject
 from sqlalchemy.exc import DBAPIError
 
+from stenod.errors import StorageUnavailableError
 from stenod.jobs import worker
 from stenod.jobs.app import DELIVER_WEBHOOK_TASK, RUN_JOB_TASK
 from stenod.jobs.webhooks import deliver_once
 
 logger = logging.getLogger(__name__)
 
-INFRA_ERRORS = (DBAPIError, BotoCoreError, ClientError, OSError)
+INFRA_ERRORS = (DBAPIError, BotoCoreError, ClientError, OSError, StorageUnavailableError)
 MAX_INFRA_BACKOFF_S = 30.0
 
 
@@ -35,12 +37,17 @@ def register_tasks(app: Celery) -> None:
         try:
             outcome = ctx.runner.process(job_id)
         except INFRA_ERRORS as exc:
-            logger.warning("job %s: store unavailable (%s); retrying", job_id, type(exc).__name__)
+            logger.warning("job %s: store unavailable (%s); retrying in %.0f s", job_id, type(exc).__name__,
+                           _backoff(self))
             raise self.retry(countdown=_backoff(self), exc=exc) from exc
         finally:
             ctx.running -= 1
         if outcome.outcome == "held":  # another worker's lease is live: look again when it runs out
             raise self.retry(countdown=outcome.retry_in_s + 1.0)
+        if outcome.outcome == "released":
+            # Warm shutdown: the job is queued again in the store; the message goes back to the
+            # broker at once, so another worker takes it without waiting for a visibility timeout.
+            raise Reject("worker shutting down; job handed back", requeue=True)
         return outcome.outcome
 
     @app.task(name=DELIVER_WEBHOOK_TASK, bind=True, acks_late=True, max_retries=None)

@@ -203,13 +203,21 @@ class JobService:
         return after
 
     def delete_or_raise(self, job_id: str, *, tenant_id: str) -> None:
-        """Delete the row, the audio and every result; a running worker loses its job (its
-        completion finds no row) and discards what it produced."""
+        """Delete the audio, every result and the row; a running worker loses its job (its
+        completion finds no row) and discards what it produced.
+
+        Raises:
+            StorageUnavailableError (503): the blob store is down; nothing was deleted from the store.
+        """
         job = self.get_or_raise(job_id, tenant_id=tenant_id)
         if job.status == "processing":
             self.store.request_cancel(job_id, tenant_id=tenant_id)
-        self.store.delete(job_id)
+        # Blobs first: with the blob store down this raises (503) and the job is still there to
+        # delete again, rather than gone with its audio left behind where nothing finds it.
         delete_job_blobs(self.blobs, job)
+        self.store.delete(job_id)
+        if job.status == "processing":  # its worker may have stored a result in between
+            delete_job_blobs(self.blobs, job)
 
     def result_or_raise(self, job_id: str, *, tenant_id: str) -> tuple[JobRecord, Transcript, str]:
         job = self.get_or_raise(job_id, tenant_id=tenant_id)

@@ -120,19 +120,21 @@ class TranscriptionService:
                 waited = seconds
                 self.metrics.queue_wait.observe(seconds)
 
-            # Reserved while queued and running: work that would take the server past its memory
-            # budget, or the key past its limits, is refused (429) before it queues.
+            # Reserved while queued and running: work past the key's limits is refused (429) at
+            # once; work that would take the server past its memory budget waits for memory (FIFO,
+            # holding no slot) and is refused only if it can never fit or waits too long.
             needed = request_memory_bytes(probe.duration_s, chunk_s=self.chunk_s or DEFAULT_CHUNK_S)
             quota = request.quota
-            with quota.concurrent() if quota else contextlib.nullcontext(), self.memory.reserve(needed):
-                if quota is not None and probe.duration_s is not None:
-                    quota.charge_audio(probe.duration_s)
-                name, result = await self.scheduler.run(
-                    lambda: self._run_in_slot(source, requested, request, cancel, on_segment),
-                    deadline=deadline,
-                    cancel=cancel,
-                    on_wait=record_wait,
-                )
+            with quota.concurrent() if quota else contextlib.nullcontext():
+                async with self.memory.reserve(needed, deadline=deadline):
+                    if quota is not None and probe.duration_s is not None:
+                        quota.charge_audio(probe.duration_s)
+                    name, result = await self.scheduler.run(
+                        lambda: self._run_in_slot(source, requested, request, cancel, on_segment),
+                        deadline=deadline,
+                        cancel=cancel,
+                        on_wait=record_wait,
+                    )
         except StenodError as exc:
             self._record_failure(request.endpoint, model_label, language, exc)
             raise

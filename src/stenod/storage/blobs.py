@@ -7,16 +7,22 @@ taken from a client, and are still checked against a strict pattern so no key ca
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
+from stenod.errors import StorageUnavailableError
 from stenod.storage.atomic import atomic_file
 
+STORAGE_RETRY_AFTER_S = 10.0
+TRANSIENT_S3_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                                "RequestTimeTooSkewed", "ServiceUnavailable", "InternalError"})
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
 COPY_CHUNK_BYTES = 1 << 20
 
@@ -116,6 +122,9 @@ class S3BlobStore:
     """An S3 bucket (optionally under a prefix) through boto3.
 
     boto3 clients are thread-safe; one is created per store, i.e. per process (after a fork).
+    Transient failures (the endpoint unreachable or timing out, a 5xx, throttling), once boto3's
+    own retries are spent, raise :class:`~stenod.errors.StorageUnavailableError`; a missing key
+    raises ``FileNotFoundError``; anything else (access denied, no such bucket) is raised as is.
     """
 
     def __init__(self, bucket: str, prefix: str, *, endpoint_url: str | None, region: str) -> None:
@@ -136,41 +145,57 @@ class S3BlobStore:
 
     def put_file(self, key: str, source: BinaryIO) -> int:
         size = file_size(source) - source.tell()
-        # s3transfer closes the file object it was given; the caller still owns ``source``.
-        self._client.upload_fileobj(_Unclosable(source), self.bucket, self._key(key))
+        with self._errors(key):
+            # s3transfer closes the file object it was given; the caller still owns ``source``.
+            self._client.upload_fileobj(_Unclosable(source), self.bucket, self._key(key))
         return size
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        with self._errors(key):
+            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def get_bytes(self, key: str) -> bytes:
-        try:
+        with self._errors(key):
             response = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except self._client.exceptions.NoSuchKey as exc:
-            raise FileNotFoundError(key) from exc
-        body: bytes = response["Body"].read()
+            body: bytes = response["Body"].read()
         return body
 
     def download(self, key: str, dest: Path) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
+        with self._errors(key):
             self._client.download_file(self.bucket, self._key(key), str(dest))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                raise FileNotFoundError(key) from exc
-            raise
 
     def delete(self, key: str) -> None:
-        self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with self._errors(key):
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def list(self, prefix: str) -> list[str]:
         full = self._key(prefix) if prefix else self.prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
-        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        with self._errors(prefix):
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         return sorted(keys)
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        """botocore's errors -> FileNotFoundError (missing key), StorageUnavailableError (transient)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if error.get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(key) from exc
+            if status >= 500 or error.get("Code") in TRANSIENT_S3_CODES:
+                raise StorageUnavailableError(f"the blob store is unavailable ({error.get('Code')}); retry later",
+                                              retry_after_s=STORAGE_RETRY_AFTER_S) from exc
+            raise
+        except BotoCoreError as exc:  # no connection, timeouts, a connection closed mid-response
+            raise StorageUnavailableError(f"the blob store is unavailable ({type(exc).__name__}); retry later",
+                                          retry_after_s=STORAGE_RETRY_AFTER_S) from exc
 
 
 def open_blob_store(url: str, *, data_dir: Path, s3_endpoint_url: str | None, s3_region: str) -> BlobStore:

@@ -335,13 +335,17 @@ class JobStore:
             ).rowcount == 1
 
     def release(self, job_id: str, token: str, *, now: float | None = None) -> bool:
-        """Hand a running job back to the queue without counting the attempt (graceful shutdown)."""
+        """Hand a running job back to the queue without counting the attempt (graceful shutdown).
+
+        The caller requeues its message (Celery: a reject with requeue), so the job counts as
+        published now; if that message is lost anyway, the sweeper publishes the job again after
+        ``republish_after_s`` like any queued job."""
         now = time.time() if now is None else now
         with self.engine.begin() as conn:
             return conn.execute(
                 T.update().where(T.c.id == job_id, T.c.lease_token == token, T.c.status == "processing")
                 .values(status="queued", attempts=T.c.attempts - 1, lease_token=None, lease_expires_at=None,
-                        worker_id=None, progress=0.0, published_at=None, updated_at=now)
+                        worker_id=None, progress=0.0, published_at=now, updated_at=now)
             ).rowcount == 1
 
     # -- webhooks --------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ def _set_job_metrics(m: Metrics, jobs: dict[str, object] | None) -> None:
 @router.get("/health")
 def health(state: State) -> JSONResponse:
     stats = state.scheduler.stats()
+    memory = state.service.memory
     status = _status(state)
     models = state.manager.engine_info()
     default = next((m for m in models if m["default"]), None)
@@ -72,6 +73,9 @@ def health(state: State) -> JSONResponse:
         "completed": stats.completed,
         "avg_latency_s": round(stats.avg_latency_s, 3),
         "memory_rss_bytes": psutil.Process().memory_info().rss,
+        "memory_budget_bytes": memory.budget_bytes,
+        "memory_reserved_bytes": memory.reserved_bytes,
+        "memory_waiting": memory.waiting,
         "error": state.load_error,
         "jobs": _jobs_health(state),
     }
