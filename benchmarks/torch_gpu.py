@@ -5,10 +5,16 @@ and hypotheses (WER is scored afterwards on a machine with the normalizer, by
 ``benchmarks/torch_gpu_report.py``). Every phase appends to the JSON as it finishes, so a run cut
 short still reports what it measured.
 
-Phases (each engine measured in the same process, one after the other, on the same card):
-  wer        every corpus set, all files of a set submitted at once
-  longform   the long files, all at once, several copies (long-form throughput)
-  short-C    C concurrent clients replaying short clips (C = 8, 32, 128), closed loop
+Phases (all systems loaded in the same process, on the same card):
+  wer        every corpus set, all files of a set submitted at once (each system's default:
+             torch with timestamps, the pipeline without)
+  wer-nots / wer-ts   the same like for like: torch without timestamps, pipeline with them
+  longform   the long files, all at once, several copies (long-form throughput), per round
+  short-C    C concurrent clients replaying short clips (C = 8, 32, 128), closed loop; the
+             systems alternate round by round so a slow spell hits both
+  beam5      the torch engine with beam 5 (32 clients on LibriSpeech, and every WER set)
+Systems: ``torch`` (greedy on fixed buffers replayed as CUDA graphs, the default), ``torch-eager``
+(the general decoding loop, short phases only: what the graphs bring) and ``pipeline``.
 The baseline is ``pipeline("automatic-speech-recognition", chunk_length_s=30, batch_size=24,
 fp16, sdpa)``, the insanely-fast-whisper recipe: each request group is one pipeline call over
 the group's clips (a server wrapping the pipeline can batch no more than what is waiting).
@@ -65,21 +71,25 @@ class Results:
 class TorchEngineSystem:
     name = "stenod-torch"
 
-    def __init__(self, model: str, dtype: str, max_rows: int) -> None:
+    def __init__(self, model: str, dtype: str, max_rows: int, static: bool = True) -> None:
         from stenod.engines.base import EngineConfig
         from stenod.engines.torch_whisper.engine import TorchWhisperEngine
 
+        if not static:
+            self.name = "stenod-torch-eager"
         self.engine = TorchWhisperEngine(
             EngineConfig("bench", model, True, device="cuda" if CUDA else "cpu", compute_type=dtype, threads=1, concurrency=256),
             max_rows=max_rows,
+            static_decoding=static,
         )
 
     beam_size = 1
+    timestamps = True
 
     def options(self, language: str | None):
         from stenod.engines.base import TranscriptionOptions
 
-        return TranscriptionOptions(language=language, vad=False, beam_size=self.beam_size)
+        return TranscriptionOptions(language=language, vad=False, beam_size=self.beam_size, without_timestamps=not self.timestamps)
 
     def run_group(self, clips: list[np.ndarray], language: str | None, workers: int) -> list[str]:
         opts = self.options(language)
@@ -129,11 +139,14 @@ class PipelineSystem:
             model_kwargs={"attn_implementation": "sdpa"},
         )
 
+    timestamps = False
+
     def run_group(self, clips: list[np.ndarray], language: str | None, workers: int) -> list[str]:
         kwargs = {"task": "transcribe"}
         if language:
             kwargs["language"] = language
-        out = self.pipe([c.copy() for c in clips], chunk_length_s=30, batch_size=24, generate_kwargs=kwargs)
+        extra = {"return_timestamps": True} if self.timestamps else {}
+        out = self.pipe([c.copy() for c in clips], chunk_length_s=30, batch_size=24, generate_kwargs=kwargs, **extra)
         return [o["text"] for o in out]
 
     def closed_loop(self, clips: list[np.ndarray], concurrency: int, language: str) -> tuple[list[str], list[float]]:
@@ -158,17 +171,29 @@ class PipelineSystem:
 CUDA = torch.cuda.is_available()
 
 
-def peak_reset() -> None:
-    if CUDA:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_mb() -> float:
+def allocated_mb() -> float:
     if not CUDA:
         return 0.0
     torch.cuda.synchronize()
-    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return torch.cuda.memory_allocated() / 2**20
+
+
+class Peak:
+    """Peak GPU memory of one phase attributed to one system: what it keeps resident (weights,
+    fixed buffers) plus the most the phase added on top of what was allocated before it (the
+    other systems stay loaded, so the process-wide peak would count them too)."""
+
+    def __init__(self, resident_mb: float) -> None:
+        self.resident_mb = resident_mb
+        self.before = allocated_mb()
+        if CUDA:
+            torch.cuda.reset_peak_memory_stats()
+
+    def mb(self) -> float:
+        if not CUDA:
+            return 0.0
+        torch.cuda.synchronize()
+        return round(self.resident_mb + torch.cuda.max_memory_allocated() / 2**20 - self.before, 1)
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -181,74 +206,111 @@ def timed(fn):  # type: ignore[no-untyped-def]
     return out, time.perf_counter() - t0
 
 
-def bench_system(system, sets, results: Results, args, tag: str) -> None:  # type: ignore[no-untyped-def]
-    langs = {}
-    warm = list(sets["en-misc-short"].values())
-    system.run_group(warm[:4], "en", 4)  # warm-up: kernels, allocator, cuBLAS handles
-
-    # WER sets: all files of a set at once.
+def wer_phases(system, sets, results: Results, args, key: str) -> None:  # type: ignore[no-untyped-def]
+    """Every WER set, all files of a set at once; ``key`` names the variant (wer, wer-nots...)."""
     for set_name, clips in sets.items():
         if set_name not in args.wer_sets:
             continue
         language = "en" if set_name in ENGLISH_SETS else None
         names = list(clips)
         audio_s = sum(len(a) for a in clips.values()) / SR
-        peak_reset()
+        peak = Peak(system.resident_mb)
         texts, wall = timed(lambda c=clips, ns=names, lang=language: system.run_group([c[n] for n in ns], lang, len(ns)))
-        results.put(f"{tag}/wer/{set_name}", {
+        results.put(f"{system.tag}/{key}/{set_name}", {
             "system": system.name, "files": len(names), "audio_s": round(audio_s, 2), "wall_s": round(wall, 3),
-            "x_real_time": round(audio_s / wall, 1), "peak_gpu_mb": peak_mb(),
-            "hypotheses": dict(zip(names, texts, strict=False)),
+            "x_real_time": round(audio_s / wall, 1), "peak_gpu_mb": peak.mb(), "timestamps": system.timestamps,
+            "beam_size": getattr(system, "beam_size", 1), "hypotheses": dict(zip(names, texts, strict=False)),
         })
 
-    # Long-form: copies of the long files, all at once.
+
+def longform_phases(system, sets, results: Results, args) -> None:  # type: ignore[no-untyped-def]
     long_clips = list(sets["longform-en"].values()) * args.long_copies
     audio_s = sum(len(a) for a in long_clips) / SR
-    peak_reset()
-    texts, wall = timed(lambda: system.run_group(long_clips, "en", len(long_clips)))
-    results.put(f"{tag}/longform", {
-        "system": system.name, "files": len(long_clips), "audio_s": round(audio_s, 1), "wall_s": round(wall, 3),
-        "x_real_time": round(audio_s / wall, 1), "peak_gpu_mb": peak_mb(),
+    walls = []
+    peak = Peak(system.resident_mb)
+    for _ in range(args.rounds):
+        texts, wall = timed(lambda: system.run_group(long_clips, "en", len(long_clips)))
+        walls.append(wall)
+    results.put(f"{system.tag}/longform", {
+        "system": system.name, "files": len(long_clips), "rounds": args.rounds, "audio_s": round(audio_s, 1),
+        "wall_s": round(sum(walls), 3), "x_real_time": round(args.rounds * audio_s / sum(walls), 1),
+        "x_real_time_rounds": [round(audio_s / w, 1) for w in walls], "peak_gpu_mb": peak.mb(),
         "hypotheses": {str(i): t for i, t in enumerate(texts[: len(sets["longform-en"])])},
     })
-    # One long file alone (latency of a single long request).
     one = max(sets["longform-en"].values(), key=len)
-    _, wall = timed(lambda: system.run_group([one], "en", 1))
-    results.put(f"{tag}/longform-single", {
-        "system": system.name, "audio_s": round(len(one) / SR, 1), "wall_s": round(wall, 3),
-        "x_real_time": round(len(one) / SR / wall, 1),
+    walls = [timed(lambda: system.run_group([one], "en", 1))[1] for _ in range(args.rounds)]
+    results.put(f"{system.tag}/longform-single", {
+        "system": system.name, "audio_s": round(len(one) / SR, 1), "wall_s": round(sum(walls), 3),
+        "x_real_time": round(args.rounds * len(one) / SR / sum(walls), 1),
+        "x_real_time_rounds": [round(len(one) / SR / w, 1) for w in walls],
     })
 
-    # Short requests, closed loop at each concurrency.
+
+def short_phases(systems, sets, results: Results, args) -> None:  # type: ignore[no-untyped-def]
+    """C clients in a closed loop; the systems alternate round by round (order reversed every
+    round), so a slow spell of the machine hits both."""
     pool = [a for s in SHORT_SETS for a in sets[s].values()]
     for c in args.concurrency:
-        n = max(args.short_requests, 2 * c)
+        n = max(args.short_requests, 3 * c)
         clips = [pool[i % len(pool)] for i in range(n)]
         audio_s = sum(len(a) for a in clips) / SR
-        peak_reset()
-        (texts, lat), wall = timed(lambda cl=clips, cc=c: system.closed_loop(cl, cc, "en"))
-        lat_sorted = sorted(lat)
-        results.put(f"{tag}/short-{c}", {
-            "system": system.name, "concurrency": c, "requests": n, "audio_s": round(audio_s, 1),
-            "wall_s": round(wall, 3), "x_real_time": round(audio_s / wall, 1),
-            "requests_per_s": round(n / wall, 2), "latency_p50_s": round(statistics.median(lat), 3),
-            "latency_p95_s": round(lat_sorted[int(0.95 * (len(lat_sorted) - 1))], 3), "peak_gpu_mb": peak_mb(),
-        })
-    del langs
+        acc = {s.tag: {"walls": [], "lat": [], "peak": 0.0} for s in systems}
+        for r in range(args.rounds):
+            for system in systems if r % 2 == 0 else systems[::-1]:
+                peak = Peak(system.resident_mb)
+                (_texts, lat), wall = timed(lambda cl=clips, cc=c, s=system: s.closed_loop(cl, cc, "en"))
+                a = acc[system.tag]
+                a["walls"].append(wall)
+                a["lat"] += lat
+                a["peak"] = max(a["peak"], peak.mb())
+                print(f"  short-{c} round {r} {system.tag}: {audio_s / wall:.1f} x RT", flush=True)
+        for system in systems:
+            a = acc[system.tag]
+            lat_sorted = sorted(a["lat"])
+            results.put(f"{system.tag}/short-{c}", {
+                "system": system.name, "concurrency": c, "requests": n, "rounds": args.rounds, "audio_s": round(audio_s, 1),
+                "wall_s": round(sum(a["walls"]), 3), "x_real_time": round(args.rounds * audio_s / sum(a["walls"]), 1),
+                "x_real_time_rounds": [round(audio_s / w, 1) for w in a["walls"]],
+                "requests_per_s": round(args.rounds * n / sum(a["walls"]), 2),
+                "latency_p50_s": round(statistics.median(lat_sorted), 3),
+                "latency_p95_s": round(lat_sorted[int(0.95 * (len(lat_sorted) - 1))], 3), "peak_gpu_mb": a["peak"],
+            })
 
-    if isinstance(system, TorchEngineSystem):  # accuracy at speed: beam 5 on LibriSpeech, 32 clients
-        system.beam_size = 5
-        names = list(sets["librispeech-clean100-a"])
-        clips = [sets["librispeech-clean100-a"][n] for n in names]
-        audio_s = sum(len(a) for a in clips) / SR
-        peak_reset()
-        (texts, lat), wall = timed(lambda: system.closed_loop(clips, 32, "en"))
-        results.put(f"{tag}/beam5-short-32", {
-            "system": system.name, "beam_size": 5, "concurrency": 32, "requests": len(clips), "audio_s": round(audio_s, 1),
-            "wall_s": round(wall, 3), "x_real_time": round(audio_s / wall, 1), "peak_gpu_mb": peak_mb(),
-            "hypotheses": dict(zip(names, texts, strict=False)),
-        })
-        system.beam_size = 1
+
+def beam_phase(system, sets, results: Results) -> None:  # type: ignore[no-untyped-def]
+    """Accuracy at speed: beam 5 on LibriSpeech, 32 clients."""
+    system.beam_size = 5
+    names = list(sets["librispeech-clean100-a"])
+    clips = [sets["librispeech-clean100-a"][n] for n in names]
+    audio_s = sum(len(a) for a in clips) / SR
+    peak = Peak(system.resident_mb)
+    (texts, lat), wall = timed(lambda: system.closed_loop(clips, 32, "en"))
+    results.put(f"{system.tag}/beam5-short-32", {
+        "system": system.name, "beam_size": 5, "concurrency": 32, "requests": len(clips), "audio_s": round(audio_s, 1),
+        "wall_s": round(wall, 3), "x_real_time": round(audio_s / wall, 1), "peak_gpu_mb": peak.mb(),
+        "latency_p50_s": round(statistics.median(lat), 3), "hypotheses": dict(zip(names, texts, strict=False)),
+    })
+    system.beam_size = 1
+
+
+def load(name: str, args, results: Results):  # type: ignore[no-untyped-def]
+    before = allocated_mb()
+    t0 = time.perf_counter()
+    if name == "pipeline":
+        system = PipelineSystem(args.model, args.dtype)
+    else:
+        system = TorchEngineSystem(args.model, args.dtype, args.max_rows, static=name == "torch")
+    system.tag = name
+    system.resident_mb = round(allocated_mb() - before, 1)
+    warm = list(sets_cache["en-misc-short"].values())
+    system.run_group(warm[:4], "en", 4)  # warm-up: kernels, allocator, cuBLAS handles
+    if CUDA:  # and the larger batch buckets
+        system.run_group(warm * 8, "en", 48)
+    results.put(f"{name}/load", {"load_s": round(time.perf_counter() - t0, 2), "resident_gpu_mb": system.resident_mb})
+    return system
+
+
+sets_cache: dict[str, dict[str, np.ndarray]] = {}
 
 
 def main() -> None:
@@ -259,19 +321,23 @@ def main() -> None:
     ap.add_argument("--dtype", default="float16")
     ap.add_argument("--max-rows", type=int, default=128)
     ap.add_argument("--long-copies", type=int, default=8)
-    ap.add_argument("--short-requests", type=int, default=256)
+    ap.add_argument("--short-requests", type=int, default=320)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 128])
-    ap.add_argument("--systems", nargs="+", default=["torch", "pipeline"])
-    ap.add_argument("--wer-sets", nargs="+", default=[*list(ENGLISH_SETS), "multilingual-fleurs"])
+    ap.add_argument("--systems", nargs="+", default=["torch", "pipeline", "torch-eager"],
+                    help="torch (fixed buffers + CUDA graphs), torch-eager (the general loop), pipeline")
+    ap.add_argument("--wer-sets", nargs="+", default=list(ENGLISH_SETS))
+    ap.add_argument("--skip", nargs="*", default=[], help="phases to skip: wer, like, longform, short, beam")
     args = ap.parse_args()
     results = Results(Path(args.out))
     sets = load_sets(Path(args.audio))
+    sets_cache.update(sets)
     props = torch.cuda.get_device_properties(0) if CUDA else None
     results.data["host"] = {
         "gpu": props.name if props else "none", "gpu_memory_mb": round(props.total_memory / 2**20) if props else 0,
         "gpu_count": torch.cuda.device_count(),
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-        "cpus": os.cpu_count(), "dtype": args.dtype, "max_rows": args.max_rows,
+        "cpus": os.cpu_count(), "dtype": args.dtype, "max_rows": args.max_rows, "rounds": args.rounds,
         "sets": {k: round(sum(len(a) for a in v.values()) / SR, 1) for k, v in sets.items()},
     }
     try:
@@ -280,14 +346,32 @@ def main() -> None:
         results.data["host"]["transformers"] = transformers.__version__
     except ImportError:
         pass
-    for name in args.systems:
-        t0 = time.perf_counter()
-        system = TorchEngineSystem(args.model, args.dtype, args.max_rows) if name == "torch" else PipelineSystem(args.model, args.dtype)
-        results.put(f"{name}/load", {"load_s": round(time.perf_counter() - t0, 2)})
-        bench_system(system, sets, results, args, name)
+    systems = [load(name, args, results) for name in args.systems]
+    main_systems = [s for s in systems if s.tag != "torch-eager"]
+    if "wer" not in args.skip:  # each system's own default: torch with timestamps, pipeline without
+        for system in main_systems:
+            wer_phases(system, sets, results, args, "wer")
+    if "like" not in args.skip:  # like for like: torch without timestamps, pipeline with
+        for system in main_systems:
+            system.timestamps = not system.timestamps
+            wer_phases(system, sets, results, args, "wer-nots" if system.tag == "torch" else "wer-ts")
+            system.timestamps = not system.timestamps
+    if "longform" not in args.skip:
+        for system in main_systems:
+            longform_phases(system, sets, results, args)
+    if "short" not in args.skip:
+        short_phases(systems, sets, results, args)
+    if "beam" not in args.skip:
+        for system in systems:
+            if system.tag == "torch":
+                beam_phase(system, sets, results)
+                system.beam_size = 5
+                wer_phases(system, sets, results, args, "wer-beam5")
+                system.beam_size = 1
+    for system in systems:
+        if hasattr(system, "engine"):
+            results.put(f"{system.tag}/device_stats", {"stats": system.engine.device_stats()})
         system.close()
-        if CUDA:
-            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

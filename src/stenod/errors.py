@@ -22,7 +22,8 @@ StenodError
 ├── DeadlineExceededError (408)
 ├── ClientDisconnectedError (499)
 ├── ServiceUnavailableError (503)  loading, draining
-│   └── StorageUnavailableError (503)  the blob store (S3) cannot be reached; retry later
+│   ├── StorageUnavailableError (503)  the blob store (S3) cannot be reached; retry later
+│   └── DatabaseUnavailableError (503) the job/key database cannot be reached; retry later
 ├── AuthenticationError (401)
 └── PermissionDeniedError (403)    a valid key without the right (admin routes)
 """
@@ -146,6 +147,14 @@ class StorageUnavailableError(ServiceUnavailableError):
     the API answers 503 with Retry-After, workers hand the job back and retry."""
 
     code = "storage_unavailable"
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The job/key database cannot be reached (connection refused, dropped, failover): the API
+    answers 503 with Retry-After instead of a 500, and nothing was half-written (every write is
+    one transaction)."""
+
+    code = "database_unavailable"
 
 
 class AuthenticationError(StenodError):

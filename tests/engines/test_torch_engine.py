@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,31 @@ def test_batched_calls_give_the_same_text_as_one_at_a_time(torch_tiny: TorchWhis
     for t in threads:
         t.join()
     assert results.count(alone.text) >= 2  # jfk twice, batched with another clip
+
+
+def test_fixed_buffer_greedy_decodes_what_the_general_loop_decodes(tiny_model, torch_tiny: TorchWhisperEngine, jfk: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """The decoding that CUDA graphs replay (static_greedy.py), run eagerly here, against the general
+    loop: same tokens, times and scores, with timestamps and without, on batches that fill buckets
+    of 1, 2 and 4 rows and shrink as windows finish."""
+    fixed = TorchWhisperEngine(
+        EngineConfig("tiny.en", str(tiny_model.path), False, device="cpu", compute_type="float32", threads=2),
+        max_rows=4,
+        static_decoding=True,
+    )
+    clips = [jfk, jfk[: len(jfk) // 2], np.tile(jfk, 2)]
+    try:
+        assert fixed._devices[0].decoder.static is not None and torch_tiny._devices[0].decoder.static is None
+        for without_timestamps in (False, True):
+            opts = TranscriptionOptions(language="en", temperature=(0.0,), vad=False, without_timestamps=without_timestamps)
+            got = []
+            for engine in (fixed, torch_tiny):
+                with ThreadPoolExecutor(len(clips)) as pool:
+                    out = list(pool.map(lambda a, e=engine, o=opts: e.transcribe(a, o), clips))
+                got.append([[(s.tokens, s.start, s.end, round(s.avg_logprob, 4), round(s.no_speech_prob, 4)) for s in t.segments] for t in out])
+            assert got[0] == got[1]
+            assert all(got[0])
+    finally:
+        fixed.close()
 
 
 def test_long_audio_is_cut_into_windows_with_file_times(torch_tiny: TorchWhisperEngine, jfk: np.ndarray) -> None:

@@ -364,3 +364,21 @@ def test_rabbitmq_broker_runs_jobs_and_cancels(tmp_path: Path, cache_dir: Path) 
         again = stack.submit(JFK).json()
         assert stack.wait(again["id"])["status"] == "completed"
         assert stack.get(waiting["id"]).json()["started_at"] is None
+
+
+@pytest.mark.slow  # the default run shows the hand-back on Redis; this is the same on RabbitMQ
+def test_rabbitmq_sigterm_requeues_the_running_job(tmp_path: Path, cache_dir: Path) -> None:
+    with job_stack("celery-amqp", tmp_path, cache_dir, workers=1) as stack:
+        job = stack.submit(MEDIUM_AUDIO).json()
+        stack.wait(job["id"], ("processing",), predicate=lambda j: j["progress"] > 0)
+        victim = stack.workers[0]
+        victim.proc.send_signal(signal.SIGTERM)
+        assert victim.proc.wait(timeout=60) == 0, victim.log()[-3000:]
+        task_id = re.findall(r"Task stenod\.run_job\[([0-9a-f-]+)\] received", victim.log())[-1]
+        queued = stack.get(job["id"]).json()
+        assert queued["status"] == "queued" and queued["attempts"] == 0, queued
+        successor = stack.start_worker()
+        done = stack.wait(job["id"], timeout_s=240)
+        assert done["status"] == "completed" and done["attempts"] == 1, done
+        assert f"Task stenod.run_job[{task_id}] received" in successor.log()  # the requeued message itself
+        assert len(stack.blob_keys(f"results/{job['id']}")) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import random
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from schemathesis.checks import not_a_server_error
 
 from stenod.audio.chunking import quiet_chunks
 from stenod.audio.decode import AudioStream, decode_audio
-from stenod.errors import StenodError
+from stenod.errors import AudioDecodeError, StenodError
 from tests.api.conftest import ServerProcess, start_server
 from tests.conftest import JFK
 from tests.media import write_wav
@@ -120,6 +121,21 @@ test_streamed_chunks_always_join_to_the_whole, test_streamed_chunks_full_run = d
     {"seconds": st.floats(min_value=0.01, max_value=12), "chunk_s": st.floats(min_value=1, max_value=5),
      "block": st.integers(min_value=1, max_value=9000)},
     15, 60)
+
+
+def test_unknown_codec_is_415_not_500(cache_dir: Path) -> None:
+    """Found by the fuzz run above: a WAV whose format tag FFmpeg knows no decoder for has no
+    codec context in PyAV, and reading it crashed the request (500)."""
+    from tests.security.inprocess import assert_error, make_app, upload
+
+    pcm = np.zeros(16_000, dtype=np.int16).tobytes()
+    fmt = struct.pack("<HHIIHH", 0x1234, 1, 16_000, 32_000, 2, 16)
+    wav = (b"RIFF" + struct.pack("<I", 20 + len(fmt) + len(pcm)) + b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt
+           + b"data" + struct.pack("<I", len(pcm)) + pcm)
+    with pytest.raises(AudioDecodeError, match="unknown or unsupported codec"):
+        decode_audio(io.BytesIO(wav))
+    error = assert_error(upload(make_app(cache_dir), wav, filename="odd.wav", model="whisper-1"), 415, "invalid_audio")
+    assert "unsupported codec" in error["message"]
 
 
 def test_stream_and_whole_decode_agree(seeds: list[bytes]) -> None:

@@ -9,9 +9,11 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stenod.errors import AuthenticationError, StenodError
+from stenod.errors import AuthenticationError, DatabaseUnavailableError, StenodError
+from stenod.storage.sql import is_database_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +73,28 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+DATABASE_RETRY_AFTER_S = 5.0
+
+
+def database_unavailable_error() -> DatabaseUnavailableError:
+    return DatabaseUnavailableError("the job database cannot be reached; retry later",
+                                    retry_after_s=DATABASE_RETRY_AFTER_S)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database outage (PostgreSQL restarting, a failover, a dropped connection) is a 503 with
+    Retry-After like any other unavailable dependency; every write is one transaction, so nothing
+    was half-written. Other SQL errors are bugs: 500."""
+    if not is_database_unavailable(exc):
+        return await _unexpected_error(request, exc)
+    logger.warning("database unavailable (request %s): %s", getattr(request.state, "request_id", None),
+                   type(exc).__name__)
+    return error_response(database_unavailable_error())
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StenodError, _stenod_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -11,12 +11,14 @@ import uuid
 
 import anyio.to_thread
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stenod.api.auth import Authenticator
-from stenod.errors import AuthenticationError, UploadTooLargeError
+from stenod.errors import AuthenticationError, DatabaseUnavailableError, UploadTooLargeError
 from stenod.observability.logging import REQUEST_ID_HEADER, valid_request_id
 from stenod.settings import Settings
+from stenod.storage.sql import is_database_unavailable
 
 logger = logging.getLogger("stenod.access")
 
@@ -154,6 +156,8 @@ async def _send_error(send: Send, status: int, message: str, error_type: str, co
     await send({"type": "http.response.body", "body": body})
 
 
+DATABASE_RETRY_AFTER_S = 5
+
 METRICS_PATHS = ("/metrics",)
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json", "/docs-assets")
 
@@ -187,6 +191,12 @@ class ProtectedPathsMiddleware:
         except AuthenticationError as exc:
             await _send_error(send, 401, exc.message, exc.error_type, exc.code or "invalid_api_key",
                               extra_headers=[(b"www-authenticate", b'Bearer realm="stenod"')], close=False)
+            return
+        except SQLAlchemyError as exc:  # the key store's database is down: 503, not a 500
+            if not is_database_unavailable(exc):
+                raise
+            await _send_error(send, 503, "the job database cannot be reached; retry later", "service_unavailable",
+                              DatabaseUnavailableError.code, retry_after=DATABASE_RETRY_AFTER_S, close=False)
             return
         await self.app(scope, receive, send)
 

@@ -126,7 +126,12 @@ def _reason(exc: BaseException) -> str:
 def _audio_stream(container: av.container.InputContainer, name: str) -> av.audio.stream.AudioStream:
     if not container.streams.audio:
         raise AudioDecodeError(f"{name}: no audio stream in this file ({container.format.name})")
-    return container.streams.audio[0]
+    stream = container.streams.audio[0]
+    if stream.codec_context is None:
+        # FFmpeg knows no decoder for it (a WAV with an unknown format tag, a corrupt header): PyAV
+        # then has no codec context, and reading one used to crash the request with a 500.
+        raise AudioDecodeError(f"{name}: audio in an unknown or unsupported codec ({container.format.name})")
+    return stream
 
 
 def _declared_duration(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:

@@ -153,16 +153,28 @@ class JobService:
                 return self._same_request_or_raise(existing, request_hash), False
         audio_key = f"audio/{uuid.uuid4().hex}"
         self.blobs.put_file(audio_key, source)
-        job, created = self.store.create(NewJob(
-            tenant_id=tenant_id, model=model, language=params.language, params=params.to_dict(),
-            audio_key=audio_key, retention_s=self.settings.retention_s, idempotency_key=idempotency_key,
-            request_hash=request_hash, webhook_url=webhook_url,
-        ))
+        try:
+            job, created = self.store.create(NewJob(
+                tenant_id=tenant_id, model=model, language=params.language, params=params.to_dict(),
+                audio_key=audio_key, retention_s=self.settings.retention_s, idempotency_key=idempotency_key,
+                request_hash=request_hash, webhook_url=webhook_url,
+            ))
+        except BaseException:
+            # No job row points at the audio (the database is down, say): remove it, or it would
+            # stay in the store with nothing to expire it.
+            self._delete_quietly(audio_key)
+            raise
         if not created:  # lost a race on the same idempotency key
             self.blobs.delete(audio_key)
             return self._same_request_or_raise(job, request_hash), False
         self.publish(job.id)
         return job, True
+
+    def _delete_quietly(self, key: str) -> None:
+        try:
+            self.blobs.delete(key)
+        except Exception as exc:  # the blob store may be down too; the caller's error is what matters
+            logger.warning("could not delete orphaned audio %s (%s: %s)", key, type(exc).__name__, exc)
 
     @staticmethod
     def _same_request_or_raise(job: JobRecord, request_hash: str) -> JobRecord:

@@ -127,6 +127,15 @@ def create_db_engine(url: str, *, data_dir: Path) -> Engine:
     return sa.create_engine(parsed, pool_pre_ping=True, pool_recycle=1800, pool_size=5, max_overflow=10)
 
 
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached right now (refused or dropped
+    connection, failover, a full pool, SQLite busy) rather than a bug in a statement: callers
+    answer 503 and retry instead of failing."""
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from stenod.engines.torch_whisper.model import Whisper
+from stenod.engines.torch_whisper.static_greedy import StaticGreedy
 from stenod.engines.torch_whisper.tokens import WhisperTokenizer
 
 COMPACT_FRACTION = 0.75
@@ -86,7 +87,18 @@ class _Row:
 class WindowDecoder:
     """Decodes batches of :class:`WindowTask` on one model (one device)."""
 
-    def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, *, suppress_tokens: list[int]) -> None:
+    def __init__(
+        self,
+        model: Whisper,
+        tokenizer: WhisperTokenizer,
+        *,
+        suppress_tokens: list[int],
+        static_rows: int = 0,
+        graphs: bool = False,
+    ) -> None:
+        """``static_rows``: greedy batches of up to this many windows decode on fixed buffers
+        (:mod:`static_greedy`), recorded as CUDA graphs when ``graphs`` and on CUDA; 0 keeps
+        every batch on the general loop."""
         self.model = model
         self.tokenizer = tokenizer
         s = tokenizer.special
@@ -105,6 +117,9 @@ class WindowDecoder:
         self._blank = torch.zeros(self.n_vocab, dtype=torch.bool, device=device)
         self._blank[list(blank)] = True
         self._ts_index = torch.arange(self.n_vocab - s.timestamp_begin, device=device)
+        self.static: StaticGreedy | None = None
+        if static_rows > 0:
+            self.static = StaticGreedy(self, max_rows=static_rows, graphs=graphs)
 
     # ------------------------------------------------------------------------------------------
     def encode(self, mels: Tensor) -> Tensor:
@@ -132,6 +147,9 @@ class WindowDecoder:
             return []
         s = self.tokenizer.special
         features = self.encode(torch.stack([t.mel for t in tasks]))
+        static = self.static
+        if static is not None and len(tasks) <= static.max_rows and all(t.temperature == 0.0 and t.rows == 1 for t in tasks):
+            return static.decode(tasks, features)
         row_task = [i for i, t in enumerate(tasks) for _ in range(t.rows)]
         n_rows = len(row_task)
         prefix_len = max(len(t.prefix) for t in tasks)

@@ -41,7 +41,7 @@ from stenod.engines.torch_whisper.audio import (
 from stenod.engines.torch_whisper.batcher import WindowBatcher
 from stenod.engines.torch_whisper.decoding import WindowDecoder, WindowResult, WindowTask
 from stenod.engines.torch_whisper.devices import parse_devices_or_raise, torch_dtype
-from stenod.engines.torch_whisper.model import Whisper, disable_cudnn_attention
+from stenod.engines.torch_whisper.model import ModelDimensions, Whisper, disable_cudnn_attention
 from stenod.engines.torch_whisper.tokens import TIME_PRECISION_S, WhisperTokenizer
 from stenod.engines.torch_whisper.weights import (
     dims_from_state_dict,
@@ -82,13 +82,17 @@ class TorchWhisperEngine:
         config: resolved model; ``device`` is ``cpu``, ``cuda``, ``cuda:N``, a comma list of
             CUDA devices, or ``all``; ``compute_type`` ``float16``, ``bfloat16`` or ``float32``.
         max_rows: decoder rows per batch (0 chooses per device type).
+        static_decoding: greedy batches decode on fixed buffers, replayed as CUDA graphs on a
+            GPU (``static_greedy.py``); ``None`` turns it on for CUDA devices only.
 
     Raises:
         ModelLoadError: unreadable weights or tokenizer.
         UnsupportedParameterError: a CUDA device was asked for and none is usable.
     """
 
-    def __init__(self, config: EngineConfig, *, max_rows: int = 0, max_wait_s: float = 0.010) -> None:
+    def __init__(
+        self, config: EngineConfig, *, max_rows: int = 0, max_wait_s: float = 0.010, static_decoding: bool | None = None
+    ) -> None:
         self._config = config
         started = time.perf_counter()
         devices = parse_devices_or_raise(config.device)
@@ -118,8 +122,15 @@ class TorchWhisperEngine:
             if missing:
                 raise ModelLoadError(f"{path}: weights lack {len(missing)} tensors, first {missing[0]!r}")
             model = model.to(device=device, dtype=dtype).eval()
-            decoder = WindowDecoder(model, self._tokenizer, suppress_tokens=suppress)
             rows = max_rows or DEFAULT_MAX_ROWS[device.type]
+            static = device.type == "cuda" if static_decoding is None else static_decoding
+            decoder = WindowDecoder(
+                model,
+                self._tokenizer,
+                suppress_tokens=suppress,
+                static_rows=_static_rows(dims, device, dtype, rows) if static else 0,
+                graphs=device.type == "cuda",
+            )
             batcher = WindowBatcher(decoder.decode, self._detect_batch(decoder), max_rows=rows, max_wait_s=max_wait_s, name=name)
             self._devices.append(_Device(name, model, decoder, batcher))
         self._dtype = dtype
@@ -261,6 +272,23 @@ class TorchWhisperEngine:
             if spans is not None:
                 return _windows_from_spans(spans)
         return _energy_windows(audio)
+
+
+STATIC_MEMORY_SHARE = 0.25
+"""At most this share of a GPU's free memory goes to the fixed greedy-decoding buffers."""
+
+
+def _static_rows(dims: ModelDimensions, device: torch.device, dtype: torch.dtype, rows: int) -> int:
+    """Rows of fixed decoding buffers (caches of every decoder layer for one window each) that fit
+    in :data:`STATIC_MEMORY_SHARE` of the free memory: all ``rows`` for ``base`` on any GPU, fewer
+    for a large model on a small card (larger greedy batches then take the general loop); 0 when
+    not even one fits."""
+    if device.type != "cuda":
+        return rows
+    free, _total = torch.cuda.mem_get_info(device)
+    slots = dims.n_audio_ctx + 2 * dims.n_text_ctx  # cross-attention frames + the self-attention cache
+    per_row = dims.n_text_layer * 2 * slots * dims.n_text_state * torch.finfo(dtype).bits // 8
+    return min(rows, int(free * STATIC_MEMORY_SHARE) // per_row)
 
 
 def _with_id(index: int, seg: Segment) -> Segment:

@@ -150,6 +150,30 @@ class DecoderState:
                 (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
             )
 
+    @classmethod
+    def in_buffers(
+        cls,
+        decoder: TextDecoder,
+        audio_features: Tensor,
+        pad: Tensor,
+        self_kv: list[tuple[Tensor, Tensor]],
+        cross_kv: list[tuple[Tensor, Tensor]],
+    ) -> DecoderState:
+        """A state over caller-owned caches (views of fixed buffers, for recorded decoding): the
+        cross-attention keys and values of ``audio_features`` are written into ``cross_kv``."""
+        state = cls.__new__(cls)
+        state.pad = pad
+        state.length = 0
+        state.capacity = self_kv[0][0].shape[2]
+        state.self_kv = self_kv
+        state.cross_kv = cross_kv
+        for block, (k, v) in zip(decoder.blocks, cross_kv, strict=False):
+            ca = block.cross_attn
+            assert ca is not None
+            k.copy_(ca.split(ca.key(audio_features)))
+            v.copy_(ca.split(ca.value(audio_features)))
+        return state
+
     def reorder(self, rows: Tensor, *, cross: bool) -> None:
         """Keep rows ``rows`` in this order (beam search, dropping finished rows). ``cross``:
         rows come from other windows than before, so the cross-attention caches move too; a
