@@ -8,12 +8,15 @@ shared ``longform-en`` files, it measures
 
 - ``clip_wer``: the same clips transcribed one by one (built recordings and the LJ Speech
   concatenation, whose clips are ``ljspeech-lj001``);
-- ``old_wer`` / ``old_s``: ``engine.transcribe`` on the whole file (the path before issue 11);
-- ``new_wer`` / ``new_s``: :func:`stenod.decoding.transcribe_with_coverage`;
+- ``old_wer`` / ``old_s`` / ``old_cpu_s``: ``engine.transcribe`` on the whole file (the path
+  before issue 11);
+- ``new_wer`` / ``new_s`` / ``new_cpu_s``: :func:`stenod.decoding.transcribe_with_coverage`;
 - ``silence_words``: words the new path put inside the silence and noise stretches.
 
 Old and new run back to back on each file (new first on odd files) so drifting machine load hits
-both alike; absolute times on a shared machine are noisy, the per-file ratio less so. Writes
+both alike. Speed is compared in process CPU seconds (every decoding thread is in this process),
+which other programs on a shared machine barely move; wall seconds are kept too, and the load
+average is recorded. Writes
 ``<output-dir>/longform.json`` and ``<output-dir>/longform.md`` and prints the table.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -75,13 +79,16 @@ class Row:
     new_wer: float
     old_s: float
     new_s: float
+    old_cpu_s: float
+    new_cpu_s: float
     silence_words: int
 
 
 def _timed(fn):  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
+    """``fn()``, its wall seconds and its process CPU seconds."""
+    started, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - started
+    return out, time.perf_counter() - started, time.process_time() - cpu
 
 
 def _options(language: str) -> TranscriptionOptions:
@@ -109,30 +116,32 @@ def _measure(engine, name: str, language: str, audio: np.ndarray, reference: str
     }
     order = ["new", "old"] if new_first else ["old", "new"]
     results = {key: _timed(runs[key]) for key in order}
-    (old, old_s), (new, new_s) = results["old"], results["new"]
+    (old, old_s, old_cpu), (new, new_s, new_cpu) = results["old"], results["new"]
     return Row(
         file=name, language=language, duration_s=round(len(audio) / SAMPLE_RATE, 1),
         clip_wer=None if clip_wer is None else round(clip_wer, 4),
         old_wer=round(wer([reference], [old.text], language), 4),
         new_wer=round(wer([reference], [new.text], language), 4),
-        old_s=round(old_s, 2), new_s=round(new_s, 2), silence_words=_silence_words(new, recording),
+        old_s=round(old_s, 2), new_s=round(new_s, 2), old_cpu_s=round(old_cpu, 2), new_cpu_s=round(new_cpu, 2),
+        silence_words=_silence_words(new, recording),
     )
 
 
 def _table(rows: list[Row]) -> str:
     lines = [
-        "| file | s | clipwise WER | old WER | new WER | old s | new s | new/old time | words in silence |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| file | s | clipwise WER | old WER | new WER | old CPU s | new CPU s | new/old CPU | new/old wall | words in silence |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         clip = "" if r.clip_wer is None else f"{r.clip_wer:.1%}"
         lines.append(
-            f"| {r.file} | {r.duration_s:.0f} | {clip} | {r.old_wer:.1%} | {r.new_wer:.1%} | {r.old_s:.1f} | "
-            f"{r.new_s:.1f} | {r.new_s / r.old_s:.2f} | {r.silence_words} |"
+            f"| {r.file} | {r.duration_s:.0f} | {clip} | {r.old_wer:.1%} | {r.new_wer:.1%} | {r.old_cpu_s:.1f} | "
+            f"{r.new_cpu_s:.1f} | {r.new_cpu_s / r.old_cpu_s:.2f} | {r.new_s / r.old_s:.2f} | {r.silence_words} |"
         )
-    old_t = sum(r.old_s for r in rows)
-    new_t = sum(r.new_s for r in rows)
-    lines.append(f"| **all** | {sum(r.duration_s for r in rows):.0f} | | | | {old_t:.1f} | {new_t:.1f} | {new_t / old_t:.2f} | |")
+    old_c, new_c = sum(r.old_cpu_s for r in rows), sum(r.new_cpu_s for r in rows)
+    old_t, new_t = sum(r.old_s for r in rows), sum(r.new_s for r in rows)
+    lines.append(f"| **all** | {sum(r.duration_s for r in rows):.0f} | | | | {old_c:.1f} | {new_c:.1f} | "
+                 f"{new_c / old_c:.2f} | {new_t / old_t:.2f} | |")
     return "\n".join(lines)
 
 
@@ -148,20 +157,23 @@ def main(argv: list[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     resolved = resolve_model_or_raise(args.model, cache_dir=args.cache_dir, offline=True)
     engine = create_engine(resolved, ModelSettings(name=args.model, cache_dir=args.cache_dir), threads=args.threads)
+    # A recording's seed is its index in SPECS, so a --specs subset rebuilds the same files.
     if args.specs == "none":
-        chosen: list[Spec] = []
+        chosen: list[int] = []
     else:
-        chosen = [SPECS[int(i)] for i in args.specs.split(",") if i.strip()] if args.specs else SPECS
+        chosen = [int(i) for i in args.specs.split(",") if i.strip()] if args.specs else list(range(len(SPECS)))
     rows: list[Row] = []
 
     def save() -> None:
         meta = {"model": args.model, "threads": args.threads, "machine": platform.machine(),
+                "load_average": [round(x, 2) for x in os.getloadavg()],
                 "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}
         (args.output_dir / "longform.json").write_text(
             json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2), encoding="utf-8")
         (args.output_dir / "longform.md").write_text(_table(rows) + "\n", encoding="utf-8")
 
-    for index, spec in enumerate(chosen):
+    for index in chosen:
+        spec = SPECS[index]
         language = spec.language or "en"
         clips = corpus_clips(CORPUS / spec.set_name, language=spec.language, limit=spec.count, skip=spec.skip)
         name = f"{spec.set_name}{'-' + spec.language if spec.language else ''}[{spec.skip}:+{spec.count}] pauses {spec.pauses[0]:g}-{spec.pauses[1]:g} s" + (

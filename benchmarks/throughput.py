@@ -10,6 +10,8 @@ Targets, all on ``base``:
 * ``faster-whisper 2x1``: faster-whisper's best library setup on this machine, one
   ``WhisperModel`` with 2 workers x 1 thread, 8 client threads calling ``transcribe``.
 * ``stenod``: ``stenod serve`` with its automatic plan and defaults, 8 concurrent HTTP clients.
+* ``stenod unbatched``: the same with ``STENOD_MODEL__BATCH_CLIPS=1`` (every request decoded on
+  its own, the plan before cross-request batching).
 * ``stenod today``: the same server with ``STENOD_MODEL__TRIM_ENCODER=false``, i.e. the path
   before issue 10 (full 30 s encoder windows, sequential long-form decoding).
 * ``stenod beam5``: the new path with ``STENOD_MODEL__BEAM_SIZE=5``.
@@ -63,9 +65,10 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
 MODEL = "base"
 LANGUAGE = "en"
-TARGETS = ("whisper.cpp", "faster-whisper 2x1", "stenod", "stenod today", "stenod beam5")
+TARGETS = ("whisper.cpp", "faster-whisper 2x1", "stenod", "stenod unbatched", "stenod today", "stenod beam5")
 SERVER_ENV: dict[str, dict[str, str]] = {
     "stenod": {},
+    "stenod unbatched": {"STENOD_MODEL__BATCH_CLIPS": "1"},
     "stenod today": {"STENOD_MODEL__TRIM_ENCODER": "false"},
     "stenod beam5": {"STENOD_MODEL__BEAM_SIZE": "5"},
 }
@@ -231,6 +234,8 @@ def _ratios(measurements: list[Measurement]) -> dict[str, float]:
         "short-c8 per CPU s: stenod / whisper.cpp": ("short-c8", "stenod", "whisper.cpp", "audio_per_cpu_s"),
         "short-c8 per CPU s: stenod / faster-whisper 2x1": ("short-c8", "stenod", "faster-whisper 2x1", "audio_per_cpu_s"),
         "short-c8 per CPU s: stenod / stenod today": ("short-c8", "stenod", "stenod today", "audio_per_cpu_s"),
+        "short-c8 per CPU s: stenod / stenod unbatched": ("short-c8", "stenod", "stenod unbatched", "audio_per_cpu_s"),
+        "short-c8: stenod / stenod unbatched": ("short-c8", "stenod", "stenod unbatched", "throughput"),
         "short-c8 per CPU s: stenod beam5 / whisper.cpp": ("short-c8", "stenod beam5", "whisper.cpp", "audio_per_cpu_s"),
         "long-c1 per CPU s: stenod / whisper.cpp": ("long-c1", "stenod", "whisper.cpp", "audio_per_cpu_s"),
         "long-c1 per CPU s: stenod / stenod today": ("long-c1", "stenod", "stenod today", "audio_per_cpu_s"),

@@ -67,6 +67,12 @@ class ModelSettings(BaseModel):
     parallel_windows: bool = False
     """faster-whisper: decode long audio as VAD windows in parallel on every worker (with
     ``trim_encoder``); off by default, it measured slower and less accurate on 2 cores."""
+    batch_clips: int = Field(default=0, ge=0, le=64)
+    """faster-whisper server on CPU: short clips of concurrent requests decoded together in one
+    call; 0 picks 8 (measured, docs/ARCHITECTURE.md), 1 decodes each request on its own. The
+    server runs this many requests per CTranslate2 worker at once."""
+    batch_wait_ms: float = Field(default=3.0, ge=0, le=100)
+    """Longest a short clip waits for batch company when a CTranslate2 worker is idle."""
     served: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Models clients may name besides the default and the bundled ones, comma-separated (names,
     hub names or paths: the operator's choice, listed in ``GET /v1/models``)."""

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from stenod.decoding.coverage import _uncovered, _windows
-from stenod.decoding.guards import drop_loops, in_silence, is_thin, is_too_dense, repair_times, trim_leading_duplicate
+from stenod.decoding.coverage import MAX_NEW_TOKENS, _Judge, _token_budget, _uncovered, _Window, _windows
+from stenod.decoding.guards import (
+    Limits,
+    drop_loops,
+    in_silence,
+    is_thin,
+    is_too_dense,
+    is_unreliable,
+    repair_times,
+    thin_floor,
+    trim_leading_duplicate,
+)
 from stenod.decoding.speech import SpeechStretch
+from stenod.engines import TranscriptionOptions
 from stenod.transcript import Segment, Word
 
 
@@ -81,4 +92,35 @@ def test_windows_are_cut_at_pauses_and_bounded() -> None:
 def test_uncovered_speech_is_found() -> None:
     speech = [SpeechStretch(0, 5), SpeechStretch(5.5, 10), SpeechStretch(10.5, 11.0)]
     segments = [seg(0, 5.2, " Printing, in the only sense with which we are at present concerned")]
-    assert _uncovered(segments, speech, "en") == [SpeechStretch(5.5, 10), SpeechStretch(10.5, 11.0)]
+    assert _uncovered(segments, speech, _Judge(Limits(), thin_floor("en"))) == [SpeechStretch(5.5, 10), SpeechStretch(10.5, 11.0)]
+
+
+def test_guards_use_the_request_thresholds() -> None:
+    shaky = seg(0, 4, " Printing, in the only sense", avg_logprob=-1.3)
+    assert is_unreliable(shaky)
+    assert not is_unreliable(shaky, Limits(log_prob=-1.5))
+    assert not is_unreliable(shaky, Limits(log_prob=None))  # the check turned off, as in the engine
+    assert is_unreliable(seg(0, 4, " Printing", temperature=0.6), Limits(log_prob=None))  # sampled text never counts
+    repetitive = [seg(0, 5, " the the the the the the the the", compression_ratio=3.1)]
+    assert drop_loops(repetitive, Limits(compression_ratio=3.5))[0] == repetitive
+    assert drop_loops(repetitive, Limits(compression_ratio=None))[0] == repetitive
+    assert drop_loops(repetitive, Limits(compression_ratio=2.0))[0] == []
+
+
+def test_thin_floor_follows_a_slow_speaker() -> None:
+    speech = [SpeechStretch(0.0, 40.0)]
+    slow = [seg(i * 10.0, i * 10.0 + 10.0, " we are gathered here to review the results of the year") for i in range(4)]  # 4.5 letters/s
+    floor = thin_floor("en", slow, speech)
+    assert floor < thin_floor("en")
+    assert not any(is_thin(s, speech, "en", floor=floor) for s in slow)
+    assert is_thin(seg(0, 10, " we are here"), speech, "en", floor=floor)  # well below the speaker's own rate
+    assert thin_floor("en", [seg(0, 10, " " + "printing in the only sense " * 8)], speech) == thin_floor("en")  # fast: never raised
+
+
+def test_token_budget_follows_the_window_length() -> None:
+    options = TranscriptionOptions()
+    short, full = _token_budget(_Window(0.0, 1.3, ()), options), _token_budget(_Window(0.0, 24.0, ()), options)
+    assert short is not None and full is not None
+    assert 20 < short < 60  # room for a short sentence, not for a 448-token loop
+    assert full == MAX_NEW_TOKENS
+    assert _token_budget(_Window(0.0, 1.3, ()), TranscriptionOptions(hotwords="Zoom")) is None  # hotwords take prompt room

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,31 @@ def test_long_audio_takes_the_sequential_path_by_default(tiny_engine: object, jf
     # Every copy transcribed; the raw engine may repeat a word at a window border (seen once in
     # CI: 7), which the coverage layer's border guard removes (tests/decoding), not this path.
     assert normalize(result.text).count("country") >= 6
+
+
+def test_concurrent_short_clips_are_decoded_in_batches_as_well_as_one_by_one(
+    cache_dir: Path, tiny_engine: object
+) -> None:
+    audio_dir, refs = corpus_set("librispeech-clean100-a")
+    stems = list(refs)[:6]
+    clips = [decode_audio(next(audio_dir.glob(f"{stem}.*"))).samples for stem in stems]
+    resolved = resolve_model_or_raise("tiny.en", cache_dir=cache_dir, offline=True)
+    # A long wait for company, so that the six callers meet in batches however loaded the machine is.
+    settings = ModelSettings(name="tiny.en", cache_dir=cache_dir, batch_wait_ms=100)
+    engine = create_engine(resolved, settings, threads=1, concurrency=1, batch_size=4)
+    try:
+        with ThreadPoolExecutor(len(clips)) as pool:
+            batched = list(pool.map(lambda a: engine.transcribe(a, TranscriptionOptions()), clips))
+        stats = engine.fast_path_stats  # type: ignore[attr-defined]
+        assert stats.batched >= 1 and engine._batcher.batches < len(clips)  # type: ignore[attr-defined]
+    finally:
+        engine.close()
+    alone = [tiny_engine.transcribe(a, TranscriptionOptions()) for a in clips]  # type: ignore[attr-defined]
+    for transcript, audio in zip(batched, clips, strict=True):
+        assert transcript.language == "en" and transcript.duration == len(audio) / RATE
+        assert [s.id for s in transcript.segments] == list(range(len(transcript.segments)))
+        for seg in transcript.segments:
+            assert 0.0 <= seg.start < seg.end <= transcript.duration + 0.5 and seg.tokens and seg.text.strip()
+    expected = [refs[s] for s in stems]
+    # Padding a clip to its batch's longest may change a word here and there, not the accuracy.
+    assert wer(expected, [t.text for t in batched]) <= wer(expected, [t.text for t in alone]) + 0.02

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from stenod.engines.faster_whisper import _TrimmedEncoder
 from stenod.engines.window_guard import (
+    DEFAULT_TRIM_POLICY,
     FULL_WINDOW_FRAMES,
     TrimPolicy,
     has_repetition_loop,
     trimmed_decode_problem,
 )
-from stenod.engines.windows import Span, group_speech
+from stenod.engines.windows import Span, group_spans, group_speech
 from stenod.transcript import Segment
 
 
@@ -76,3 +79,31 @@ def test_group_speech_splits_at_long_silence_and_skips_empty_spans() -> None:
     windows = group_speech([Span(0.0, 2.0), Span(2.0, 2.0), Span(8.0, 9.0)], max_window_s=28.0, max_gap_s=3.0)
     assert windows == [Span(0.0, 2.0), Span(8.0, 9.0)]
     assert group_speech([]) == []
+
+
+def test_group_spans_keeps_each_window_s_spans() -> None:
+    speech = [Span(0.0, 4.0), Span(5.0, 9.0), Span(20.0, 22.0)]
+    assert group_spans(speech, max_window_s=28.0, max_gap_s=3.0) == [(Span(0.0, 4.0), Span(5.0, 9.0)), (Span(20.0, 22.0),)]
+    assert len(group_spans(speech, max_window_s=0.0, max_gap_s=3.0)) == 3  # every span alone
+
+
+class _Encodes:
+    """Stands in for faster-whisper's WhisperModel: records the frames each encode is given."""
+
+    sampling_rate = 16000
+
+    def encode(self, features: np.ndarray) -> tuple[int, ...]:
+        return tuple(features.shape)
+
+
+def test_a_continued_window_is_encoded_trimmed() -> None:
+    # generate_segments pads the rest of a clip with zeros to 3000 frames before encoding it
+    encoder = _TrimmedEncoder(_Encodes(), DEFAULT_TRIM_POLICY)
+    features = np.zeros((80, 3000), dtype=np.float32)
+    features[:, :250] = -0.6  # 2.5 s of audio (silence is not zero in log-mel)
+    assert encoder.encode(features) == (80, 1000)  # the 10 s floor
+    features[:, :2500] = -0.6
+    assert encoder.encode(features) == (80, 2600)  # audio + 1 s
+    features[:, :] = -0.6
+    assert encoder.encode(features) == (80, 3000)  # a full window stays full
+    assert encoder.sampling_rate == 16000  # everything else is the model's

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from stenod.engines import plan_cpu, temperature_schedule
+from stenod.engines.factory import CPU_BATCH_CLIPS
 from stenod.errors import ModelNotFoundError, UnknownLanguageError, UnsupportedParameterError
 from stenod.service import (
     SINGLE_CALL_MAX_THREADS,
@@ -95,8 +96,25 @@ def test_plan_cpu_keeps_what_is_given() -> None:
 def test_server_plan_reads_settings() -> None:
     settings = Settings(model=ModelSettings(threads=2), server=ServerSettings(slots=3))
     plan = server_cpu_plan(settings, cores=16)
-    assert (plan.threads, plan.concurrency) == (2, 3)
-    assert server_cpu_plan(Settings(), cores=8) == plan_cpu(cores=8)
+    assert (plan.threads, plan.concurrency, plan.batch_size, plan.slots) == (2, 3, 1, 3)
+    default = server_cpu_plan(Settings(), cores=8)
+    assert (default.threads, default.concurrency) == (plan_cpu(cores=8).threads, plan_cpu(cores=8).concurrency)
+
+
+def test_server_plan_batches_short_clips_on_faster_whisper_cpu() -> None:
+    """Default CPU server: batches of CPU_BATCH_CLIPS per worker, a slot for every clip a batch can
+    hold; batching off where there is no trimmed path to batch, or when asked."""
+    plan = server_cpu_plan(Settings(model=ModelSettings(device="cpu")), cores=2)
+    assert (plan.threads, plan.concurrency, plan.batch_size) == (1, 2, CPU_BATCH_CLIPS)
+    assert plan.slots == 2 * CPU_BATCH_CLIPS
+    for model in (
+        ModelSettings(device="cpu", trim_encoder=False),
+        ModelSettings(device="cpu", engine="whisper.cpp"),
+        ModelSettings(device="cpu", batch_clips=1),
+    ):
+        assert server_cpu_plan(Settings(model=model), cores=2).slots == 2
+    asked = server_cpu_plan(Settings(model=ModelSettings(device="cpu", batch_clips=4), server=ServerSettings(slots=3)), cores=2)
+    assert (asked.concurrency, asked.batch_size, asked.slots) == (3, 4, 12)
 
 
 @pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 2), (8, 8), (32, SINGLE_CALL_MAX_THREADS)])

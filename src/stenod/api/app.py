@@ -47,7 +47,9 @@ def build_state(settings: Settings, *, engine_factory: EngineFactory | None = No
         on_load=lambda name, seconds: metrics.model_load_seconds.labels(manager.metrics_label(name)).observe(seconds),
         on_load_error=lambda _name: metrics.model_load_failures.inc(),
     )
-    scheduler = SlotScheduler(slots=plan.concurrency, queue_size=settings.server.queue_size)
+    # A slot per clip a batch can hold: with batching, requests wait for a batch in the engine,
+    # not for a slot here.
+    scheduler = SlotScheduler(slots=plan.slots, queue_size=settings.server.queue_size)
     service = TranscriptionService(
         manager=manager, scheduler=scheduler, metrics=metrics,
         max_duration_s=settings.audio.max_duration_s, request_timeout_s=settings.server.request_timeout_s,
@@ -55,7 +57,8 @@ def build_state(settings: Settings, *, engine_factory: EngineFactory | None = No
         memory=MemoryBudget(int(settings.server.memory_budget_mb * 1024 * 1024), max_waiting=settings.server.queue_size,
                             wait_s=settings.server.memory_wait_s),
     )
-    logger.info("inference plan: %d slots x %d threads", plan.concurrency, plan.threads)
+    logger.info("inference plan: %d slots, %d workers x %d threads, batches of up to %d clips",
+                plan.slots, plan.concurrency, plan.threads, plan.batch_size)
     return AppState(settings=settings, manager=manager, scheduler=scheduler, metrics=metrics, service=service,
                     auth=Authenticator(settings), limits=RateLimits(settings.server.rate_limit_storage_url))
 

@@ -10,6 +10,7 @@ import typer
 
 from stenod.cli.common import ConfigOption, build_settings
 from stenod.engines import cpu_count, plan_cpu
+from stenod.engines.factory import cpu_batch_clips
 from stenod.settings import Settings
 from stenod.settings_reference import effective_settings, settings_reference_markdown
 
@@ -34,8 +35,13 @@ def resolved_settings(settings: Settings, *, cores: int) -> dict[str, Any]:
         auto["model.threads"] = (f"chosen for {cores} cores: {plan.threads} per server slot "
                                  f"(stenod transcribe gives its one call {min(8, cores)})")
     if settings.server.slots == 0:
-        data["server"]["slots"] = plan.concurrency
-        auto["server.slots"] = f"chosen for {cores} cores"
+        batch = cpu_batch_clips(settings.model, slots=0)
+        data["server"]["slots"] = plan.concurrency * batch
+        auto["server.slots"] = (f"chosen for {cores} cores: {plan.concurrency} workers x batches of {batch} clips"
+                                if batch > 1 else f"chosen for {cores} cores")
+    if settings.model.batch_clips == 0:
+        data["model"]["batch_clips"] = cpu_batch_clips(settings.model, slots=settings.server.slots)
+        auto["model.batch_clips"] = "measured best on CPU (docs/ARCHITECTURE.md); 1 where nothing batches"
     b = settings.batch
     batch_plan = plan_cpu(cores=cores, threads=b.threads or settings.model.threads, concurrency=b.workers)
     if b.workers == 0 and b.batch_size <= 1:

@@ -365,21 +365,23 @@ class _Run:
         doubtful = bool(segments) and sum(s.avg_logprob for s in segments) / len(segments) < DOUBTFUL_AVG_LOGPROB
         check_language = not info.multilingual and self.options.language is None and doubtful
         check_coverage = result.audio_duration_s >= 10 and not self.options.without_timestamps
-        if not (check_language or check_coverage):
-            return out
-        head, complete = read_head(source, seconds=QUALITY_HEAD_S, max_duration_s=self.settings.audio.max_duration_s)
-        if check_language:
-            detector = self._language_detector()
-            if detector is not None:
-                message = detect_foreign_speech(detector, head, model=info.model)
+        # The coverage check's own VAD (result.speech_s) where it ran; VAD over the head otherwise.
+        speech_s = result.speech_s if check_coverage else None
+        read_vad = check_coverage and speech_s is None
+        if check_language or read_vad:
+            head, complete = read_head(source, seconds=QUALITY_HEAD_S, max_duration_s=self.settings.audio.max_duration_s)
+            if check_language:
+                detector = self._language_detector()
+                message = None if detector is None else detect_foreign_speech(detector, head, model=info.model)
                 if message:
                     out.append(message)
-        if check_coverage and complete:
-            start = int(self.options.offset_s * SAMPLE_RATE)
-            stop = None if self.options.duration_s is None else start + int(self.options.duration_s * SAMPLE_RATE)
-            message = coverage_warning(transcript, speech_seconds(head[start:stop]))
-            if message:
-                out.append(message)
+            if read_vad and complete:
+                start = int(self.options.offset_s * SAMPLE_RATE)
+                stop = None if self.options.duration_s is None else start + int(self.options.duration_s * SAMPLE_RATE)
+                speech_s = speech_seconds(head[start:stop])
+        message = None if speech_s is None else coverage_warning(transcript, speech_s)
+        if message:
+            out.append(message)
         return out
 
     def _language_detector(self) -> Engine | None:

@@ -10,7 +10,9 @@ files fail is chaotic). So:
    (:func:`stenod.decoding.speech.find_speech`, cut at pauses of 0.3 s, never mid-word), each
    with the tail of the text so far as its prompt (when ``condition_on_previous_text``) and the
    language of the first window; a failure in one window cannot push the next one off course.
-   Shorter audio, and faster-whisper's batched pipeline (``batch_size`` > 1), take one
+   Each window is one ``engine.transcribe`` call on a short array, which faster-whisper decodes
+   with its encoder trimmed to the window, and with a token budget (:data:`TOKENS_PER_S`) so a
+   loop stops early. Shorter audio, and faster-whisper's batched pipeline (``batch_size`` > 1), take one
    ``engine.transcribe`` call on the whole array as before.
 2. Guards (:mod:`stenod.decoding.guards`): drop loops and degenerate windows; drop text in
    silence when VAD is on; segments decoded only by sampling (temperature fallback), with a
@@ -18,9 +20,10 @@ files fail is chaotic). So:
    count as covering it.
 3. Every speech stretch left mostly uncovered is decoded again, in windows of up to
    :data:`WINDOW_MAX_S` made of neighbouring uncovered stretches, with the preceding text as the
-   prompt and word timestamps (so that a segment cannot claim speech it skipped). A window's
-   result replaces the segments under it only when it covers more speech; stretches still
-   uncovered are then tried once more one by one.
+   prompt and word timestamps (so that a segment cannot claim speech it skipped), greedily and
+   with the token budget. A window's result replaces the segments under it only when it covers
+   more speech; stretches still uncovered are then tried once more one by one. Windows with
+   under :data:`MIN_REDECODE_S` of speech are not tried (Whisper invents text for them).
 4. Words repeated across a window border are removed, segments are put in time order without
    overlaps and words are clamped inside their segments.
 
@@ -37,6 +40,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from stenod.decoding.guards import (
+    Limits,
     drop_loops,
     in_silence,
     is_degenerate,
@@ -45,10 +49,12 @@ from stenod.decoding.guards import (
     is_unreliable,
     repair_times,
     repeats_neighbour,
+    thin_floor,
     trim_leading_duplicate,
 )
 from stenod.decoding.speech import SAMPLE_RATE, SpeechStretch, find_speech
 from stenod.engines.base import CancelledError, Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
+from stenod.engines.windows import group_spans
 from stenod.transcript import Segment, Transcript, Word
 
 logger = logging.getLogger(__name__)
@@ -67,16 +73,34 @@ MIN_GAIN_S = 0.3
 PROMPT_MAX_CHARS = 200
 """Tail of the preceding text passed as the prompt of a re-decoded window."""
 _PROGRESS_CAP = 0.99
-REDECODE_TEMPERATURE_STEPS = 2
+REDECODE_TEMPERATURE_STEPS = 1
+MIN_REDECODE_S = 1.0
+"""A re-decoded window needs at least this much speech: less holds a word or two at most, Whisper
+mostly invents text for it, and each try costs an encoder pass of at least 10 s, plus a full
+30 s one each time the engine's guard sends the result back (measured: a 0.5 s stretch, 2.7 and
+7.2 CPU s, nothing recovered either time)."""
 WINDOWED_FIRST_PASS = True
 """First pass in VAD windows cut at pauses (True) or one ``engine.transcribe`` call on the whole
 array followed by the check (False); compared in docs/ENGINES.md "Long-form coverage"."""
-FIRST_WINDOW_MAX_S = 29.0
-"""First-pass windows: neighbouring speech stretches joined up to this length (Whisper's window
-is 30 s), so the first pass costs about as many encoder passes as sequential decoding."""
+FIRST_WINDOW_MAX_S = 24.0
+"""First-pass windows: neighbouring speech stretches joined up to this length. Each window's
+encoder input is trimmed to its audio (faster-whisper, :mod:`stenod.engines.window_guard`), so a
+shorter window costs about as much encoder time per second as a full one, and Whisper skips less
+speech in it than in a full window (FLEURS en, base: 29 s windows left five stretches to decode
+again, 2.8x the old path's CPU time; 24 s: two, 1.2x; 15 s: none, 0.6x, but more cuts inside
+sentences cost words on spontaneous speech: earnings call 3.3 % WER against 0 % with 24 s)."""
 FIRST_JOIN_PAUSE_S = 3.0
 """A longer pause starts a new first-pass window: silence is never decoded on its own."""
-
+TOKENS_PER_S = 12.0
+TOKENS_BASE = 24
+"""Token budget of a window: :data:`TOKENS_BASE` plus this many per second of its audio. Speech
+runs at 3-6 text tokens a second plus a timestamp pair per segment; the budget only stops
+runaway loops, which otherwise generate the model's 448 tokens at every fallback temperature (a
+1.3 s re-decoded window cost 12 CPU s, a 5 s one 39 s). A window cut short by the budget is
+continued from its last timestamp by the engine, so no text is lost."""
+MAX_NEW_TOKENS = 200
+"""Budget ceiling: with faster-whisper's longest previous-text prompt (223 tokens) and the start
+tokens it stays within the model's 448."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +108,15 @@ class _Window:
     start: float
     end: float
     stretches: tuple[SpeechStretch, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Judge:
+    """What counts as covering speech in this file: the request's thresholds and the letters per
+    second of speech under which a segment is thin (:func:`~stenod.decoding.guards.thin_floor`)."""
+
+    limits: Limits
+    thin_floor: float
 
 
 def transcribe_with_coverage(
@@ -147,16 +180,18 @@ def transcribe_with_coverage(
             audio, options, progress=_capped(progress), cancel=cancel,
             on_segment=None if on_segment is None else _recording(on_segment, streamed),
         )
-    segments = _guard(list(first.segments), stretches, first.language, drop_silent=options.vad_enabled(duration))
+    limits = Limits.of(options)
+    segments = _guard(list(first.segments), stretches, limits, drop_silent=options.vad_enabled(duration))
+    judge = _Judge(limits, thin_floor(first.language, segments, stretches))
     # Word times of re-decoded windows make their coverage exact (a window's segment can claim
     # speech it skipped); they cost one alignment pass per window and are dropped again below
     # unless the caller asked for them.
-    # Re-decoded windows stop the temperature fallback after its first step: a short window that
-    # fails greedily only yields sampled text, which the coverage comparison rejects anyway
-    # (measured: full fallback on 1-2 s windows cost as much as the rest of the file).
+    # Re-decoded windows are greedy only: a short window that fails greedily yields sampled text
+    # that the coverage comparison mostly rejects anyway (measured: full fallback on 1-2 s
+    # windows cost as much as the rest of the file, one step of it still 19 CPU s on a 5 s one).
     redo = replace(options, vad=False, language=first.language, batch_size=0, word_timestamps=True,
                    temperature=options.temperature[:REDECODE_TEMPERATURE_STEPS])
-    segments = _fill_gaps(engine, audio, redo, segments, stretches, first.language, cancel=cancel)
+    segments = _fill_gaps(engine, audio, redo, segments, stretches, judge, cancel=cancel)
     final = repair_times(segments)
     if not options.word_timestamps:
         final = [replace(s, words=None) for s in final]
@@ -200,7 +235,8 @@ def _decode_windows(
         prompt = _prompt(segments, options.initial_prompt) if options.condition_on_previous_text else options.initial_prompt
         result = engine.transcribe(
             audio[int(window.start * SAMPLE_RATE): int(window.end * SAMPLE_RATE)],
-            replace(options, vad=False, language=language, initial_prompt=prompt, batch_size=0),
+            replace(options, vad=False, language=language, initial_prompt=prompt, batch_size=0,
+                    max_new_tokens=_token_budget(window, options)),
             cancel=cancel,
         )
         if language is None:
@@ -223,8 +259,17 @@ def _capped(progress: ProgressCallback | None) -> ProgressCallback | None:
     return report
 
 
-def _guard(segments: list[Segment], speech: list[SpeechStretch], language: str, *, drop_silent: bool) -> list[Segment]:
-    kept, dropped = drop_loops(segments)
+def _token_budget(window: _Window, options: TranscriptionOptions) -> int | None:
+    """``max_new_tokens`` for a window (:data:`TOKENS_PER_S`); none with hotwords, whose own
+    prompt faster-whisper does not count against the model's limit."""
+    if options.hotwords:
+        return options.max_new_tokens
+    budget = min(MAX_NEW_TOKENS, int(TOKENS_BASE + TOKENS_PER_S * (window.end - window.start)))
+    return budget if options.max_new_tokens is None else min(budget, options.max_new_tokens)
+
+
+def _guard(segments: list[Segment], speech: list[SpeechStretch], limits: Limits, *, drop_silent: bool) -> list[Segment]:
+    kept, dropped = drop_loops(segments, limits)
     if dropped and logger.isEnabledFor(logging.DEBUG):
         logger.debug("coverage: dropped %d looping segment(s): %s", len(dropped), [s.text[:40] for s in dropped])
     if drop_silent:
@@ -232,12 +277,12 @@ def _guard(segments: list[Segment], speech: list[SpeechStretch], language: str, 
     return kept
 
 
-def _covering(segments: list[Segment], speech: list[SpeechStretch], language: str) -> list[tuple[float, float]]:
+def _covering(segments: list[Segment], speech: list[SpeechStretch], judge: _Judge) -> list[tuple[float, float]]:
     """Time spans that count as decoded: segment spans (word spans when there are words),
-    minus thin segments."""
+    minus unreliable and thin segments."""
     spans: list[tuple[float, float]] = []
     for seg in segments:
-        if not seg.text.strip() or is_unreliable(seg) or is_thin(seg, speech, language):
+        if not seg.text.strip() or is_unreliable(seg, judge.limits) or is_thin(seg, speech, None, floor=judge.thin_floor):
             continue
         if seg.words:
             spans.extend((w.start - 0.15, w.end + 0.15) for w in seg.words)
@@ -262,8 +307,8 @@ def _covered_s(stretch: SpeechStretch, spans: list[tuple[float, float]]) -> floa
     return total
 
 
-def _uncovered(segments: list[Segment], speech: list[SpeechStretch], language: str) -> list[SpeechStretch]:
-    spans = _covering(segments, speech, language)
+def _uncovered(segments: list[Segment], speech: list[SpeechStretch], judge: _Judge) -> list[SpeechStretch]:
+    spans = _covering(segments, speech, judge)
     out: list[SpeechStretch] = []
     for stretch in speech:
         missing = stretch.duration - _covered_s(stretch, spans)
@@ -273,13 +318,7 @@ def _uncovered(segments: list[Segment], speech: list[SpeechStretch], language: s
 
 
 def _windows(stretches: list[SpeechStretch], max_s: float, *, join_pause_s: float = WINDOW_JOIN_PAUSE_S) -> list[_Window]:
-    windows: list[list[SpeechStretch]] = []
-    for s in stretches:
-        if windows and s.start - windows[-1][-1].end < join_pause_s and s.end - windows[-1][0].start <= max_s:
-            windows[-1].append(s)
-        else:
-            windows.append([s])
-    return [_Window(w[0].start, w[-1].end, tuple(w)) for w in windows]
+    return [_Window(g[0].start, g[-1].end, g) for g in group_spans(stretches, max_window_s=max_s, max_gap_s=join_pause_s)]
 
 
 def _fill_gaps(
@@ -288,22 +327,23 @@ def _fill_gaps(
     options: TranscriptionOptions,
     segments: list[Segment],
     speech: list[SpeechStretch],
-    language: str,
+    judge: _Judge,
     *,
     cancel: threading.Event | None,
 ) -> list[Segment]:
     tried: set[tuple[float, float]] = set()
     for max_window_s in (WINDOW_MAX_S, 0.0):  # grouped windows first, then each stretch alone
-        missing = _uncovered(segments, speech, language)
+        missing = _uncovered(segments, speech, judge)
         if not missing:
             break
-        windows = [w for w in _windows(missing, max_window_s) if (w.start, w.end) not in tried]
+        windows = [w for w in _windows(missing, max_window_s) if (w.start, w.end) not in tried
+                   and sum(s.duration for s in w.stretches) >= MIN_REDECODE_S]
         logger.debug("coverage: %d uncovered stretch(es), %d window(s) of <= %.0f s", len(missing), len(windows), max_window_s)
         for window in windows:
             if cancel is not None and cancel.is_set():
                 raise CancelledError("transcription cancelled")
             tried.add((window.start, window.end))
-            segments = _redecode(engine, audio, options, segments, speech, language, window, cancel=cancel)
+            segments = _redecode(engine, audio, options, segments, speech, judge, window, cancel=cancel)
     return segments
 
 
@@ -313,7 +353,7 @@ def _redecode(
     options: TranscriptionOptions,
     segments: list[Segment],
     speech: list[SpeechStretch],
-    language: str,
+    judge: _Judge,
     window: _Window,
     *,
     cancel: threading.Event | None,
@@ -324,13 +364,13 @@ def _redecode(
     prompt = _prompt(before, options.initial_prompt)
     result = engine.transcribe(
         audio[int(window.start * SAMPLE_RATE): int(window.end * SAMPLE_RATE)],
-        replace(options, initial_prompt=prompt),
+        replace(options, initial_prompt=prompt, max_new_tokens=_token_budget(window, options)),
         cancel=cancel,
     )
     neighbours = before[-3:] + after[:3]
     new = [
         seg for seg in (_shift(s, window) for s in result.segments)
-        if seg.text.strip() and not is_degenerate(seg) and not is_too_dense(seg)
+        if seg.text.strip() and not is_degenerate(seg, judge.limits) and not is_too_dense(seg)
         and not in_silence(seg, list(window.stretches))
         and not repeats_neighbour(seg, neighbours)
     ]
@@ -343,8 +383,8 @@ def _redecode(
             after = [head, *after[1:]]
         elif head is None:
             after = after[1:]
-    old_cov = _window_coverage(before + inside + after, window, speech, language)
-    new_cov = _window_coverage(before + new + after, window, speech, language)
+    old_cov = _window_coverage(before + inside + after, window, speech, judge)
+    new_cov = _window_coverage(before + new + after, window, speech, judge)
     if new_cov < old_cov + MIN_GAIN_S:
         logger.debug("coverage: window %.1f-%.1f s kept (%.1f s -> %.1f s covered)", window.start, window.end, old_cov, new_cov)
         return segments
@@ -352,8 +392,8 @@ def _redecode(
     return before + new + after
 
 
-def _window_coverage(segments: list[Segment], window: _Window, speech: list[SpeechStretch], language: str) -> float:
-    spans = _covering(segments, speech, language)
+def _window_coverage(segments: list[Segment], window: _Window, speech: list[SpeechStretch], judge: _Judge) -> float:
+    spans = _covering(segments, speech, judge)
     return sum(_covered_s(s, spans) for s in window.stretches)
 
 

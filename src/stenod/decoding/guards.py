@@ -9,19 +9,23 @@ re-decoded window. Whisper's failure modes they catch:
   timestamps, so the speech it sits on is never decoded. Every copy of the repeated text is
   dropped, the first one included, because the first copy is usually misplaced too; the coverage
   check then decodes that time again.
-- **Degenerate windows**: a compression ratio above Whisper's own limit of 2.4 that survived the
-  temperature fallback ("the the the ...").
+- **Degenerate windows**: a compression ratio above the request's limit (Whisper's 2.4 by
+  default; :class:`Limits`) that survived the temperature fallback ("the the the ...").
 - **Text in silence**: segments that lie outside every VAD speech stretch.
 - **Thin segments**: a segment whose text is far too short for the speech under it (the decoder
-  skipped sentences inside its span); its time counts as not covered.
+  skipped sentences inside its span), judged against the language and the file's own speaking
+  rate; its time counts as not covered.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from stenod.decoding.speech import SpeechStretch, overlap_s
+from stenod.engines.base import TranscriptionOptions
 from stenod.transcript import Segment, Word
 
 MAX_COMPRESSION_RATIO = 2.4
@@ -46,6 +50,10 @@ left a sentence out (seen: a window's segment stretched over two FLEURS clips it
 A false alarm costs one re-decoded window, whose text is taken only if it covers more."""
 MIN_CHARS_PER_SPEECH_S_UNSPACED = 2.5
 """The same for Chinese and Japanese (4-8 characters a second of speech)."""
+THIN_FRACTION_OF_TYPICAL = 0.6
+"""Slow speakers: the floor is at most this share of the file's own typical rate (the median over
+its first-pass segments). A spontaneous earnings call runs at 6-9 letters a second of speech, and
+the fixed 7 sent half of it to be decoded again for nothing."""
 UNSPACED_LANGUAGES = frozenset({"ja", "zh", "yue", "th", "lo", "km", "my"})
 MAX_CHARS_PER_S = 30.0
 """Nobody speaks faster than this (fast speech is about 20 characters a second): more text than
@@ -65,24 +73,47 @@ def norm_text(text: str) -> str:
     return " ".join(w for w in (norm_word(t) for t in text.split()) if w)
 
 
-def is_unreliable(segment: Segment) -> bool:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Whisper's failure thresholds as the request set them; ``None`` turns that check off here
+    as it does in the engine's temperature fallback.
+
+    ``no_speech`` is applied by the engines (a window over it with a log-probability under
+    ``log_prob`` is dropped as silence before the guards see it); it is kept here so the one
+    object carries the request's three thresholds."""
+
+    compression_ratio: float | None = MAX_COMPRESSION_RATIO
+    log_prob: float | None = MIN_AVG_LOGPROB
+    no_speech: float | None = 0.6
+
+    @classmethod
+    def of(cls, options: TranscriptionOptions) -> Limits:
+        return cls(options.compression_ratio_threshold, options.log_prob_threshold, options.no_speech_threshold)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def is_unreliable(segment: Segment, limits: Limits = DEFAULT_LIMITS) -> bool:
     """Decoded only after the temperature fallback went to sampling, or with a log-probability
-    below Whisper's own limit: the text is likely wrong and is decoded again in a shorter window,
+    below the request's limit: the text is likely wrong and is decoded again in a shorter window,
     which usually succeeds greedily."""
-    return segment.temperature >= UNRELIABLE_TEMPERATURE or segment.avg_logprob < MIN_AVG_LOGPROB
+    if segment.temperature >= UNRELIABLE_TEMPERATURE:
+        return True
+    return limits.log_prob is not None and segment.avg_logprob < limits.log_prob
 
 
-def is_degenerate(segment: Segment) -> bool:
-    return segment.compression_ratio > MAX_COMPRESSION_RATIO
+def is_degenerate(segment: Segment, limits: Limits = DEFAULT_LIMITS) -> bool:
+    return limits.compression_ratio is not None and segment.compression_ratio > limits.compression_ratio
 
 
-def drop_loops(segments: list[Segment]) -> tuple[list[Segment], list[Segment]]:
+def drop_loops(segments: list[Segment], limits: Limits = DEFAULT_LIMITS) -> tuple[list[Segment], list[Segment]]:
     """Remove every copy of a text that occurs twice or more within :data:`REPEAT_HORIZON_S`,
     and degenerate windows. Returns (kept, dropped)."""
     drop: set[int] = set()
     keys = [norm_text(s.text) for s in segments]
     for i, key in enumerate(keys):
-        if is_degenerate(segments[i]):
+        if is_degenerate(segments[i], limits):
             drop.add(i)
         if len(key) < REPEAT_MIN_CHARS:
             continue
@@ -117,21 +148,39 @@ def in_silence(segment: Segment, speech: list[SpeechStretch]) -> bool:
     return under < min(MIN_SPEECH_UNDER_TEXT_S, 0.5 * max(segment.end - segment.start, 0.01))
 
 
-def is_thin(segment: Segment, speech: list[SpeechStretch], language: str | None) -> bool:
-    """Whether the text is far too short for the speech under the segment's span."""
+def _letters(segment: Segment) -> int:
+    return len(norm_text(segment.text).replace(" ", ""))
+
+
+def thin_floor(language: str | None, segments: Sequence[Segment] = (), speech: Sequence[SpeechStretch] = ()) -> float:
+    """Letters per second of speech under which a segment counts as thin: the language's floor,
+    lowered to :data:`THIN_FRACTION_OF_TYPICAL` of the median rate of ``segments`` (those over at
+    least :data:`THIN_MIN_SPEECH_S` of ``speech``) when the speaker is slow."""
+    lang = (language or "en").split("-")[0].lower()
+    floor = MIN_CHARS_PER_SPEECH_S_UNSPACED if lang in UNSPACED_LANGUAGES else MIN_CHARS_PER_SPEECH_S
+    stretches = list(speech)
+    rates = [
+        _letters(seg) / under
+        for seg in segments
+        if (under := overlap_s(seg.start, seg.end, stretches)) >= THIN_MIN_SPEECH_S
+    ]
+    if not rates:
+        return floor
+    return min(floor, THIN_FRACTION_OF_TYPICAL * statistics.median(rates))
+
+
+def is_thin(segment: Segment, speech: list[SpeechStretch], language: str | None, *, floor: float | None = None) -> bool:
+    """Whether the text is far too short for the speech under the segment's span (under ``floor``
+    letters a second; default: the language's :func:`thin_floor`)."""
     under = overlap_s(segment.start, segment.end, speech)
     if under < THIN_MIN_SPEECH_S:
         return False
-    chars = len(norm_text(segment.text).replace(" ", ""))
-    lang = (language or "en").split("-")[0].lower()
-    floor = MIN_CHARS_PER_SPEECH_S_UNSPACED if lang in UNSPACED_LANGUAGES else MIN_CHARS_PER_SPEECH_S
-    return chars < floor * under
+    return _letters(segment) < (thin_floor(language) if floor is None else floor) * under
 
 
 def is_too_dense(segment: Segment) -> bool:
     """Whether the segment holds more text than anyone can say in its span (at least 1 s)."""
-    chars = len(norm_text(segment.text).replace(" ", ""))
-    return chars > MAX_CHARS_PER_S * max(segment.end - segment.start, 1.0)
+    return _letters(segment) > MAX_CHARS_PER_S * max(segment.end - segment.start, 1.0)
 
 
 def trim_leading_duplicate(previous: Segment, segment: Segment) -> Segment | None:

@@ -84,6 +84,12 @@ class TranscriptionOptions:
     engine sees them and shifts the transcript's times back, so engines never see it."""
     duration_s: float | None = None
     """Transcribe at most this many seconds (after ``offset_s``); ``None``: to the end."""
+    max_new_tokens: int | None = None
+    """Most tokens one 30 s window may generate (faster-whisper's ``max_new_tokens``); ``None``:
+    the model's limit (448 with the prompt). Set by the coverage check on its windows, whose audio
+    length bounds the text, so a looping decode stops early instead of generating the limit at
+    every fallback temperature; a window cut short is continued from its last timestamp as usual.
+    Not exposed to users; whisper.cpp and the torch engine ignore it."""
     batch_size: int = 0
     """> 1 decodes up to this many VAD-cut windows of one file in one batch (faster-whisper's
     BatchedInferencePipeline): faster for long audio, at some cost in context across windows."""
@@ -135,6 +141,11 @@ class EngineConfig:
     """Decode long (VAD) audio as independent windows in parallel on the CTranslate2 workers
     (faster-whisper, needs ``trim_encoder``). Off by default: on 2 cores it measured slower per
     CPU second and less accurate than the sequential path (docs/BENCHMARKS.md, issue 10)."""
+    batch_size: int = 1
+    """Most short clips (trimmed windows) decoded together in one CTranslate2 call, from one caller
+    or several (faster-whisper, needs ``trim_encoder``); 1 decodes every clip on its own."""
+    batch_wait_ms: float = 3.0
+    """Longest a clip waits for company when a CTranslate2 worker is free (``batch_size`` > 1)."""
 
 
 def check_model_supports_or_raise(options: TranscriptionOptions, *, model_name: str, multilingual: bool) -> None:

@@ -19,6 +19,9 @@ from stenod.settings import ModelSettings
 logger = logging.getLogger(__name__)
 
 ENGINE_NAMES = ("faster-whisper", "whisper.cpp", "torch")
+CPU_BATCH_CLIPS = 8
+"""Short clips per CTranslate2 call in a CPU server: on 2 cores batches of 8 used about 1.4x less
+CPU per audio second than one clip per call, 2 and 4 less than that (docs/BENCHMARKS.md, issue 10)."""
 GPU_SLOTS_PER_DEVICE = 32
 """Server slots per GPU for the torch engine: its windows batch across calls, so more concurrent
 calls mean larger batches, not contention (docs/BENCHMARKS.md, torch engine on an H200)."""
@@ -31,7 +34,14 @@ class CpuPlan:
     threads: int
     """Intra-op threads per call."""
     concurrency: int
-    """Calls that may run at once."""
+    """Calls that may run at once (CTranslate2 workers)."""
+    batch_size: int = 1
+    """Short clips of different requests decoded together in one call (faster-whisper on CPU)."""
+
+    @property
+    def slots(self) -> int:
+        """Requests a server runs at once: enough for every worker to fill a batch."""
+        return self.concurrency * self.batch_size
 
 
 def cpu_count() -> int:
@@ -139,6 +149,7 @@ def create_engine(
     *,
     threads: int,
     concurrency: int = 1,
+    batch_size: int = 1,
 ) -> Engine:
     """Build the engine for ``model``. Loading happens here (seconds for large models), after
     :func:`prepare_model_or_raise` (a no-op for prepared weights).
@@ -168,6 +179,8 @@ def create_engine(
         concurrency=concurrency,
         trim_encoder=settings.trim_encoder,
         parallel_windows=settings.parallel_windows,
+        batch_size=batch_size,
+        batch_wait_ms=settings.batch_wait_ms,
     )
     if engine_name == "faster-whisper":
         from stenod.engines.faster_whisper import FasterWhisperEngine
@@ -202,10 +215,19 @@ def _create_torch_engine(model: ResolvedModel, settings: ModelSettings, *, threa
     return TorchWhisperEngine(config)
 
 
+def cpu_batch_clips(settings: ModelSettings, *, slots: int) -> int:
+    """Short clips per CTranslate2 call in a server. Explicit slots keep their meaning (requests at
+    once, one clip per call) unless ``batch_clips`` is set too; batches exist only on
+    faster-whisper's trimmed path."""
+    if not settings.trim_encoder or settings.engine not in ("auto", "faster-whisper"):
+        return 1
+    return settings.batch_clips or (CPU_BATCH_CLIPS if slots <= 0 else 1)
+
+
 def plan_server_slots(settings: ModelSettings, *, cores: int, slots: int, threads: int) -> CpuPlan:
     """Slots and threads for a server: the CPU plan, except that the torch engine on GPUs gets
     ``GPU_SLOTS_PER_DEVICE`` slots per GPU unless slots are set (its calls batch together)."""
-    plan = plan_cpu(cores=cores, threads=threads, concurrency=slots)
+    plan = replace(plan_cpu(cores=cores, threads=threads, concurrency=slots), batch_size=cpu_batch_clips(settings, slots=slots))
     if slots > 0 or settings.engine not in ("auto", "torch") or settings.device == "cpu":
         return plan
     if not torch_cuda_usable():

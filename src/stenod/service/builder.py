@@ -209,7 +209,9 @@ def engine_factory(settings: Settings, plan: CpuPlan) -> EngineFactory:
     threads per call and ``plan.concurrency`` concurrent calls over one copy of the weights."""
 
     def factory(model: ResolvedModel) -> Engine:
-        return create_engine(model, settings.model, threads=plan.threads, concurrency=plan.concurrency)
+        return create_engine(
+            model, settings.model, threads=plan.threads, concurrency=plan.concurrency, batch_size=plan.batch_size
+        )
 
     return factory
 

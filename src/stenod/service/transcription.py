@@ -22,7 +22,7 @@ from stenod.audio.decode import (
     probe_audio,
     source_name,
 )
-from stenod.decoding import transcribe_with_coverage
+from stenod.decoding import find_speech, transcribe_with_coverage
 from stenod.engines.base import Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
 from stenod.errors import DiarizationInputError, UnsupportedParameterError
 from stenod.service.diarize import diarize_by_channel
@@ -38,6 +38,10 @@ class TranscriptionResult:
     """Inference time only (decode excluded)."""
     language_probabilities: dict[str, float] | None = None
     """Set by a detect-language-only request: every language's probability."""
+    speech_s: float | None = None
+    """Seconds of speech Silero VAD found in the transcribed audio, where the coverage check ran
+    VAD (:func:`transcribe_decoded` with timestamps and VAD not off): the CLI's coverage warning
+    reads it instead of running VAD again."""
 
     @property
     def realtime_factor(self) -> float:
@@ -92,8 +96,11 @@ def transcribe_decoded(
         audio = audio.clipped(options.offset_s, options.duration_s)
         if on_segment is not None:  # streamed segments carry whole-file times too
             on_segment = _shifting(on_segment, options.offset_s, audio.duration_s)
+    # The coverage check's VAD stretches, found here so the result can carry their length.
+    checked = options.vad is not False and not options.without_timestamps and len(audio.samples) > 0
+    speech = find_speech(audio.samples, threshold=options.vad_threshold) if checked else None
     transcript = transcribe_with_coverage(
-        engine, audio.samples, options, progress=progress, on_segment=on_segment, cancel=cancel
+        engine, audio.samples, options, speech=speech, progress=progress, on_segment=on_segment, cancel=cancel
     )
     if diarize and audio.channels is not None:
         transcript = diarize_by_channel(transcript, audio.channels)
@@ -104,6 +111,7 @@ def transcribe_decoded(
         audio_duration_s=audio.duration_s,
         decode_s=0.0,
         processing_s=time.perf_counter() - started,
+        speech_s=None if speech is None else sum(s.duration for s in speech),
     )
 
 

@@ -1,0 +1,145 @@
+"""Short clips from several callers decoded together: one encoder pass and one greedy (or beam)
+decode for a batch of clips instead of one per clip (issue 10).
+
+Callers (the server's slot threads) hand their clip to :meth:`WindowBatcher.submit` and block until
+its result is ready. ``workers`` runner threads (one per CTranslate2 worker) each take the oldest
+waiting clip plus up to ``max_batch - 1`` more with the same decode key (no more than their fair
+share when other runners are idle, so that every worker has work), preferring the clips
+closest to it in length (a batch is padded to its longest clip, so mixing a 5 s and a 20 s clip
+makes the short one pay for 20 s of encoder). A runner that finds fewer clips than ``max_batch``
+waits at most ``max_wait_s`` for company before it runs what it has, so a lone request is delayed
+by a few milliseconds at most; under load, clips pile up while the runners are busy and batches
+fill without waiting.
+
+Engine-agnostic: the batch function is the engine's; this module only groups and hands back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+@dataclass(slots=True)
+class _Waiting(Generic[P, R]):
+    key: Hashable
+    size: int
+    payload: P
+    future: Future[R] = field(default_factory=Future)
+
+
+class WindowBatcher(Generic[P, R]):
+    """Args:
+        run_batch: decodes payloads that share a key, returns one result per payload in order.
+        max_batch: most clips in one call.
+        max_wait_s: longest a runner waits for company once it has a clip.
+        workers: runner threads (batches in flight at once).
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[P]], list[R]],
+        *,
+        max_batch: int,
+        max_wait_s: float,
+        workers: int,
+        name: str = "stenod-batch",
+    ) -> None:
+        if max_batch < 1 or workers < 1:
+            raise ValueError("max_batch and workers must be >= 1")
+        self._run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._waiting: list[_Waiting[P, R]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._idle = 0
+        """Runners waiting for clips (guarded by ``_cond``)."""
+        self.batches = 0
+        """Calls of ``run_batch`` so far (for benchmarks and logs)."""
+        self.items = 0
+        """Clips decoded so far."""
+        self._threads = [
+            threading.Thread(target=self._runner, name=f"{name}-{i}", daemon=True) for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, key: Hashable, size: int, payload: P) -> R:
+        """Decode ``payload`` in a batch of clips with the same ``key``; ``size`` is its length
+        (frames), used to group clips of similar length. Blocks until the result is ready and
+        re-raises what ``run_batch`` raised."""
+        waiting: _Waiting[P, R] = _Waiting(key, size, payload)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("batcher is closed")
+            self._waiting.append(waiting)
+            self._cond.notify_all()
+        return waiting.future.result()
+
+    def _take(self) -> list[_Waiting[P, R]] | None:
+        """The next batch (oldest clip first), or ``None`` once closed."""
+        with self._cond:
+            self._idle += 1
+            try:
+                return self._take_locked()
+            finally:
+                self._idle -= 1
+
+    def _take_locked(self) -> list[_Waiting[P, R]] | None:
+            while not self._waiting:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            # Claimed at once: the lock is released while waiting, and another runner must not
+            # take the same clip.
+            first = self._waiting.pop(0)
+            deadline = time.monotonic() + self.max_wait_s
+            while self._count(first.key) < self.max_batch - 1 and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            candidates = [w for w in self._waiting if w.key == first.key]
+            # Share the waiting clips with the other idle runners: one runner decoding 8 clips
+            # while another sits idle leaves a core unused (-(-a // b) is ceil(a / b)).
+            share = min(self.max_batch, -(-(1 + len(candidates)) // max(1, self._idle)))
+            mates = sorted(candidates, key=lambda w: abs(w.size - first.size))[: share - 1]
+            batch = [first, *mates]
+            chosen = {id(w) for w in batch}
+            self._waiting = [w for w in self._waiting if id(w) not in chosen]
+            return batch
+
+    def _count(self, key: Hashable) -> int:
+        return sum(1 for w in self._waiting if w.key == key)
+
+    def _runner(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                results = self._run_batch([w.payload for w in batch])
+            except BaseException as exc:  # the callers see the error, the runner keeps serving
+                for w in batch:
+                    w.future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.items += len(batch)
+            for w, result in zip(batch, results, strict=True):
+                w.future.set_result(result)
+
+    def close(self) -> None:
+        """Stop the runners once the clips already waiting are decoded."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=60)
