@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +176,9 @@ class JobRunner:
         assert job is not None and token is not None
         params = JobParams.from_dict(job.params)
         retention = self.jobs.retention_s
-        logger.info("job %s: attempt %d on %s", job.id, job.attempts, self.worker_id)
+        logger.info("job %s: attempt %d on %s (queued %.2f s)", job.id, job.attempts, self.worker_id,
+                    max(0.0, time.time() - job.created_at))
+        clock = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="stenod-job-") as tmp:
             path = Path(tmp) / "audio"
             try:
@@ -186,6 +189,7 @@ class JobRunner:
             except StorageUnavailableError:
                 self._hand_back_after_storage_error(job.id, token, "read its audio")
                 raise
+            download_s = time.monotonic() - clock
             try:
                 name, engine = self.manager.acquire(params.model)
                 try:
@@ -209,6 +213,7 @@ class JobRunner:
             except StenodError as exc:
                 return self._finish(job.id, token, "failed", message=exc.message, code=exc.code or exc.error_type)
         result_key = f"results/{job.id}/{job.attempts}-{token[:12]}.json"
+        clock = time.monotonic()
         try:
             self.blobs.put_bytes(result_key, transcript_to_json(result.transcript, model=name))
         except StorageUnavailableError:
@@ -220,8 +225,11 @@ class JobRunner:
             self.blobs.delete(result_key)
             logger.warning("job %s: finished after losing its lease; result discarded", job.id)
             return RunOutcome("lost")
-        logger.info("job %s: completed %.1f s of audio with %s in %.2f s (rtf %.3f)", job.id,
-                    result.audio_duration_s, name, result.processing_s, result.realtime_factor)
+        # The job path's own costs next to the transcription's, so an operator sees where a
+        # job's time went (the queue wait is in the "attempt" line).
+        logger.info("job %s: completed %.1f s of audio with %s in %.2f s (rtf %.3f); audio download %.2f s, "
+                    "decode %.2f s, result store %.2f s", job.id, result.audio_duration_s, name, result.processing_s,
+                    result.realtime_factor, download_s, result.decode_s, time.monotonic() - clock)
         self._notify(job.id)
         return RunOutcome("completed")
 
