@@ -25,10 +25,12 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import CORPUS, JFK
-from tests.jobs.stack import API_KEYS, JobStack, WorkerProcess, job_stack
+from tests.jobs.stack import API_KEYS, LONG_AUDIO, JobStack, WorkerProcess, job_stack
 from tests.services import ManagedProcess, create_bucket, start_moto, start_redis
 
 MEDIUM_AUDIO = CORPUS / "longform-en" / "audio" / "earnings22_1_4482311_3_62.wav"
+# Tests that signal a worker mid-job use LONG_AUDIO (237 s): tiny.en does the minute of MEDIUM_AUDIO
+# in about 3 s on a quiet machine, so the job could finish before the test saw it running.
 """60 s: long enough to kill a worker in the middle, short enough to finish quickly after."""
 
 
@@ -108,7 +110,7 @@ def test_sigterm_hands_the_running_job_back_and_the_worker_exits(two_workers: Jo
     attempt, its message goes back to the broker at once (no visibility timeout: Redis's is
     6 h here) and the other worker completes it; the stopped worker exits 0 promptly."""
     stack = two_workers
-    job = stack.submit(MEDIUM_AUDIO).json()
+    job = stack.submit(LONG_AUDIO).json()
     stack.wait(job["id"], ("processing",), predicate=lambda j: j["progress"] > 0)
     victim, pid = _holder(stack, job["id"])
     victim.proc.send_signal(signal.SIGTERM)  # the main process only, like `kill <pid>`
@@ -223,7 +225,7 @@ def test_serve_sigterm_hands_jobs_back_and_a_restart_resumes_them(tmp_path: Path
     """In-process mode: SIGTERM hands the running job back to the queue in SQLite (no attempt
     counted) and the server exits 0; the next start resumes it and the queued ones."""
     with job_stack("in-process", tmp_path, cache_dir) as stack:
-        first = stack.submit(MEDIUM_AUDIO).json()
+        first = stack.submit(LONG_AUDIO).json()
         queued = [stack.submit(JFK).json() for _ in range(2)]
         stack.wait(first["id"], ("processing",), predicate=lambda j: j["progress"] > 0)
         assert stack.server is not None
@@ -244,7 +246,7 @@ def test_serve_sigterm_hands_jobs_back_and_a_restart_resumes_them(tmp_path: Path
 def test_serve_killed_in_process_resumes_the_interrupted_job(tmp_path: Path, cache_dir: Path) -> None:
     """A SIGKILL loses the run in flight: it counts an attempt and is resumed once its lease ran out."""
     with job_stack("in-process", tmp_path, cache_dir) as stack:
-        first = stack.submit(MEDIUM_AUDIO).json()
+        first = stack.submit(LONG_AUDIO).json()
         queued = stack.submit(JFK).json()
         stack.wait(first["id"], ("processing",), predicate=lambda j: j["progress"] > 0)
         stack.restart_server(signal.SIGKILL)  # no drain: the run in flight is simply lost with the process
@@ -369,7 +371,7 @@ def test_rabbitmq_broker_runs_jobs_and_cancels(tmp_path: Path, cache_dir: Path) 
 @pytest.mark.slow  # the default run shows the hand-back on Redis; this is the same on RabbitMQ
 def test_rabbitmq_sigterm_requeues_the_running_job(tmp_path: Path, cache_dir: Path) -> None:
     with job_stack("celery-amqp", tmp_path, cache_dir, workers=1) as stack:
-        job = stack.submit(MEDIUM_AUDIO).json()
+        job = stack.submit(LONG_AUDIO).json()
         stack.wait(job["id"], ("processing",), predicate=lambda j: j["progress"] > 0)
         victim = stack.workers[0]
         victim.proc.send_signal(signal.SIGTERM)
