@@ -91,6 +91,19 @@ again, 2.8x the old path's CPU time; 24 s: two, 1.2x; 15 s: none, 0.6x, but more
 sentences cost words on spontaneous speech: earnings call 3.3 % WER against 0 % with 24 s)."""
 FIRST_JOIN_PAUSE_S = 3.0
 """A longer pause starts a new first-pass window: silence is never decoded on its own."""
+LEAD_S = 2.0
+"""A window starts up to this much before its first VAD stretch, into the pause before it (at
+most :data:`LEAD_SHARE` of that pause, so it never reaches the speech before). Silero misses soft
+onsets: on FLEURS it put the start of a sentence 0.8-2.5 s after the speaker began ("To the
+north", "A parte central da meditação"), and a window cut at the VAD start lost those words,
+which the coverage check cannot see either (VAD found no speech there)."""
+LEAD_SHARE = 0.75
+TAIL_S = 1.0
+"""A window also ends up to this much after its last stretch (at most the rest of the pause
+after the next window's lead), for soft sentence ends."""
+EDGE_SLACK_S = 0.5
+"""Segments of a first-pass window start at most this long before its first VAD stretch and end
+at most this long after its last one (the speech VAD cut off is this close to it)."""
 TOKENS_PER_S = 12.0
 TOKENS_BASE = 24
 """Token budget of a window: :data:`TOKENS_BASE` plus this many per second of its audio. Speech
@@ -225,7 +238,7 @@ def _decode_windows(
     cancel: threading.Event | None,
 ) -> Transcript:
     duration = len(audio) / SAMPLE_RATE
-    windows = _windows(speech, FIRST_WINDOW_MAX_S, join_pause_s=FIRST_JOIN_PAUSE_S)
+    windows = _windows(speech, FIRST_WINDOW_MAX_S, join_pause_s=FIRST_JOIN_PAUSE_S, speech=speech, duration=duration)
     segments: list[Segment] = []
     language = options.language
     probability = 1.0 if language else 0.0
@@ -241,7 +254,7 @@ def _decode_windows(
         )
         if language is None:
             language, probability = result.language, result.language_probability
-        segments.extend(_shift(seg, window) for seg in result.segments if seg.text.strip())
+        segments.extend(_onto_speech(_shift(seg, window), window) for seg in result.segments if seg.text.strip())
         if progress is not None:
             progress(window.end, duration)
     return Transcript.from_segments(
@@ -272,6 +285,11 @@ def _guard(segments: list[Segment], speech: list[SpeechStretch], limits: Limits,
     kept, dropped = drop_loops(segments, limits)
     if dropped and logger.isEnabledFor(logging.DEBUG):
         logger.debug("coverage: dropped %d looping segment(s): %s", len(dropped), [s.text[:40] for s in dropped])
+    # A segment with more text than its span can hold is invented: typically a sentence of the
+    # prompt repeated in the last 0.1 s of a window (LibriSpeech with fillers: "I also told him
+    # what snap and I had learned." a second time, in 0.06 s). Its time is decoded again if it
+    # was speech.
+    kept = [s for s in kept if not is_too_dense(s)]
     if drop_silent:
         kept = [s for s in kept if not in_silence(s, speech)]
     return kept
@@ -317,8 +335,37 @@ def _uncovered(segments: list[Segment], speech: list[SpeechStretch], judge: _Jud
     return out
 
 
-def _windows(stretches: list[SpeechStretch], max_s: float, *, join_pause_s: float = WINDOW_JOIN_PAUSE_S) -> list[_Window]:
-    return [_Window(g[0].start, g[-1].end, g) for g in group_spans(stretches, max_window_s=max_s, max_gap_s=join_pause_s)]
+def _windows(
+    stretches: list[SpeechStretch],
+    max_s: float,
+    *,
+    join_pause_s: float = WINDOW_JOIN_PAUSE_S,
+    speech: list[SpeechStretch] | None = None,
+    duration: float | None = None,
+) -> list[_Window]:
+    """Neighbouring ``stretches`` grouped into windows of up to ``max_s`` (of speech stretches).
+
+    With ``speech`` (all VAD stretches of the audio; ``stretches`` is a subset of it), each window
+    is widened into the pauses around it (:data:`LEAD_S`, :data:`TAIL_S`), never reaching other
+    speech, nor the part of a pause that the next window's lead takes, nor past ``duration``.
+    """
+    groups = group_spans(stretches, max_window_s=max_s, max_gap_s=join_pause_s)
+    if speech is None:
+        return [_Window(g[0].start, g[-1].end, g) for g in groups]
+    ends = sorted(s.end for s in speech)
+    starts = sorted(s.start for s in speech)
+    out: list[_Window] = []
+    for g in groups:
+        first, last = g[0].start, g[-1].end
+        prev_end = max((e for e in ends if e <= first + 1e-6), default=0.0)
+        next_start = min((b for b in starts if b >= last - 1e-6), default=duration if duration is not None else last + TAIL_S)
+        before, after = max(0.0, first - prev_end), max(0.0, next_start - last)
+        lead = min(LEAD_S, before if prev_end == 0.0 else LEAD_SHARE * before)
+        tail = min(TAIL_S, (1.0 - LEAD_SHARE) * after)
+        if duration is not None and next_start >= duration:
+            tail = min(TAIL_S, after)
+        out.append(_Window(round(first - lead, 3), round(last + tail, 3), g))
+    return out
 
 
 def _fill_gaps(
@@ -336,7 +383,8 @@ def _fill_gaps(
         missing = _uncovered(segments, speech, judge)
         if not missing:
             break
-        windows = [w for w in _windows(missing, max_window_s) if (w.start, w.end) not in tried
+        windows = [w for w in _windows(missing, max_window_s, speech=speech, duration=len(audio) / SAMPLE_RATE)
+                   if (w.start, w.end) not in tried
                    and sum(s.duration for s in w.stretches) >= MIN_REDECODE_S]
         logger.debug("coverage: %d uncovered stretch(es), %d window(s) of <= %.0f s", len(missing), len(windows), max_window_s)
         for window in windows:
@@ -406,6 +454,19 @@ def _prompt(before: list[Segment], initial_prompt: str | None) -> str | None:
     if not text:
         return initial_prompt
     return text[-PROMPT_MAX_CHARS:].split(" ", 1)[-1] if len(text) > PROMPT_MAX_CHARS else text
+
+
+def _onto_speech(seg: Segment, window: _Window) -> Segment:
+    """A first-pass segment's start and end moved to within :data:`EDGE_SLACK_S` of the window's
+    speech: Whisper starts the first segment of a window at the window's start, which with the
+    lead (:data:`LEAD_S`) is up to 2 s of pause or noise before the speech."""
+    if not window.stretches:
+        return seg
+    start = max(seg.start, min(window.stretches[0].start - EDGE_SLACK_S, seg.end))
+    end = min(seg.end, max(window.stretches[-1].end + EDGE_SLACK_S, start))
+    if (start, end) == (seg.start, seg.end):
+        return seg
+    return replace(seg, start=round(start, 3), end=round(end, 3), seek=int(round(start * 100)))
 
 
 def _shift(seg: Segment, window: _Window) -> Segment:
