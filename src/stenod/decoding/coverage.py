@@ -67,7 +67,7 @@ WINDOW_JOIN_PAUSE_S = 2.0
 MIN_UNCOVERED_S = 0.4
 UNCOVERED_FRACTION = 0.5
 """A stretch is re-decoded when at least half of it (or :data:`UNCOVERED_ABS_S`) has no text."""
-UNCOVERED_ABS_S = 1.5
+UNCOVERED_ABS_S = 1.0
 MIN_GAIN_S = 0.3
 """A re-decoded window replaces the old text only when it covers this much more speech."""
 PROMPT_MAX_CHARS = 200
