@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from stenod.decoding.coverage import MAX_NEW_TOKENS, _Judge, _token_budget, _uncovered, _Window, _windows
+import itertools
+
+import pytest
+
+from stenod.decoding.coverage import (
+    EDGE_SLACK_S,
+    LEAD_S,
+    LEAD_SHARE,
+    MAX_NEW_TOKENS,
+    TAIL_S,
+    _guard,
+    _Judge,
+    _onto_speech,
+    _token_budget,
+    _uncovered,
+    _Window,
+    _windows,
+)
 from stenod.decoding.guards import (
     Limits,
+    drop_doubled_phrases,
     drop_loops,
     in_silence,
     is_thin,
@@ -89,6 +107,35 @@ def test_windows_are_cut_at_pauses_and_bounded() -> None:
     assert len(_windows([SpeechStretch(0, 2), SpeechStretch(10, 12)], 28.0, join_pause_s=3.0)) == 2
 
 
+def test_windows_reach_into_the_pauses_but_not_into_other_speech() -> None:
+    # VAD misses soft onsets: a window starts up to LEAD_S early and ends up to TAIL_S late, in
+    # the pause only, and two windows never share a stretch of the pause between them.
+    speech = [SpeechStretch(1.0, 9.0), SpeechStretch(14.0, 20.0), SpeechStretch(20.3, 26.0), SpeechStretch(40.0, 44.0)]
+    windows = _windows(speech, 10.0, join_pause_s=3.0, speech=speech, duration=45.0)
+    expected = [(0.0, 9.0 + TAIL_S), (14.0 - LEAD_S, 20.0 + (1 - LEAD_SHARE) * 0.3), (20.3 - LEAD_SHARE * 0.3, 26.0 + TAIL_S),
+                (40.0 - LEAD_S, 45.0)]
+    assert [(w.start, w.end) for w in windows] == [pytest.approx(e, abs=1e-3) for e in expected]
+    assert all(a.end <= b.start for a, b in itertools.pairwise(windows))
+    # re-decoding a subset: bounded by the neighbouring speech the window does not hold
+    (only,) = _windows([speech[2]], 10.0, speech=speech, duration=45.0)
+    assert speech[1].end <= only.start < speech[2].start and speech[2].end < only.end <= speech[3].start
+    # without the speech list: the stretches' own span, as before
+    first = _windows(speech, 10.0, join_pause_s=3.0)[0]
+    assert (first.start, first.end) == (1.0, 9.0)
+
+
+def test_first_pass_times_stay_near_the_speech_and_invented_lines_go() -> None:
+    window = _Window(12.0, 21.0, (SpeechStretch(14.0, 20.0),))
+    moved = _onto_speech(seg(12.0, 17.0, " To the north and within easy reach"), window)
+    assert (moved.start, moved.end) == (14.0 - EDGE_SLACK_S, 17.0)
+    assert _onto_speech(seg(18.0, 21.0, " is the town."), window).end == 20.0 + EDGE_SLACK_S
+    # a sentence of the prompt repeated in the last 0.06 s of a window
+    speech = [SpeechStretch(0.0, 10.0)]
+    kept = _guard([seg(0.0, 9.9, " I told him what Snap and I had learned."),
+                   seg(9.9, 9.96, " I also told him what snap and I had learned.")], speech, Limits(), drop_silent=True)
+    assert [s.start for s in kept] == [0.0]
+
+
 def test_uncovered_speech_is_found() -> None:
     speech = [SpeechStretch(0, 5), SpeechStretch(5.5, 10), SpeechStretch(10.5, 11.0)]
     segments = [seg(0, 5.2, " Printing, in the only sense with which we are at present concerned")]
@@ -124,3 +171,18 @@ def test_token_budget_follows_the_window_length() -> None:
     assert 20 < short < 60  # room for a short sentence, not for a 448-token loop
     assert full == MAX_NEW_TOKENS
     assert _token_budget(_Window(0.0, 1.3, ()), TranscriptionOptions(hotwords="Zoom")) is None  # hotwords take prompt room
+
+
+def test_a_clause_said_twice_back_to_back_loses_its_second_copy() -> None:
+    a = seg(169.4, 174.7, " Looked up and discovered a dark young man. He took the dose")
+    b = seg(174.7, 177.1, " forth with, and in a moment he was glowing. He took the dose forth with, and in a moment he was glowing.",
+            words=tuple(Word(174.7 + i * 0.1, 174.75 + i * 0.1, w, 0.9) for i, w in enumerate(
+                " forth with, and in a moment he was glowing. He took the dose forth with, and in a moment he was glowing.".split())))
+    out = drop_doubled_phrases([a, b])
+    assert [s.text for s in out] == [a.text, " forth with, and in a moment he was glowing."]
+    assert [w.word for w in out[1].words or ()] == "forth with, and in a moment he was glowing.".split()
+    # a copy that makes up a whole segment goes with it; short repeats ("no, no") stay
+    c = seg(177.1, 180.0, " He took the dose forth with, and in a moment he was glowing.")
+    assert drop_doubled_phrases([seg(160, 169, " He took the dose forth with, and in a moment he was glowing."), c])[1:] == []
+    plain = [seg(0, 3, " No, no, no, I said it was the one, the one.")]
+    assert drop_doubled_phrases(plain) == plain

@@ -41,6 +41,7 @@ import numpy as np
 
 from stenod.decoding.guards import (
     Limits,
+    drop_doubled_phrases,
     drop_loops,
     in_silence,
     is_degenerate,
@@ -97,7 +98,7 @@ most :data:`LEAD_SHARE` of that pause, so it never reaches the speech before). S
 onsets: on FLEURS it put the start of a sentence 0.8-2.5 s after the speaker began ("To the
 north", "A parte central da meditação"), and a window cut at the VAD start lost those words,
 which the coverage check cannot see either (VAD found no speech there)."""
-LEAD_SHARE = 0.75
+LEAD_SHARE = 0.5
 TAIL_S = 1.0
 """A window also ends up to this much after its last stretch (at most the rest of the pause
 after the next window's lead), for soft sentence ends."""
@@ -282,7 +283,7 @@ def _token_budget(window: _Window, options: TranscriptionOptions) -> int | None:
 
 
 def _guard(segments: list[Segment], speech: list[SpeechStretch], limits: Limits, *, drop_silent: bool) -> list[Segment]:
-    kept, dropped = drop_loops(segments, limits)
+    kept, dropped = drop_loops(drop_doubled_phrases(segments), limits)
     if dropped and logger.isEnabledFor(logging.DEBUG):
         logger.debug("coverage: dropped %d looping segment(s): %s", len(dropped), [s.text[:40] for s in dropped])
     # A segment with more text than its span can hold is invented: typically a sentence of the

@@ -9,6 +9,8 @@ re-decoded window. Whisper's failure modes they catch:
   timestamps, so the speech it sits on is never decoded. Every copy of the repeated text is
   dropped, the first one included, because the first copy is usually misplaced too; the coverage
   check then decodes that time again.
+- **Doubled phrases**: a clause said twice back to back, typically at the end of a window or of
+  the audio; the second copy is removed (:func:`drop_doubled_phrases`).
 - **Degenerate windows**: a compression ratio above the request's limit (Whisper's 2.4 by
   default; :class:`Limits`) that survived the temperature fallback ("the the the ...").
 - **Text in silence**: segments that lie outside every VAD speech stretch.
@@ -58,6 +60,11 @@ UNSPACED_LANGUAGES = frozenset({"ja", "zh", "yue", "th", "lo", "km", "my"})
 MAX_CHARS_PER_S = 30.0
 """Nobody speaks faster than this (fast speech is about 20 characters a second): more text than
 that for a segment's span is invented, typically in a window of a fraction of a second."""
+DOUBLED_MIN_WORDS = 6
+"""A run of this many words or more said twice back to back is the decoder repeating itself
+(the end of a window or of the audio: "... and in a moment he was glowing. He took the dose forth
+with, and in a moment he was glowing."); speakers repeat a word or two, not a clause."""
+DOUBLED_MAX_WORDS = 30
 BORDER_MAX_WORDS = 12
 """How many words at a window border are compared for duplicates."""
 
@@ -125,6 +132,50 @@ def drop_loops(segments: list[Segment], limits: Limits = DEFAULT_LIMITS) -> tupl
     kept = [s for i, s in enumerate(segments) if i not in drop]
     dropped = [s for i, s in enumerate(segments) if i in drop]
     return kept, dropped
+
+
+def drop_doubled_phrases(segments: list[Segment]) -> list[Segment]:
+    """Remove the second copy of every run of :data:`DOUBLED_MIN_WORDS` or more words that is
+    repeated right after itself, within a segment or across the border of two consecutive ones
+    (case and punctuation ignored). Segments left without words are dropped; a segment's word
+    timestamps lose the same words."""
+    tokens: list[tuple[int, int, str]] = []  # (segment index, token index in its text, norm word)
+    split = [seg.text.split() for seg in segments]
+    for i, toks in enumerate(split):
+        tokens.extend((i, k, w) for k, t in enumerate(toks) if (w := norm_word(t)))
+    words = [w for _, _, w in tokens]
+    drop: set[int] = set()
+    i = 0
+    while i < len(words):
+        for n in range(min(DOUBLED_MAX_WORDS, (len(words) - i) // 2), DOUBLED_MIN_WORDS - 1, -1):
+            if words[i:i + n] == words[i + n:i + 2 * n]:
+                drop.update(range(i + n, i + 2 * n))
+                i += 2 * n - 1
+                break
+        i += 1
+    if not drop:
+        return segments
+    gone: dict[int, set[int]] = {}
+    for t in drop:
+        seg_index, token_index, _ = tokens[t]
+        gone.setdefault(seg_index, set()).add(token_index)
+    out: list[Segment] = []
+    for i, seg in enumerate(segments):
+        if i not in gone:
+            out.append(seg)
+            continue
+        kept = [t for k, t in enumerate(split[i]) if k not in gone[i]]
+        if not any(norm_word(t) for t in kept):
+            continue
+        words_kept = seg.words
+        if seg.words is not None:
+            # word timestamps follow the text's words one for one (as in trim_leading_duplicate)
+            normed = [k for k, t in enumerate(split[i]) if norm_word(t)]
+            lost = {normed.index(k) for k in gone[i]}
+            timed = [w for w in seg.words if norm_word(w.word)]
+            words_kept = tuple(w for j, w in enumerate(timed) if j not in lost)
+        out.append(replace(seg, text=" " + " ".join(kept), words=words_kept))
+    return out
 
 
 def repeats_neighbour(segment: Segment, neighbours: list[Segment]) -> bool:
