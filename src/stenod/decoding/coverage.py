@@ -98,7 +98,7 @@ most :data:`LEAD_SHARE` of that pause, so it never reaches the speech before). S
 onsets: on FLEURS it put the start of a sentence 0.8-2.5 s after the speaker began ("To the
 north", "A parte central da meditação"), and a window cut at the VAD start lost those words,
 which the coverage check cannot see either (VAD found no speech there)."""
-LEAD_SHARE = 0.5
+LEAD_SHARE = 0.75
 TAIL_S = 1.0
 """A window also ends up to this much after its last stretch (at most the rest of the pause
 after the next window's lead), for soft sentence ends."""
@@ -206,7 +206,7 @@ def transcribe_with_coverage(
     redo = replace(options, vad=False, language=first.language, batch_size=0, word_timestamps=True,
                    temperature=options.temperature[:REDECODE_TEMPERATURE_STEPS])
     segments = _fill_gaps(engine, audio, redo, segments, stretches, judge, cancel=cancel)
-    final = repair_times(segments)
+    final = repair_times(drop_doubled_phrases(segments))  # also across re-decoded windows' borders
     if not options.word_timestamps:
         final = [replace(s, words=None) for s in final]
     if on_segment is not None:
