@@ -1,6 +1,6 @@
 """Long-form accuracy and speed: today's single decoding pass vs the coverage-checked path (issue 11).
 
-    python benchmarks/longform_coverage.py --model base --output-dir bench-out/longform
+    python benchmarks/longform_coverage.py --model base --output-dir bench-out/longform [--sweep]
 
 For every file: the recordings built from corpus clips (:mod:`stenod.bench.longform`: several
 FLEURS languages, LibriSpeech, LJ Speech; pauses of 0.3-3 s; silence and noise stretches) and the
@@ -53,6 +53,10 @@ class Spec:
     skip: int
     pauses: tuple[float, float]
     filler_every: int
+    reverse: bool = False
+    """Clips in reverse order (the FLEURS sets have ten clips a language: a new order is a new file)."""
+    seed: int | None = None
+    """Seed of the pauses and noise; default: the index in :data:`SPECS`."""
 
 
 SPECS = [
@@ -66,6 +70,20 @@ SPECS = [
     Spec("librispeech-clean100-a", None, 12, 20, (0.3, 3.0), 4),
     Spec("ljspeech-lj001", None, 12, 0, (0.3, 0.3), 0),
     Spec("ljspeech-lj001", None, 12, 12, (1.0, 3.0), 3),
+]
+DEFAULT_COUNT = len(SPECS)
+"""The table of docs/ENGINES.md; ``--sweep`` adds the files below (indexes 10-19)."""
+SPECS += [
+    Spec("multilingual-fleurs", "en", 10, 0, (0.3, 1.0), 0, reverse=True, seed=100),
+    Spec("multilingual-fleurs", "de", 10, 0, (1.0, 3.0), 4, reverse=True, seed=101),
+    Spec("multilingual-fleurs", "fr", 10, 0, (0.3, 0.6), 0, reverse=True, seed=102),
+    Spec("multilingual-fleurs", "es", 10, 0, (0.5, 0.5), 0, reverse=True, seed=103),
+    Spec("multilingual-fleurs", "pt", 10, 0, (0.3, 1.0), 3, reverse=True, seed=104),
+    Spec("multilingual-fleurs", "pt", 10, 0, (0.3, 0.3), 0, seed=105),
+    Spec("librispeech-clean100-a", None, 10, 32, (0.3, 0.8), 0, seed=106),
+    Spec("librispeech-clean100-a", None, 10, 42, (1.0, 3.0), 3, seed=107),
+    Spec("ljspeech-lj001", None, 12, 24, (0.3, 0.6), 0, seed=108),
+    Spec("multilingual-fleurs", "en", 10, 0, (0.3, 0.3), 0, seed=109),
 ]
 
 
@@ -153,15 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=Path("bench-out/longform"))
     parser.add_argument("--specs", default="", help="comma-separated indexes of SPECS to run (default: all; 'none': only longform-en)")
     parser.add_argument("--no-longform-en", action="store_true", help="skip the shared longform-en files")
+    parser.add_argument("--sweep", action="store_true", help=f"also run the {len(SPECS) - DEFAULT_COUNT} sweep files (other clip orders and pauses)")
     args = parser.parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     resolved = resolve_model_or_raise(args.model, cache_dir=args.cache_dir, offline=True)
     engine = create_engine(resolved, ModelSettings(name=args.model, cache_dir=args.cache_dir), threads=args.threads)
-    # A recording's seed is its index in SPECS, so a --specs subset rebuilds the same files.
+    # A recording's seed is its index in SPECS (or its own), so a --specs subset rebuilds the same files.
     if args.specs == "none":
         chosen: list[int] = []
     else:
-        chosen = [int(i) for i in args.specs.split(",") if i.strip()] if args.specs else list(range(len(SPECS)))
+        chosen = [int(i) for i in args.specs.split(",") if i.strip()] if args.specs else list(range(DEFAULT_COUNT))
+        if args.sweep and not args.specs:
+            chosen += list(range(DEFAULT_COUNT, len(SPECS)))
     rows: list[Row] = []
 
     def save() -> None:
@@ -176,9 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         spec = SPECS[index]
         language = spec.language or "en"
         clips = corpus_clips(CORPUS / spec.set_name, language=spec.language, limit=spec.count, skip=spec.skip)
-        name = f"{spec.set_name}{'-' + spec.language if spec.language else ''}[{spec.skip}:+{spec.count}] pauses {spec.pauses[0]:g}-{spec.pauses[1]:g} s" + (
+        if spec.reverse:
+            clips = clips[::-1]
+        name = f"{spec.set_name}{'-' + spec.language if spec.language else ''}[{spec.skip}:+{spec.count}]{' reversed' if spec.reverse else ''} pauses {spec.pauses[0]:g}-{spec.pauses[1]:g} s" + (
             f", filler every {spec.filler_every}" if spec.filler_every else "")
-        rec = build_recording(name, clips, language=language, pause_range_s=spec.pauses, filler_every=spec.filler_every, seed=index)
+        seed = index if spec.seed is None else spec.seed
+        rec = build_recording(name, clips, language=language, pause_range_s=spec.pauses, filler_every=spec.filler_every, seed=seed)
         options = _options(language)
         clip_wer = wer([c.reference for c in rec.clips], [engine.transcribe(c.samples, options).text for c in rec.clips], language)
         rows.append(_measure(engine, name, language, rec.audio, rec.reference, clip_wer, rec, new_first=index % 2 == 1))
