@@ -7,7 +7,8 @@ files fail is chaotic). So:
 
 1. First pass. Audio on which VAD is on (``options.vad_enabled``: over 30 s by default) is
    decoded in windows of up to :data:`FIRST_WINDOW_MAX_S` made of whole speech stretches
-   (:func:`stenod.decoding.speech.find_speech`, cut at pauses of 0.3 s, never mid-word), each
+   (:func:`stenod.decoding.speech.find_speech`, cut at pauses of 0.3 s, never mid-word; a window
+   reaches :data:`LEAD_S` / :data:`TAIL_S` into the pauses around it, for onsets VAD missed), each
    with the tail of the text so far as its prompt (when ``condition_on_previous_text``) and the
    language of the first window; a failure in one window cannot push the next one off course.
    Each window is one ``engine.transcribe`` call on a short array, which faster-whisper decodes
