@@ -1,8 +1,11 @@
 """End-to-end throughput of the durable job path (Celery on Redis, PostgreSQL job store, S3 blob
-store on moto's server, two ``stenod worker`` processes) against the synchronous server
+store on moto's server, ``stenod worker`` running 2 jobs at once) against the synchronous server
 (``POST /v1/audio/transcriptions`` on ``stenod serve`` with two slots), on the same clips of
-30 s or more, side by side in one run. Both sides get the same compute: two inference processes
-or slots of one thread each, the same model.
+30 s or more, side by side in one run. Both sides get the same compute: two jobs or slots at once
+of one thread each, the same model. The worker layout is ``--workers PROCESSESxJOBS`` on
+``--pool``: the default ``1x2`` on ``threads`` is one worker process running 2 jobs over one model
+copy (as the synchronous server's 2 slots share one); ``--pool prefork --workers 2x1`` is the
+earlier layout, two worker processes with a model copy each.
 
 Both set-ups run at the same time (the idle one costs no CPU) and the rounds alternate sync, jobs,
 sync, jobs..., so load from neighbours on a shared machine falls on both alike.
@@ -20,7 +23,7 @@ and Redis (shared services) are not pinned and their CPU is not counted.
 
 Needs PostgreSQL and Redis (``bash scripts/services.sh``). Example:
 
-    python benchmarks/jobs_throughput.py --model tiny.en --rounds 2 --output docs/bench/jobs-throughput.json
+    python benchmarks/jobs_throughput.py --model base --rounds 3 --output docs/bench/jobs-throughput.json
 
 The clips: the long-form corpus cut into ``--clip-seconds`` pieces (60 s: 5 clips, 297 s of audio
 per round); tiny.en is the harshest case for the target (the fixed cost per job weighs most
@@ -68,10 +71,10 @@ class Row:
     """Audio seconds per wall second."""
 
 
-def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+def cpu_seconds(procs: list[subprocess.Popen[bytes]] | dict[str, subprocess.Popen[bytes]]) -> float:
     """User + system CPU seconds of these processes and their live children (Celery pool)."""
     total = 0.0
-    for proc in procs:
+    for proc in (procs.values() if isinstance(procs, dict) else procs):
         with contextlib.suppress(psutil.NoSuchProcess):
             parent = psutil.Process(proc.pid)
             for p in [parent, *parent.children(recursive=True)]:
@@ -108,6 +111,7 @@ def make_clips(out: Path, seconds: float) -> list[Path]:
     return clips
 
 
+LOADAVG_START: tuple[float, float, float] = (0.0, 0.0, 0.0)
 CPUS: set[int] = set()
 """CPUs every process of both set-ups is pinned to (empty: not pinned); see ``--cpus``."""
 
@@ -209,10 +213,18 @@ def main() -> None:
                         help="Pin both set-ups (servers, workers, moto) to these CPUs, e.g. 0,1; 'auto' = the "
                              "first 2 on a machine with 4 or more, 'none' = no pinning. The same cores on both "
                              "sides: the job path's extra processes must not run on spare cores for free.")
+    parser.add_argument("--pool", default="threads", choices=["threads", "prefork"],
+                        help="stenod worker's pool (threads: one model copy per process).")
+    parser.add_argument("--workers", default="1x2",
+                        help="Worker PROCESSESxJOBS at once each (--concurrency); 2 jobs at once in all, "
+                             "like the synchronous server's 2 slots: 1x2 (default) or 2x1.")
     parser.add_argument("--max-clips", type=int, default=0, help="Use only the first N clips (0 = all; a smoke run).")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--cache-dir", default=os.environ.get("STENOD_MODEL__CACHE_DIR", ""))
     args = parser.parse_args()
+    processes, per_process = (int(n) for n in args.workers.lower().split("x"))
+    global LOADAVG_START
+    LOADAVG_START = os.getloadavg()
     if args.cpus == "auto":
         CPUS.update({0, 1} if (os.cpu_count() or 1) >= 4 else set())
     elif args.cpus != "none":
@@ -245,8 +257,8 @@ def main() -> None:
                "STENOD_JOBS__QUEUE_NAME": queue, "STENOD_JOBS__BLOB_URL": "s3://bench-jobs/run",
                "STENOD_JOBS__S3_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
                "STENOD_JOBS__DATA_DIR": str(tmp / "jobs-data")}
-        jobs_procs = [stack.enter_context(process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                                                   str(moto_port)], env, tmp / "moto.log"))]
+        jobs_procs = {"moto": stack.enter_context(process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                                           "-p", str(moto_port)], env, tmp / "moto.log"))}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", moto_port), timeout=1):
@@ -257,15 +269,16 @@ def main() -> None:
         boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", region_name="us-east-1",
                      aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench-jobs")
         jobs_port = free_port()
-        jobs_procs.append(stack.enter_context(process([*stenod, "serve", "--model", args.model, "--port",
-                                                       str(jobs_port), "--lazy"], env, tmp / "api.log")))
-        for i in range(2):
-            jobs_procs.append(stack.enter_context(process([*stenod, "worker", "--model", args.model, "--concurrency",
-                                                           "1", "--threads", "1", "--hostname", f"bench{i}@%h"],
-                                                          env, tmp / f"w{i}.log")))
+        jobs_procs["api"] = stack.enter_context(process([*stenod, "serve", "--model", args.model, "--port",
+                                                         str(jobs_port), "--lazy"], env, tmp / "api.log"))
+        for i in range(processes):
+            jobs_procs[f"worker{i}"] = stack.enter_context(process(
+                [*stenod, "worker", "--model", args.model, "--pool", args.pool, "--concurrency", str(per_process),
+                 "--threads", "1", "--hostname", f"bench{i}@%h"], env, tmp / f"w{i}.log"))
         sync_url, jobs_url = f"http://127.0.0.1:{sync_port}", f"http://127.0.0.1:{jobs_port}"
         wait_ready(sync_url)
-        wait_ready(jobs_url, workers=2)
+        # Each worker process reports itself (prefork: each pool process).
+        wait_ready(jobs_url, workers=processes * (per_process if args.pool == "prefork" else 1))
         # One client per side, its connections kept alive, as any real client (an SDK) does: a
         # new httpx client per call builds an SSL context (about 50 ms of CPU), and polling that
         # way 4 times a second took 8-10 % of a 2-core machine from the workers (the client is
@@ -273,26 +286,33 @@ def main() -> None:
         sync_client = stack.enter_context(httpx.Client())
         jobs_client = stack.enter_context(httpx.Client())
         run_sync(sync_client, sync_url, clips[:1], in_flight=1)  # warm-up
-        # Warm every worker (one job each, at once): each worker process loads its VAD model on
-        # its first job, while the sync server's slots share one process that one request warms.
-        run_jobs(jobs_client, jobs_url, clips[:2])
+        # Warm every worker (one job per job slot, at once): each worker process loads its VAD
+        # model on its first job, like the sync server's one process on its first request.
+        run_jobs(jobs_client, jobs_url, clips[:processes * per_process])
         walls: dict[str, list[float]] = {"sync": [], "jobs": []}
         cpus: dict[str, list[float]] = {"sync": [], "jobs": []}
+        # CPU seconds of each process of the job side per round (a worker with its pool processes).
+        parts: dict[str, list[float]] = {name: [] for name in jobs_procs}
         for _ in range(args.rounds):
             before = cpu_seconds(sync_procs)
             walls["sync"].append(run_sync(sync_client, sync_url, clips, in_flight=4))
             cpus["sync"].append(cpu_seconds(sync_procs) - before)
             before = cpu_seconds(jobs_procs)
+            before_parts = {name: cpu_seconds([p]) for name, p in jobs_procs.items()}
             walls["jobs"].append(run_jobs(jobs_client, jobs_url, clips))
             cpus["jobs"].append(cpu_seconds(jobs_procs) - before)
+            for name, p in jobs_procs.items():
+                parts[name].append(cpu_seconds([p]) - before_parts[name])
             print(f"round: sync {walls['sync'][-1]:.2f} s wall {cpus['sync'][-1]:.1f} s CPU, "
-                  f"jobs {walls['jobs'][-1]:.2f} s wall {cpus['jobs'][-1]:.1f} s CPU", flush=True)
+                  f"jobs {walls['jobs'][-1]:.2f} s wall {cpus['jobs'][-1]:.1f} s CPU ("
+                  + ", ".join(f"{name} {v[-1]:.2f}" for name, v in parts.items()) + ")", flush=True)
 
     total_audio = audio_s * args.rounds
     rows = [
         Row("sync server (2 slots x 1 thread)", len(clips) * args.rounds, total_audio, sum(walls["sync"]),
             total_audio / sum(walls["sync"])),
-        Row("jobs: Celery+Redis, PostgreSQL, S3 (moto), 2 workers x 1 thread", len(clips) * args.rounds, total_audio,
+        Row(f"jobs: Celery+Redis, PostgreSQL, S3 (moto), {args.pool} pool, {processes} worker process(es) x "
+            f"{per_process} job(s) x 1 thread", len(clips) * args.rounds, total_audio,
             sum(walls["jobs"]), total_audio / sum(walls["jobs"])),
     ]
     ratio = rows[1].wall_s / rows[0].wall_s
@@ -304,15 +324,19 @@ def main() -> None:
     cpu_ratio = sum(cpus["jobs"]) / sum(cpus["sync"])
     print(f"jobs / sync CPU seconds (all processes of each set-up): {cpu_ratio:.3f}")
     per_round = [j / s for s, j in zip(walls["sync"], walls["jobs"], strict=True)]
-    print("per round jobs/sync: " + ", ".join(f"{r:.3f}" for r in per_round))
+    print("per round jobs/sync wall: " + ", ".join(f"{r:.3f}" for r in per_round))
+    per_round_cpu = [j / s for s, j in zip(cpus["sync"], cpus["jobs"], strict=True)]
+    print("per round jobs/sync CPU: " + ", ".join(f"{r:.3f}" for r in per_round_cpu))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({
             "model": args.model, "clip_seconds": args.clip_seconds, "rounds": args.rounds,
             "clips": [c.name for c in clips], "rows": [asdict(r) for r in rows], "walls_s": walls,
             "jobs_over_sync": ratio, "jobs_over_sync_per_round": per_round, "cpu_s": cpus,
-            "jobs_over_sync_cpu": cpu_ratio,
-            "host": {"cpus": os.cpu_count(), "pinned_to": sorted(CPUS), "loadavg_end": os.getloadavg()},
+            "jobs_over_sync_cpu": cpu_ratio, "jobs_over_sync_cpu_per_round": per_round_cpu,
+            "jobs_cpu_by_process_s": parts, "worker_pool": args.pool, "workers": args.workers,
+            "host": {"cpus": os.cpu_count(), "pinned_to": sorted(CPUS), "loadavg_start": LOADAVG_START,
+                     "loadavg_end": os.getloadavg()},
         }, indent=2))
 
 

@@ -271,7 +271,7 @@ def test_job_metrics_read_the_broker_and_the_store(tmp_path: Path, cache_dir: Pa
 
 @pytest.mark.slow
 def test_job_metrics_follow_the_workers(tmp_path: Path, cache_dir: Path) -> None:
-    """Then a real `stenod worker` of two processes drains the queue and is counted."""
+    """Then a real `stenod worker` running two jobs at once drains the queue and is counted as 2."""
     from tests.jobs.stack import job_stack
 
     with job_stack("celery-redis", tmp_path, cache_dir, workers=0) as stack:

@@ -80,6 +80,9 @@ class JobStack:
     database_url: str | None = None
     moto: ManagedProcess | None = None
     server_args: tuple[str, ...] = ("--model", "tiny.en", "--slots", "2")
+    worker_concurrency: int = 1
+    """Jobs each ``stenod worker`` runs at once (its ``--concurrency``)."""
+    worker_pool: str = "threads"
 
     @property
     def url(self) -> str:
@@ -98,13 +101,14 @@ class JobStack:
         self.server.stop(sig)
         self.start_server()
 
-    def start_worker(self, *, concurrency: int = 1) -> WorkerProcess:
+    def start_worker(self, *, concurrency: int | None = None, pool: str | None = None) -> WorkerProcess:
         index = len(list(self.tmp.glob("worker-*.log")))  # a replaced worker keeps its predecessor's log
         log_path = self.tmp / f"worker-{index}.log"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "STENOD_MODEL__CACHE_DIR": str(self.cache_dir), **self.env}
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "stenod", "worker", "--model", "tiny.en", "--concurrency", str(concurrency),
+                [sys.executable, "-m", "stenod", "worker", "--model", "tiny.en",
+                 "--concurrency", str(concurrency or self.worker_concurrency), "--pool", pool or self.worker_pool,
                  "--threads", "1", "--hostname", f"w{index}@%h", "--log-format", "console"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             )
@@ -193,12 +197,13 @@ def base_env(tmp: Path, **overrides: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def job_stack(mode: str, tmp: Path, cache_dir: Path, *, workers: int = 1, redis: str | None = None,
-              **overrides: str) -> Iterator[JobStack]:
+              concurrency: int = 1, pool: str = "threads", **overrides: str) -> Iterator[JobStack]:
     """``in-process``; ``celery-redis`` (PostgreSQL + S3 + Redis); ``celery-amqp`` (PostgreSQL +
-    local blobs + RabbitMQ)."""
+    local blobs + RabbitMQ). ``workers`` ``stenod worker`` processes of ``concurrency`` jobs each."""
     env = base_env(tmp, **overrides)
     with contextlib.ExitStack() as stack:
-        js = JobStack(mode=mode, tmp=tmp, cache_dir=cache_dir, env=env)
+        js = JobStack(mode=mode, tmp=tmp, cache_dir=cache_dir, env=env, worker_concurrency=concurrency,
+                      worker_pool=pool)
         if mode == "in-process":
             js.blob_root = tmp / "data" / "blobs"
         else:
