@@ -209,7 +209,7 @@ def test_jobs_through_two_workers_with_one_killed_all_complete_once(two_workers:
     stack = two_workers
     ids = [stack.submit(audio).json()["id"] for _ in range(count)]
     killed, pid = _kill_a_worker_mid_job(stack, ids)
-    print(f"killed pid {pid} with {len(killed)} job(s) in flight")  # noqa: T201 (shown with -s)
+    print(f"killed pid {pid} with {len(killed)} job(s) in flight")  # shown with -s
     finals = {i: stack.wait(i, timeout_s=60 + 15 * count) for i in ids}
     assert [j["status"] for j in finals.values()] == ["completed"] * count
     for job_id in killed:
