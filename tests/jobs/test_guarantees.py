@@ -29,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import CORPUS, JFK
-from tests.jobs.stack import API_KEYS, LONG_AUDIO, JobStack, WorkerProcess, job_stack
+from tests.jobs.stack import API_KEYS, LONG_AUDIO, JobStack, WorkerProcess, job_stack, stop_workers
 from tests.services import ManagedProcess, create_bucket, start_moto, start_redis
 
 MEDIUM_AUDIO = CORPUS / "longform-en" / "audio" / "earnings22_1_4482311_3_62.wav"
@@ -112,8 +112,7 @@ def _switch_pool(stack: JobStack, pool: str, count: int = 2) -> None:
     """Replace the stack's (idle) workers with ``count`` on ``pool``."""
     if stack.worker_pool == pool:
         return
-    for worker in stack.workers:
-        worker.stop()
+    stop_workers(stack.workers)
     stack.workers = []
     stack.worker_pool = pool
     _restore_workers(stack, count)
@@ -375,8 +374,7 @@ def test_s3_outage_gives_503_and_workers_wait_for_it(two_workers: JobStack) -> N
     stack = two_workers
     assert stack.moto is not None and stack.bucket is not None
     key = API_KEYS[1]
-    for worker in stack.workers:  # no worker may read the next job's audio while S3 is still up
-        worker.stop()
+    stop_workers(stack.workers)  # no worker may read the next job's audio while S3 is still up
     stack.workers = []
     waiting = stack.submit(JFK, key=key).json()
     saved = {o["Key"]: _s3(stack).get_object(Bucket=stack.bucket, Key=o["Key"])["Body"].read()
