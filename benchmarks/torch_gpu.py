@@ -12,12 +12,16 @@ Phases (all systems loaded in the same process, on the same card):
   longform   the long files, all at once, several copies (long-form throughput), per round
   short-C    C concurrent clients replaying short clips (C = 8, 32, 128), closed loop; the
              systems alternate round by round so a slow spell hits both
-  beam5      the torch engine with beam 5 (32 clients on LibriSpeech, and every WER set)
+  beam5      both systems with beam 5 (32 clients on LibriSpeech, and every WER set)
 Systems: ``torch`` (greedy on fixed buffers replayed as CUDA graphs, the default), ``torch-eager``
 (the general decoding loop, short phases only: what the graphs bring) and ``pipeline``.
 The baseline is ``pipeline("automatic-speech-recognition", chunk_length_s=30, batch_size=24,
 fp16, sdpa)``, the insanely-fast-whisper recipe: each request group is one pipeline call over
 the group's clips (a server wrapping the pipeline can batch no more than what is waiting).
+The pipeline is told its beam width (``num_beams``) on every call: since transformers 5 the ASR
+pipeline's own default is beam search with 5 beams (``pipe.generation_config.num_beams``), so a
+call without it compares the torch engine's greedy decoding with the pipeline's beam search.
+Greedy phases run both greedy; the beam5 phases run both with 5 beams.
 
 Usage:
   python benchmarks/torch_gpu.py --model HF_FOLDER --audio DIR_OF_NPZ --out results.json
@@ -140,9 +144,10 @@ class PipelineSystem:
         )
 
     timestamps = False
+    beam_size = 1
 
     def run_group(self, clips: list[np.ndarray], language: str | None, workers: int) -> list[str]:
-        kwargs = {"task": "transcribe"}
+        kwargs: dict[str, object] = {"task": "transcribe", "num_beams": self.beam_size}
         if language:
             kwargs["language"] = language
         extra = {"return_timestamps": True} if self.timestamps else {}
@@ -278,7 +283,7 @@ def short_phases(systems, sets, results: Results, args) -> None:  # type: ignore
 
 
 def beam_phase(system, sets, results: Results) -> None:  # type: ignore[no-untyped-def]
-    """Accuracy at speed: beam 5 on LibriSpeech, 32 clients."""
+    """Accuracy at speed: beam 5 on LibriSpeech, 32 clients (the pipeline in groups of 32)."""
     system.beam_size = 5
     names = list(sets["librispeech-clean100-a"])
     clips = [sets["librispeech-clean100-a"][n] for n in names]
@@ -347,6 +352,9 @@ def main() -> None:
     except ImportError:
         pass
     systems = [load(name, args, results) for name in args.systems]
+    for system in systems:
+        if hasattr(system, "pipe"):  # what a call without num_beams would have used
+            results.data["host"]["pipeline_default_num_beams"] = system.pipe.generation_config.num_beams
     main_systems = [s for s in systems if s.tag != "torch-eager"]
     if "wer" not in args.skip:  # each system's own default: torch with timestamps, pipeline without
         for system in main_systems:
@@ -362,12 +370,11 @@ def main() -> None:
     if "short" not in args.skip:
         short_phases(systems, sets, results, args)
     if "beam" not in args.skip:
-        for system in systems:
-            if system.tag == "torch":
-                beam_phase(system, sets, results)
-                system.beam_size = 5
-                wer_phases(system, sets, results, args, "wer-beam5")
-                system.beam_size = 1
+        for system in main_systems:
+            beam_phase(system, sets, results)
+            system.beam_size = 5
+            wer_phases(system, sets, results, args, "wer-beam5")
+            system.beam_size = 1
     for system in systems:
         if hasattr(system, "engine"):
             results.put(f"{system.tag}/device_stats", {"stats": system.engine.device_stats()})
