@@ -9,6 +9,7 @@ Phases (all systems loaded in the same process, on the same card):
   wer        every corpus set, all files of a set submitted at once (each system's default:
              torch with timestamps, the pipeline without)
   wer-nots / wer-ts   the same like for like: torch without timestamps, pipeline with them
+  wer-t0     torch with timestamps but no temperature fallback (the pipeline has none)
   longform   the long files, all at once, several copies (long-form throughput), per round
   short-C    C concurrent clients replaying short clips (C = 8, 32, 128), closed loop; the
              systems alternate round by round so a slow spell hits both
@@ -89,11 +90,16 @@ class TorchEngineSystem:
 
     beam_size = 1
     timestamps = True
+    fallback = True
+    """Temperature fallback (the engine's default); the pipeline has none."""
 
     def options(self, language: str | None):
         from stenod.engines.base import TranscriptionOptions
 
-        return TranscriptionOptions(language=language, vad=False, beam_size=self.beam_size, without_timestamps=not self.timestamps)
+        extra = {} if self.fallback else {"temperature": (0.0,)}
+        return TranscriptionOptions(
+            language=language, vad=False, beam_size=self.beam_size, without_timestamps=not self.timestamps, **extra
+        )
 
     def run_group(self, clips: list[np.ndarray], language: str | None, workers: int) -> list[str]:
         opts = self.options(language)
@@ -364,6 +370,10 @@ def main() -> None:
             system.timestamps = not system.timestamps
             wer_phases(system, sets, results, args, "wer-nots" if system.tag == "torch" else "wer-ts")
             system.timestamps = not system.timestamps
+            if system.tag == "torch":  # and without temperature fallback, which the pipeline lacks
+                system.fallback = False
+                wer_phases(system, sets, results, args, "wer-t0")
+                system.fallback = True
     if "longform" not in args.skip:
         for system in main_systems:
             longform_phases(system, sets, results, args)

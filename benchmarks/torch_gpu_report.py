@@ -17,6 +17,7 @@ CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 WER_VARIANTS = (
     ("torch/wer", "torch, timestamps"),
     ("torch/wer-nots", "torch, no timestamps"),
+    ("torch/wer-t0", "torch, timestamps, no fallback"),
     ("pipeline/wer", "pipeline, no timestamps"),
     ("pipeline/wer-ts", "pipeline, return_timestamps"),
     ("torch/wer-beam5", "torch beam 5, timestamps"),
