@@ -168,6 +168,35 @@ def test_beam_search_transcribes(torch_tiny: TorchWhisperEngine, jfk: np.ndarray
     assert "ask what you can do for your country" in normalize(result.text)
 
 
+def test_a_window_that_fails_at_every_temperature_keeps_its_most_probable_text(
+    torch_tiny: TorchWhisperEngine, jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Temperature fallback retries an improbable window at higher temperatures; when every
+    attempt fails, the user gets the most probable one (faster-whisper's rule), not the last,
+    which is sampled at temperature 1.0 and was often noise (the voice-quality set, run 6)."""
+    from concurrent.futures import Future
+
+    from stenod.engines.torch_whisper.decoding import WindowResult
+
+    tok = torch_tiny._tokenizer
+    attempts = {0.0: (" Montreal forced aligner.", -1.2), 0.6: (" Montreal for a liner.", -1.6), 1.0: (" Ma ha ped o fa.", -3.0)}
+    seen: list[float] = []
+
+    def fake_submit(task, rows, mode):  # type: ignore[no-untyped-def]
+        seen.append(task.temperature)
+        text, logprob = attempts.get(task.temperature, (" so so so so so so so so so so so so so so so", -0.2))
+        tokens = tok.encode(text)
+        fut: Future[WindowResult] = Future()
+        fut.set_result(WindowResult(tokens, [logprob] * len(tokens), logprob * len(tokens), logprob, 0.1, task.temperature))
+        return fut
+
+    monkeypatch.setattr(torch_tiny._devices[0].batcher, "submit_decode", fake_submit)
+    result = torch_tiny.transcribe(jfk[: 5 * 16000], TranscriptionOptions(language="en", vad=False, without_timestamps=True))
+    assert seen == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # every temperature tried
+    assert result.text.strip() == "Montreal forced aligner."  # the most probable attempt
+    assert result.segments[0].temperature == 1.0  # reported as faster-whisper does: the last tried
+
+
 CHAPTER_CLIP = "730-358-0000"
 """A LibriSpeech clip that reads a chapter title, pauses, then reads a sentence."""
 CHAPTER_TEXT = "Chapter 11. It is with considerable difficulty that I remember the original error of my being."
