@@ -53,10 +53,12 @@ class TrimPolicy:
     audio, and the model's last timestamp often lands in that padding: of 50 LibriSpeech clips, 6
     were sent back to the full window for ending 0.5-1.2 s late, with the right text. Further out,
     or a segment that starts after the audio, is a runaway decode."""
-    tokens_per_s: float = 8.0
-    """Token budget of a trimmed decode per second of audio (plus ``min_tokens``). Read speech
-    runs at 3-5 tokens a second with timestamps; a decode that reaches the budget is looping, and
-    stopping it there instead of at Whisper's 224 tokens saves up to 2 CPU s per loop on base."""
+    tokens_per_s: float = 12.0
+    """Token budget of a trimmed decode per second of audio (plus ``min_tokens``), the same rate
+    as the long-form coverage check's windows (``stenod.decoding.coverage.TOKENS_PER_S``). Speech
+    runs at 3-6 text tokens a second plus a timestamp pair per segment (more for Chinese and
+    Japanese); a decode that reaches the budget is looping, and stopping it there instead of at
+    Whisper's 224 tokens makes a loop on a short clip cheaper before the guard sends it back."""
     min_tokens: int = 24
 
     def encoder_frames(self, content_frames: int) -> int:
