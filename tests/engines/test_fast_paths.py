@@ -199,7 +199,10 @@ def test_long_audio_takes_the_sequential_path_by_default(tiny_engine: object, jf
     assert len(audio) > 30 * RATE
     stats = tiny_engine.fast_path_stats  # type: ignore[attr-defined]
     before = (stats.full_window, stats.trimmed)
-    result = tiny_engine.transcribe(audio, TranscriptionOptions())  # type: ignore[attr-defined]
+    # One temperature: tiny.en's first window here can fail Whisper's checks at 0.0, and the
+    # fallback's sampling then depends on what earlier tests drew from CTranslate2's generator.
+    options = TranscriptionOptions(temperature=(0.0,))
+    result = tiny_engine.transcribe(audio, options)  # type: ignore[attr-defined]
     assert (stats.full_window, stats.trimmed) == (before[0] + 1, before[1])
     # Every copy transcribed; the raw engine may repeat a word at a window border (seen once in
     # CI: 7), which the coverage layer's border guard removes (tests/decoding), not this path.
