@@ -9,15 +9,20 @@ Phases (all systems loaded in the same process, on the same card):
   wer        every corpus set, all files of a set submitted at once (each system's default:
              torch with timestamps, the pipeline without)
   wer-nots / wer-ts   the same like for like: torch without timestamps, pipeline with them
+  wer-t0     torch with timestamps but no temperature fallback (the pipeline has none)
   longform   the long files, all at once, several copies (long-form throughput), per round
   short-C    C concurrent clients replaying short clips (C = 8, 32, 128), closed loop; the
              systems alternate round by round so a slow spell hits both
-  beam5      the torch engine with beam 5 (32 clients on LibriSpeech, and every WER set)
+  beam5      both systems with beam 5 (32 clients on LibriSpeech, and every WER set)
 Systems: ``torch`` (greedy on fixed buffers replayed as CUDA graphs, the default), ``torch-eager``
 (the general decoding loop, short phases only: what the graphs bring) and ``pipeline``.
 The baseline is ``pipeline("automatic-speech-recognition", chunk_length_s=30, batch_size=24,
 fp16, sdpa)``, the insanely-fast-whisper recipe: each request group is one pipeline call over
 the group's clips (a server wrapping the pipeline can batch no more than what is waiting).
+The pipeline is told its beam width (``num_beams``) on every call: since transformers 5 the ASR
+pipeline's own default is beam search with 5 beams (``pipe.generation_config.num_beams``), so a
+call without it compares the torch engine's greedy decoding with the pipeline's beam search.
+Greedy phases run both greedy; the beam5 phases run both with 5 beams.
 
 Usage:
   python benchmarks/torch_gpu.py --model HF_FOLDER --audio DIR_OF_NPZ --out results.json
@@ -85,11 +90,16 @@ class TorchEngineSystem:
 
     beam_size = 1
     timestamps = True
+    fallback = True
+    """Temperature fallback (the engine's default); the pipeline has none."""
 
     def options(self, language: str | None):
         from stenod.engines.base import TranscriptionOptions
 
-        return TranscriptionOptions(language=language, vad=False, beam_size=self.beam_size, without_timestamps=not self.timestamps)
+        extra = {} if self.fallback else {"temperature": (0.0,)}
+        return TranscriptionOptions(
+            language=language, vad=False, beam_size=self.beam_size, without_timestamps=not self.timestamps, **extra
+        )
 
     def run_group(self, clips: list[np.ndarray], language: str | None, workers: int) -> list[str]:
         opts = self.options(language)
@@ -140,9 +150,10 @@ class PipelineSystem:
         )
 
     timestamps = False
+    beam_size = 1
 
     def run_group(self, clips: list[np.ndarray], language: str | None, workers: int) -> list[str]:
-        kwargs = {"task": "transcribe"}
+        kwargs: dict[str, object] = {"task": "transcribe", "num_beams": self.beam_size}
         if language:
             kwargs["language"] = language
         extra = {"return_timestamps": True} if self.timestamps else {}
@@ -278,7 +289,7 @@ def short_phases(systems, sets, results: Results, args) -> None:  # type: ignore
 
 
 def beam_phase(system, sets, results: Results) -> None:  # type: ignore[no-untyped-def]
-    """Accuracy at speed: beam 5 on LibriSpeech, 32 clients."""
+    """Accuracy at speed: beam 5 on LibriSpeech, 32 clients (the pipeline in groups of 32)."""
     system.beam_size = 5
     names = list(sets["librispeech-clean100-a"])
     clips = [sets["librispeech-clean100-a"][n] for n in names]
@@ -347,6 +358,9 @@ def main() -> None:
     except ImportError:
         pass
     systems = [load(name, args, results) for name in args.systems]
+    for system in systems:
+        if hasattr(system, "pipe"):  # what a call without num_beams would have used
+            results.data["host"]["pipeline_default_num_beams"] = system.pipe.generation_config.num_beams
     main_systems = [s for s in systems if s.tag != "torch-eager"]
     if "wer" not in args.skip:  # each system's own default: torch with timestamps, pipeline without
         for system in main_systems:
@@ -356,18 +370,21 @@ def main() -> None:
             system.timestamps = not system.timestamps
             wer_phases(system, sets, results, args, "wer-nots" if system.tag == "torch" else "wer-ts")
             system.timestamps = not system.timestamps
+            if system.tag == "torch":  # and without temperature fallback, which the pipeline lacks
+                system.fallback = False
+                wer_phases(system, sets, results, args, "wer-t0")
+                system.fallback = True
     if "longform" not in args.skip:
         for system in main_systems:
             longform_phases(system, sets, results, args)
     if "short" not in args.skip:
         short_phases(systems, sets, results, args)
     if "beam" not in args.skip:
-        for system in systems:
-            if system.tag == "torch":
-                beam_phase(system, sets, results)
-                system.beam_size = 5
-                wer_phases(system, sets, results, args, "wer-beam5")
-                system.beam_size = 1
+        for system in main_systems:
+            beam_phase(system, sets, results)
+            system.beam_size = 5
+            wer_phases(system, sets, results, args, "wer-beam5")
+            system.beam_size = 1
     for system in systems:
         if hasattr(system, "engine"):
             results.put(f"{system.tag}/device_stats", {"stats": system.engine.device_stats()})

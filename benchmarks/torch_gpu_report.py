@@ -17,9 +17,11 @@ CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 WER_VARIANTS = (
     ("torch/wer", "torch, timestamps"),
     ("torch/wer-nots", "torch, no timestamps"),
+    ("torch/wer-t0", "torch, timestamps, no fallback"),
     ("pipeline/wer", "pipeline, no timestamps"),
     ("pipeline/wer-ts", "pipeline, return_timestamps"),
     ("torch/wer-beam5", "torch beam 5, timestamps"),
+    ("pipeline/wer-beam5", "pipeline beam 5, no timestamps"),
 )
 
 
@@ -78,11 +80,14 @@ def main() -> None:
         print(f"| {phase} | {value['x_real_time']:.0f} ({rounds(value)}) | {other.get('x_real_time', float('nan')):.0f} "
               f"({rounds(other)}) | {ratio:.2f}x | {eager.get('x_real_time', '-')} | {lat_t} | {lat_p} | "
               f"{value.get('peak_gpu_mb', '-')} | {other.get('peak_gpu_mb', '-')} |")
-    beam = phases.get("torch/beam5-short-32")
-    if beam:
-        print()
-        print(f"beam 5, 32 clients, LibriSpeech: {beam['x_real_time']:.0f}x real time, "
-              f"WER {score(beam['hypotheses'], 'librispeech-clean100-a'):.2f} %, peak {beam['peak_gpu_mb']} MB")
+    beams = {tag: phases.get(f"{tag}/beam5-short-32") for tag in ("torch", "pipeline")}
+    for tag, beam in beams.items():
+        if beam:
+            print(f"{tag} beam 5, 32 clients, LibriSpeech: {beam['x_real_time']:.0f}x real time, "
+                  f"p50 {beam.get('latency_p50_s')} s, WER {score(beam['hypotheses'], 'librispeech-clean100-a'):.2f} %, "
+                  f"peak {beam['peak_gpu_mb']} MB")
+    if all(beams.values()):
+        print(f"beam 5 ratio torch / pipeline: {beams['torch']['x_real_time'] / beams['pipeline']['x_real_time']:.2f}x")
 
 
 if __name__ == "__main__":

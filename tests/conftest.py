@@ -88,3 +88,14 @@ def base_engine(cache_dir: Path) -> Iterator[object]:
     engine = _engine("base", cache_dir)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One moto S3 server process for the session's job stacks that do not stop it (each stack
+    gets a bucket of its own); tests that stop or restart S3 start their own."""
+    from tests.services import start_moto
+
+    moto = start_moto(tmp_path_factory.mktemp("moto"))
+    yield moto
+    moto.stop()

@@ -241,6 +241,10 @@ class JobsSettings(BaseModel):
     ``amqp://user:password@host:5672//`` = Celery, with ``stenod worker`` processes."""
     queue_name: str = "stenod.jobs"
     """Celery queue (Redis list / RabbitMQ queue) the API publishes to and workers consume."""
+    worker_pool: Literal["threads", "prefork"] = "threads"
+    """``stenod worker``: ``threads`` runs its ``--concurrency`` jobs in one process over one model
+    copy (less CPU and memory); ``prefork`` gives each job a process with its own copy, so a job
+    that crashes its process takes no other job with it."""
     workers: int = Field(default=1, ge=0)
     """In-process mode: jobs run at once inside ``stenod serve`` (each also takes an inference
     slot, shared with synchronous requests); 0 runs none (an API-only server)."""

@@ -81,3 +81,13 @@ def test_show_prints_values_in_effect(tmp_path: Path) -> None:
     data = json.loads(pinned.stdout)
     assert (data["model"]["threads"], data["server"]["slots"]) == (3, 5)
     assert "model.threads" not in data["auto"] and "server.slots" not in data["auto"]
+
+
+def test_worker_pool_is_checked_before_anything_starts(tmp_path: Path) -> None:
+    """``stenod worker --pool`` (or STENOD_JOBS__WORKER_POOL) takes threads or prefork only; a bad
+    one is a usage error naming where it came from, before the broker or the model is touched."""
+    run = stenod("worker", "--pool", "solo", "--broker-url", "redis://127.0.0.1:1/0", cache_dir=tmp_path)
+    assert run.returncode == 2 and "--pool" in run.stderr and "threads" in run.stderr, run.stderr
+    run = stenod("worker", "--broker-url", "redis://127.0.0.1:1/0", cache_dir=tmp_path,
+                 env={"STENOD_JOBS__WORKER_POOL": "gevent"})
+    assert run.returncode == 2 and "STENOD_JOBS__WORKER_POOL" in run.stderr, run.stderr

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.api.conftest import ServerProcess, free_port, start_server
 from tests.conftest import JFK
 from tests.deploy.conftest import DEPLOY, tool_or_skip
+from tests.services import ManagedProcess
 
 MONITORING = DEPLOY / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "stenod.json"
@@ -254,12 +255,12 @@ def job_gauges(url: str) -> dict[str, float]:
     }
 
 
-def test_job_metrics_read_the_broker_and_the_store(tmp_path: Path, cache_dir: Path) -> None:
+def test_job_metrics_read_the_broker_and_the_store(tmp_path: Path, cache_dir: Path, s3_server: ManagedProcess) -> None:
     """The production topology (API + PostgreSQL + Redis + S3 on moto) with no worker yet: jobs
     wait and nobody takes them, which is what StenodNoJobWorkers looks for."""
     from tests.jobs.stack import job_stack
 
-    with job_stack("celery-redis", tmp_path, cache_dir, workers=0) as stack:
+    with job_stack("celery-redis", tmp_path, cache_dir, workers=0, moto=s3_server) as stack:
         for _ in range(2):
             assert stack.submit().status_code == 202
         gauges = job_gauges(stack.url)
@@ -270,11 +271,11 @@ def test_job_metrics_read_the_broker_and_the_store(tmp_path: Path, cache_dir: Pa
 
 
 @pytest.mark.slow
-def test_job_metrics_follow_the_workers(tmp_path: Path, cache_dir: Path) -> None:
-    """Then a real `stenod worker` of two processes drains the queue and is counted."""
+def test_job_metrics_follow_the_workers(tmp_path: Path, cache_dir: Path, s3_server: ManagedProcess) -> None:
+    """Then a real `stenod worker` running two jobs at once drains the queue and is counted as 2."""
     from tests.jobs.stack import job_stack
 
-    with job_stack("celery-redis", tmp_path, cache_dir, workers=0) as stack:
+    with job_stack("celery-redis", tmp_path, cache_dir, workers=0, moto=s3_server) as stack:
         ids = [stack.submit().json()["id"] for _ in range(2)]
         stack.start_worker(concurrency=2)
         stack.wait_for_workers(1)

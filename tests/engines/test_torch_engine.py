@@ -168,6 +168,81 @@ def test_beam_search_transcribes(torch_tiny: TorchWhisperEngine, jfk: np.ndarray
     assert "ask what you can do for your country" in normalize(result.text)
 
 
+def test_a_window_that_fails_at_every_temperature_keeps_its_most_probable_text(
+    torch_tiny: TorchWhisperEngine, jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Temperature fallback retries an improbable window at higher temperatures; when every
+    attempt fails, the user gets the most probable one (faster-whisper's rule), not the last,
+    which is sampled at temperature 1.0 and was often noise (the voice-quality set, run 6)."""
+    from concurrent.futures import Future
+
+    from stenod.engines.torch_whisper.decoding import WindowResult
+
+    tok = torch_tiny._tokenizer
+    attempts = {0.0: (" Montreal forced aligner.", -1.2), 0.6: (" Montreal for a liner.", -1.6), 1.0: (" Ma ha ped o fa.", -3.0)}
+    seen: list[float] = []
+
+    def fake_submit(task, rows, mode):  # type: ignore[no-untyped-def]
+        seen.append(task.temperature)
+        text, logprob = attempts.get(task.temperature, (" so so so so so so so so so so so so so so so", -0.2))
+        tokens = tok.encode(text)
+        fut: Future[WindowResult] = Future()
+        fut.set_result(WindowResult(tokens, [logprob] * len(tokens), logprob * len(tokens), logprob, 0.1, task.temperature))
+        return fut
+
+    monkeypatch.setattr(torch_tiny._devices[0].batcher, "submit_decode", fake_submit)
+    result = torch_tiny.transcribe(jfk[: 5 * 16000], TranscriptionOptions(language="en", vad=False, without_timestamps=True))
+    assert seen == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # every temperature tried
+    assert result.text.strip() == "Montreal forced aligner."  # the most probable attempt
+    assert result.segments[0].temperature == 1.0  # reported as faster-whisper does: the last tried
+
+
+CHAPTER_CLIP = "730-358-0000"
+"""A LibriSpeech clip that reads a chapter title, pauses, then reads a sentence."""
+CHAPTER_TEXT = "Chapter 11. It is with considerable difficulty that I remember the original error of my being."
+
+
+def test_beam_search_keeps_the_sentence_after_a_chapter_title(cache_dir: Path) -> None:
+    """Greedy decoding of ``base`` ends this clip after the title (this engine, faster-whisper and
+    transformers' ``generate`` with one beam alike); beam 5 must go on to the sentence, as
+    transformers' ASR pipeline does with its default of 5 beams. A beam that stopped once five
+    candidates had finished kept "Chapter 11." and lost the rest (docs/BENCHMARKS.md, run 6)."""
+    model = resolve_model_or_raise("base", cache_dir=cache_dir, offline=True)
+    engine = _engine(model.path, "base", True)
+    try:
+        audio_dir, _refs = corpus_set(LIBRISPEECH)
+        audio = decode_audio(audio_dir / f"{CHAPTER_CLIP}.flac").samples
+        result = engine.transcribe(audio, TranscriptionOptions(language="en", beam_size=5, temperature=(0.0,), vad=False))
+    finally:
+        engine.close()
+    assert normalize(result.text) == normalize(CHAPTER_TEXT)
+
+
+def test_gpu_benchmark_gives_the_pipeline_the_same_beam_width() -> None:
+    """transformers 5's ASR pipeline decodes with 5 beams unless told otherwise, so the GPU
+    benchmark must pass ``num_beams`` on every call, or its "greedy" baseline is beam search."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "torch_gpu.py"
+    spec = importlib.util.spec_from_file_location("torch_gpu_bench", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    calls: list[dict[str, object]] = []
+
+    def fake_pipe(clips: list[np.ndarray], **kwargs: object) -> list[dict[str, str]]:
+        calls.append(kwargs)
+        return [{"text": "x"} for _ in clips]
+
+    system = object.__new__(bench.PipelineSystem)  # no transformers here: the call is what matters
+    system.pipe = fake_pipe
+    clip = np.zeros(1600, dtype=np.float32)
+    system.run_group([clip], "en", 1)
+    system.beam_size = 5
+    system.run_group([clip], "en", 1)
+    assert [c["generate_kwargs"]["num_beams"] for c in calls] == [1, 5]  # type: ignore[index]
+
+
 def test_transformers_folder_and_ggml_give_the_same_transcript(tiny_model, torch_tiny: TorchWhisperEngine, jfk: np.ndarray, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from stenod.models.ggml import convert_ct2_to_ggml
 

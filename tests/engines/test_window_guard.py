@@ -10,11 +10,12 @@ from stenod.engines.window_guard import (
     DEFAULT_TRIM_POLICY,
     FULL_WINDOW_FRAMES,
     TrimPolicy,
+    clamped_to_audio,
     has_repetition_loop,
     trimmed_decode_problem,
 )
 from stenod.engines.windows import Span, group_spans, group_speech
-from stenod.transcript import Segment
+from stenod.transcript import Segment, Word
 
 
 def _seg(text: str, *, start: float = 0.0, end: float = 4.0, **fields: float) -> Segment:
@@ -47,6 +48,30 @@ def test_clean_decode_passes() -> None:
 def test_each_failure_signal_is_caught(segment: Segment, reason: str) -> None:
     problem = trimmed_decode_problem([segment], duration_s=4.0)
     assert problem is not None and reason in problem
+
+
+def test_an_end_in_the_padding_is_moved_back_not_rejected() -> None:
+    # The encoder saw 1 s of padding after the audio; the last timestamp often lands there.
+    words = (Word(start=3.0, end=3.5, word=" no", probability=0.9), Word(start=3.6, end=4.9, word=" longer.", probability=0.9))
+    late = _seg(" He could wait no longer.", start=0.5, end=5.2, words=words)  # type: ignore[arg-type]
+    assert trimmed_decode_problem([late], duration_s=4.0) is None
+    (clamped,) = clamped_to_audio([late], 4.0)
+    assert (clamped.start, clamped.end) == (0.5, 4.0) and clamped.text == late.text
+    assert clamped.words is not None and [(w.start, w.end) for w in clamped.words] == [(3.0, 3.5), (3.6, 4.0)]
+    # A segment that starts after the audio is made up, however close.
+    problem = trimmed_decode_problem([_seg(" Thank you.", start=4.1, end=4.6)], duration_s=4.0)
+    assert problem is not None and "after the audio" in problem
+
+
+def test_token_budget_grows_with_the_clip_and_stops_loops() -> None:
+    policy = TrimPolicy(tokens_per_s=8.0, min_tokens=24)
+    assert policy.token_budget(1.0) == 32 and policy.token_budget(10.0) == 104
+    assert policy.token_budget(28.0) == 220  # a prompt of previous text needs the rest of 448
+    # A decode that used the whole budget was cut off mid-loop: never kept, whatever its text.
+    cut = _seg(" one two three four five six", end=1.0, tokens=tuple(range(32)))  # type: ignore[arg-type]
+    problem = trimmed_decode_problem([cut], duration_s=1.0, policy=policy)
+    assert problem is not None and "token budget" in problem
+    assert trimmed_decode_problem([_seg(" one two", end=1.0, tokens=tuple(range(31)))], duration_s=1.0, policy=policy) is None  # type: ignore[arg-type]
 
 
 def test_empty_result_goes_back_to_the_full_window() -> None:

@@ -57,13 +57,25 @@ class WorkerProcess:
                 os.kill(pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """Send SIGTERM (warm shutdown) without waiting; :meth:`stop` waits."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+
+    def stop(self) -> None:
+        self.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def stop_workers(workers: list[WorkerProcess]) -> None:
+    """Stop them all at once: each warm shutdown takes a few seconds, in parallel."""
+    for w in workers:
+        w.terminate()
+    for w in workers:
+        w.stop()
 
 
 @dataclass
@@ -80,6 +92,9 @@ class JobStack:
     database_url: str | None = None
     moto: ManagedProcess | None = None
     server_args: tuple[str, ...] = ("--model", "tiny.en", "--slots", "2")
+    worker_concurrency: int = 1
+    """Jobs each ``stenod worker`` runs at once (its ``--concurrency``)."""
+    worker_pool: str = "threads"
 
     @property
     def url(self) -> str:
@@ -98,13 +113,14 @@ class JobStack:
         self.server.stop(sig)
         self.start_server()
 
-    def start_worker(self, *, concurrency: int = 1) -> WorkerProcess:
+    def start_worker(self, *, concurrency: int | None = None, pool: str | None = None) -> WorkerProcess:
         index = len(list(self.tmp.glob("worker-*.log")))  # a replaced worker keeps its predecessor's log
         log_path = self.tmp / f"worker-{index}.log"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "STENOD_MODEL__CACHE_DIR": str(self.cache_dir), **self.env}
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "stenod", "worker", "--model", "tiny.en", "--concurrency", str(concurrency),
+                [sys.executable, "-m", "stenod", "worker", "--model", "tiny.en",
+                 "--concurrency", str(concurrency or self.worker_concurrency), "--pool", pool or self.worker_pool,
                  "--threads", "1", "--hostname", f"w{index}@%h", "--log-format", "console"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             )
@@ -125,10 +141,11 @@ class JobStack:
         raise RuntimeError("workers did not report:\n" + "\n".join(w.log()[-3000:] for w in self.workers))
 
     def stop(self) -> None:
-        for w in self.workers:
-            w.stop()
+        for w in self.workers:  # workers and server shut down side by side
+            w.terminate()
         if self.server is not None:
             self.server.stop()
+        stop_workers(self.workers)
 
     # -- client helpers ------------------------------------------------------------------------
 
@@ -193,12 +210,16 @@ def base_env(tmp: Path, **overrides: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def job_stack(mode: str, tmp: Path, cache_dir: Path, *, workers: int = 1, redis: str | None = None,
+              concurrency: int = 1, pool: str = "threads", moto: ManagedProcess | None = None,
               **overrides: str) -> Iterator[JobStack]:
     """``in-process``; ``celery-redis`` (PostgreSQL + S3 + Redis); ``celery-amqp`` (PostgreSQL +
-    local blobs + RabbitMQ)."""
+    local blobs + RabbitMQ). ``workers`` ``stenod worker`` processes of ``concurrency`` jobs each.
+    ``moto``: a shared S3 server (the session's ``s3_server``) instead of one of the stack's own;
+    a stack whose test stops S3 needs its own."""
     env = base_env(tmp, **overrides)
     with contextlib.ExitStack() as stack:
-        js = JobStack(mode=mode, tmp=tmp, cache_dir=cache_dir, env=env)
+        js = JobStack(mode=mode, tmp=tmp, cache_dir=cache_dir, env=env, worker_concurrency=concurrency,
+                      worker_pool=pool)
         if mode == "in-process":
             js.blob_root = tmp / "data" / "blobs"
         else:
@@ -206,8 +227,11 @@ def job_stack(mode: str, tmp: Path, cache_dir: Path, *, workers: int = 1, redis:
             env["STENOD_JOBS__DATABASE_URL"] = js.database_url
             env["STENOD_JOBS__QUEUE_NAME"] = unique("stenod.test")
             if mode == "celery-redis":
-                js.moto = start_moto(tmp)
-                stack.callback(lambda: js.moto.stop() if js.moto is not None else None)
+                if moto is not None:
+                    js.moto = moto
+                else:
+                    js.moto = start_moto(tmp)
+                    stack.callback(lambda: js.moto.stop() if js.moto is not None else None)
                 js.s3_endpoint = f"http://127.0.0.1:{js.moto.port}"
                 js.bucket = unique("stenod-test").replace("_", "-")
                 create_bucket(js.s3_endpoint, js.bucket)
@@ -222,9 +246,10 @@ def job_stack(mode: str, tmp: Path, cache_dir: Path, *, workers: int = 1, redis:
             else:
                 raise ValueError(mode)
         stack.callback(js.stop)
-        js.start_server()
-        if js.celery:
+        if js.celery:  # the workers load their model while the server starts
             for _ in range(workers):
                 js.start_worker()
+        js.start_server()
+        if js.celery and workers:
             js.wait_for_workers(workers)
         yield js

@@ -24,7 +24,9 @@ MONO = CORPUS / "ljspeech-lj001" / "audio" / "LJ001-0003.wav"
 @pytest.fixture(scope="module", params=["in-process", "celery-redis"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
           cache_dir: Path) -> Iterator[JobStack]:
-    with job_stack(request.param, tmp_path_factory.mktemp(request.param), cache_dir) as js:
+    # The session's S3 server (nothing here stops it); only the Celery stack uses S3.
+    moto = request.getfixturevalue("s3_server") if request.param == "celery-redis" else None
+    with job_stack(request.param, tmp_path_factory.mktemp(request.param), cache_dir, moto=moto) as js:
         yield js
 
 

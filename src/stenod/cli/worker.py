@@ -1,9 +1,11 @@
 """``stenod worker``: a Celery worker that runs queued jobs (``[jobs] broker_url`` must be set).
 
-Each of ``--concurrency`` processes loads the model once after the fork and runs one job at a
-time; SIGTERM hands running jobs back to the queue (they stop at the next window and another
-worker takes them at once; see ``jobs/worker.py``), SIGKILL loses nothing (the job is delivered
-again). See docs/SCALING.md.
+It runs ``--concurrency`` jobs at once: on the default ``threads`` pool in one process over one
+model copy loaded before it consumes, on ``--pool prefork`` in that many processes, each loading
+its own copy after the fork (a job that crashes its process takes no other job with it). SIGTERM
+hands running jobs back to the queue (they stop at the next window and another worker takes them
+at once; see ``jobs/worker.py``), SIGKILL loses nothing (the jobs are delivered again). See
+docs/SCALING.md.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ logger = logging.getLogger(__name__)
 
 def worker_command(
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1,
-                                             help="Worker processes, each with its own model copy.")] = 1,
+                                             help="Jobs run at once (threads over one model copy, or prefork "
+                                                  "processes with one copy each).")] = 1,
+    pool: Annotated[str | None, typer.Option("--pool", help="threads (default: one process, one model copy) or "
+                                             "prefork (a process per job; overrides STENOD_JOBS__WORKER_POOL).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Default model (name, folder or ggml file).")] = None,
     threads: Annotated[int | None, typer.Option("--threads", "-t", min=0,
-                                                help="CPU threads per process (0 = cores / concurrency).")] = None,
+                                                help="CPU threads per job (0 = cores / concurrency).")] = None,
     broker_url: Annotated[str | None, typer.Option("--broker-url", help="Overrides STENOD_JOBS__BROKER_URL.")] = None,
     hostname: Annotated[str | None, typer.Option("--hostname", help="Celery node name (default stenod@host).")] = None,
     log_format: Annotated[str | None, typer.Option("--log-format", help="json or console.")] = None,
@@ -34,7 +39,8 @@ def worker_command(
 ) -> None:
     """Run queued transcription jobs from the broker (Celery on Redis or RabbitMQ)."""
     settings = build_settings(
-        config, model={"name": model, "threads": threads}, jobs={"broker_url": broker_url}, log={"format": log_format},
+        config, model={"name": model, "threads": threads}, jobs={"broker_url": broker_url, "worker_pool": pool},
+        log={"format": log_format}, flags={"jobs.worker_pool": "--pool"},
     )
     if not settings.jobs.broker_url:
         fail("stenod worker needs a broker: set STENOD_JOBS__BROKER_URL (redis://... or amqp://...) "
@@ -53,11 +59,17 @@ def worker_command(
     except Exception as exc:
         fail(f"cannot start the worker: {type(exc).__name__}: {exc}")
     register_tasks(app)
-    worker.configure(settings, app, concurrency=concurrency)
+    pool_name = settings.jobs.worker_pool
+    try:
+        # Threads pool: the model is loaded here, once, before the worker takes a job.
+        worker.configure(settings, app, concurrency=concurrency, pool=pool_name)
+    except Exception as exc:
+        fail(f"cannot start the worker: {type(exc).__name__}: {exc}")
     node = hostname or f"stenod@{socket.gethostname()}"
-    logger.info("worker %s: %d process(es), queue %s", node, concurrency, settings.jobs.queue_name)
+    logger.info("worker %s: %d job(s) at once on the %s pool, queue %s", node, concurrency, pool_name,
+                settings.jobs.queue_name)
     app.worker_main([
-        "worker", "--pool", "prefork", "--concurrency", str(concurrency), "--queues", settings.jobs.queue_name,
+        "worker", "--pool", pool_name, "--concurrency", str(concurrency), "--queues", settings.jobs.queue_name,
         "--hostname", node, "--loglevel", settings.log.level.upper(), "--without-gossip", "--without-mingle",
         "--prefetch-multiplier", "1",
     ])

@@ -40,7 +40,7 @@ from stenod.engines.base import (
 )
 from stenod.engines.batching import WindowBatcher
 from stenod.engines.vad import silero_vad_options
-from stenod.engines.window_guard import DEFAULT_TRIM_POLICY, TrimPolicy, trimmed_decode_problem
+from stenod.engines.window_guard import DEFAULT_TRIM_POLICY, TrimPolicy, clamped_to_audio, trimmed_decode_problem
 from stenod.engines.windows import Span, group_speech
 from stenod.errors import ModelLoadError
 from stenod.transcript import Segment, Transcript, Word
@@ -64,6 +64,8 @@ class _WindowResult:
     segments: list[Segment]
     language: str
     language_probability: float
+    resume_frame: int | None = None
+    """Where a batched decode stopped before the end of its audio (mel frame); ``None``: it did not."""
 
     def shifted(self, offset_s: float) -> _WindowResult:
         """The same result with times moved ``offset_s`` later (a window's place in its file)."""
@@ -274,48 +276,93 @@ class FasterWhisperEngine:
         ``language`` (already detected for the file) overrides ``options.language``; with neither,
         the language is detected from the trimmed encoder output. Times are relative to ``audio``.
         """
-        from faster_whisper.tokenizer import Tokenizer
-
         model = self._model
         features = model.feature_extractor(audio)
         content_frames = features.shape[-1] - 1
+        duration = len(audio) / SAMPLE_RATE
+        guard = _guard_for(policy, options)
+        known = language or kwargs["language"]
+        result: _WindowResult | None = None
         if self._batcher is not None and not options.word_timestamps:
-            batched = self._decode_batched(features, content_frames, options, kwargs, language=language)
-            if batched is not None:
-                problem = trimmed_decode_problem(
-                    batched.segments, duration_s=len(audio) / SAMPLE_RATE, policy=_guard_for(policy, options)
-                )
-                if problem is None:
-                    return batched
-                logger.debug("batched trimmed result rejected (%s); decoding the full window", problem)
-                return self._full_window(audio, kwargs, language or kwargs["language"])
+            result = self._decode_batched(features, content_frames, options, kwargs, language=language)
+            if result is not None and result.resume_frame is not None:
+                result = self._resumed(audio, result, options, kwargs, policy)
+        if result is None:
+            result = self._decode_trimmed(features, content_frames, options, kwargs, policy, language=known)
+        problem = trimmed_decode_problem(result.segments, duration_s=duration, policy=guard)
+        if problem is None:
+            return _WindowResult(clamped_to_audio(result.segments, duration), result.language, result.language_probability)
+        logger.debug("trimmed-encoder result rejected (%s); decoding the full window", problem)
+        return self._full_window(audio, kwargs, known)
+
+    def _decode_trimmed(
+        self,
+        features: np.ndarray,
+        content_frames: int,
+        options: TranscriptionOptions,
+        kwargs: dict[str, Any],
+        policy: TrimPolicy,
+        *,
+        language: str | None,
+    ) -> _WindowResult:
+        """One clip's decode with the encoder trimmed to its audio (unguarded: the caller judges)."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        model = self._model
         frames = policy.encoder_frames(content_frames)
         window = np.zeros((features.shape[0], frames), dtype=features.dtype)
         kept = min(content_frames, frames)
         window[:, :kept] = features[:, :kept]  # what pad_or_trim does, to a shorter length
         encoder_output = model.encode(window)
-        known = language or kwargs["language"]
-        detected = (known, 1.0) if known else self._detect_from(encoder_output, features)
-        fw_options = self._faster_whisper_options(kwargs, detected[0])
-        # One temperature here: a result that would need the fallback schedule is redone on the
-        # full window, where the whole schedule runs as on the ordinary path.
-        fw_options = dataclasses.replace(fw_options, temperatures=[fw_options.temperatures[0]])
+        detected = (language, 1.0) if language else self._detect_from(encoder_output, features)
+        fw_options = self._trimmed_options(kwargs, detected[0], policy, content_frames)
         tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=options.task, language=detected[0])
-        # A window whose text stops at a timestamp before its audio ends is continued from there;
-        # faster-whisper encodes that rest as a full 30 s window, which on the coverage check's
-        # 1-5 s windows cost 2-4x the window's own decode (issue 11). Under a token budget (set
-        # only by the coverage check) the continuation's encoder input is trimmed too; plain
-        # clips keep the library's full-window continuation, which measured more accurate on
-        # LibriSpeech clips (6.1 % against 7.1 % WER).
-        segment_model: Any = model if options.max_new_tokens is None else _TrimmedEncoder(model, policy)
-        generated = type(model).generate_segments(segment_model, features, tokenizer, fw_options, False, encoder_output)
+        # A window whose text stops at a timestamp before its audio ends is continued from there.
+        # faster-whisper encodes that rest as a full 30 s window; the trimmed encoder does it on
+        # the rest's own length. On 50 LibriSpeech clips 13 of 51 trimmed decodes continued, most
+        # of them on a tail under 2 s that holds no words, and a full window for that cost more
+        # than the clip's own decode; trimmed, the whole set took 1.25x less CPU at a WER of
+        # 5.94 % against 7.22 % (docs/BENCHMARKS.md, issue 10).
+        generated = type(model).generate_segments(
+            _TrimmedEncoder(model, policy), features, tokenizer, fw_options, False, encoder_output
+        )
         segments = [_convert_segment(i, seg) for i, seg in enumerate(generated)]
         self.fast_path_stats.trimmed += 1
-        problem = trimmed_decode_problem(segments, duration_s=len(audio) / SAMPLE_RATE, policy=_guard_for(policy, options))
-        if problem is None:
-            return _WindowResult(segments, detected[0], detected[1])
-        logger.debug("trimmed-encoder result rejected (%s); decoding the full window", problem)
-        return self._full_window(audio, kwargs, known)
+        return _WindowResult(segments, detected[0], detected[1])
+
+    def _trimmed_options(self, kwargs: dict[str, Any], language: str, policy: TrimPolicy, content_frames: int) -> Any:
+        """faster-whisper's options for a trimmed decode: one temperature (a result that would need
+        the fallback schedule is redone on the full window, where the whole schedule runs as on the
+        ordinary path) and a token budget for the clip's length (:meth:`TrimPolicy.token_budget`),
+        so a loop stops early instead of running to Whisper's 224 tokens."""
+        fw_options = self._faster_whisper_options(kwargs, language)
+        budget = policy.token_budget(content_frames / 100)
+        if fw_options.max_new_tokens is not None:
+            budget = min(budget, fw_options.max_new_tokens)
+        return dataclasses.replace(fw_options, temperatures=[fw_options.temperatures[0]], max_new_tokens=budget)
+
+    def _resumed(
+        self,
+        audio: np.ndarray,
+        head: _WindowResult,
+        options: TranscriptionOptions,
+        kwargs: dict[str, Any],
+        policy: TrimPolicy,
+    ) -> _WindowResult:
+        """A batched decode that stopped at a timestamp before the end of its audio, continued from
+        there the way ``generate_segments`` continues a window (trimmed encoder, the text so far as
+        the prompt when conditioning on previous text), instead of decoding the clip again alone."""
+        assert head.resume_frame is not None
+        rest = audio[head.resume_frame * HOP_LENGTH :]
+        rest_kwargs = kwargs
+        if options.condition_on_previous_text:
+            previous = " ".join(t for t in (kwargs.get("initial_prompt") or "", *(seg.text.strip() for seg in head.segments)) if t)
+            rest_kwargs = {**kwargs, "initial_prompt": previous or None}
+        features = self._model.feature_extractor(rest)
+        tail = self._decode_trimmed(features, features.shape[-1] - 1, options, rest_kwargs, policy, language=head.language)
+        shifted = tail.shifted(head.resume_frame / 100)
+        segments = [*head.segments, *(dataclasses.replace(seg, id=len(head.segments) + i) for i, seg in enumerate(shifted.segments))]
+        return _WindowResult(segments, head.language, head.language_probability)
 
     def _full_window(self, audio: np.ndarray, kwargs: dict[str, Any], language: str | None) -> _WindowResult:
         """The ordinary decode (full 30 s window, whole temperature schedule) of a clip whose
@@ -337,8 +384,9 @@ class FasterWhisperEngine:
     ) -> _WindowResult | None:
         """The clip's trimmed decode as part of a batch with other callers' clips (same decode
         options), or ``None`` where the batch could not settle it alone (unsure language, a
-        no-speech window, a decode that stopped before the end of the audio): the caller then takes
-        the one-clip path, which handles those cases as before."""
+        no-speech window): the caller then takes the one-clip path, which handles those cases as
+        before. A decode that stopped before the end of its audio comes back with ``resume_frame``
+        set, for the caller to continue."""
         assert self._batcher is not None
         known = language or kwargs["language"]
         fw_options = self._faster_whisper_options(kwargs, known or "en")
@@ -388,7 +436,12 @@ class FasterWhisperEngine:
             if temperature > 0
             else {"beam_size": fw.beam_size, "patience": fw.patience}
         )
-        max_length = len(prompt) + fw.max_new_tokens if fw.max_new_tokens is not None else model.max_length
+        # The token budget of the longest clip (TrimPolicy.token_budget); the guard holds every
+        # clip to its own.
+        budget = max(policy.token_budget(item.content_frames / 100) for item in items)
+        if fw.max_new_tokens is not None:
+            budget = min(budget, fw.max_new_tokens)
+        max_length = len(prompt) + budget
         results = model.model.generate(
             encoder_output, prompts, length_penalty=fw.length_penalty, repetition_penalty=fw.repetition_penalty,
             no_repeat_ngram_size=fw.no_repeat_ngram_size, max_length=max_length, return_scores=True,
@@ -406,8 +459,7 @@ class FasterWhisperEngine:
                 tokenizer=tokenizer, tokens=tokens, time_offset=0.0, segment_size=item.content_frames,
                 segment_duration=item.content_frames / 100, seek=0,
             )
-            # generate_segments would decode again from ``seek`` (on a full window); leave that to it.
-            if detected is None or silent or seek < item.content_frames:
+            if detected is None or silent or seek <= 0:
                 out.append(None)
                 continue
             compression_ratio = get_compression_ratio(tokenizer.decode(tokens).strip())
@@ -424,7 +476,9 @@ class FasterWhisperEngine:
                 ))
             self.fast_path_stats.trimmed += 1
             self.fast_path_stats.batched += 1
-            out.append(_WindowResult(segments, detected[0], detected[1]))
+            # Stopped at a timestamp before the end of the audio: the caller continues from there.
+            resume = seek if seek < item.content_frames else None
+            out.append(_WindowResult(segments, detected[0], detected[1], resume_frame=resume))
         return out
 
     def _transcribe_windows(

@@ -33,7 +33,7 @@ def register_tasks(app: Celery) -> None:
     @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
     def run_job(self: Task, job_id: str) -> str:
         ctx = worker.context()
-        ctx.running += 1
+        ctx.task_started()
         try:
             outcome = ctx.runner.process(job_id)
         except INFRA_ERRORS as exc:
@@ -41,7 +41,7 @@ def register_tasks(app: Celery) -> None:
                            _backoff(self))
             raise self.retry(countdown=_backoff(self), exc=exc) from exc
         finally:
-            ctx.running -= 1
+            ctx.task_done()
         if outcome.outcome == "held":  # another worker's lease is live: look again when it runs out
             raise self.retry(countdown=outcome.retry_in_s + 1.0)
         if outcome.outcome == "released":

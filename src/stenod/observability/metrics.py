@@ -83,7 +83,8 @@ class Metrics:
             registry=r,
         )
         self.jobs_workers = Gauge(
-            "stenod_jobs_workers", "Worker processes that reported in the last minute.", registry=r,
+            "stenod_jobs_workers", "Jobs the workers that reported in the last minute can run at once "
+            "(the sum of their concurrency).", registry=r,
         )
         self.jobs_store_up = Gauge(
             "stenod_jobs_store_up", "1 when the job store answered this scrape, 0 when it did not.", registry=r,

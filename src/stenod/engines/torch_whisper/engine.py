@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -292,8 +292,6 @@ def _static_rows(dims: ModelDimensions, device: torch.device, dtype: torch.dtype
 
 
 def _with_id(index: int, seg: Segment) -> Segment:
-    from dataclasses import replace
-
     return replace(seg, id=index)
 
 
@@ -416,9 +414,13 @@ class _Run:
 
     def _decode_with_fallback(self, windows: list[_Window], prompts: list[list[int]]) -> list[WindowResult]:
         """Decode every window at the first temperature; retry those whose output looks like a
-        failure (repetitive, improbable) at the next one, all of them together again."""
+        failure (repetitive, improbable) at the next one, all of them together again. A window
+        that fails at every temperature keeps its most probable attempt (highest average
+        log-probability among those not too repetitive, else among all), as faster-whisper does,
+        not the last one: the last is sampled at the highest temperature and is often noise."""
         temps = self.options.temperature or (0.0,)
         results: list[WindowResult | None] = [None] * len(windows)
+        attempts: list[list[WindowResult]] = [[] for _ in windows]
         todo = list(range(len(windows)))
         for i, t in enumerate(temps):
             self._check_cancel()
@@ -430,12 +432,25 @@ class _Run:
             for w, fut in futures.items():
                 result = fut.result()
                 results[w] = result
-                if i + 1 < len(temps) and self._needs_fallback(result):
-                    retry.append(w)
+                attempts[w].append(result)
+                if len(temps) > 1 and self._needs_fallback(result):
+                    if i + 1 < len(temps):
+                        retry.append(w)
+                    else:
+                        results[w] = self._best_attempt(attempts[w])
             todo = retry
             if not todo:
                 break
         return [r for r in results if r is not None]
+
+    def _best_attempt(self, attempts: list[WindowResult]) -> WindowResult:
+        threshold = self.options.compression_ratio_threshold
+        fluent = [
+            r for r in attempts if threshold is None or compression_ratio(self.tok.decode(r.tokens)) <= threshold
+        ]
+        best = max(fluent or attempts, key=lambda r: r.avg_logprob)
+        # The last temperature, as faster-whisper reports it: the prompt is reset after it.
+        return replace(best, temperature=attempts[-1].temperature)
 
     def _needs_fallback(self, r: WindowResult) -> bool:
         o = self.options
