@@ -148,7 +148,7 @@ def drop_doubled_phrases(segments: list[Segment]) -> list[Segment]:
     i = 0
     while i < len(words):
         for n in range(min(DOUBLED_MAX_WORDS, (len(words) - i) // 2), DOUBLED_MIN_WORDS - 1, -1):
-            if words[i:i + n] == words[i + n:i + 2 * n]:
+            if words[i] == words[i + n] and words[i:i + n] == words[i + n:i + 2 * n]:
                 drop.update(range(i + n, i + 2 * n))
                 i += 2 * n - 1
                 break
