@@ -76,14 +76,14 @@ def main() -> int:
 
             model = WhisperModel(str(resolved.path), device="cpu", compute_type="int8", cpu_threads=1, num_workers=1)
 
-            def run(audio, language):  # type: ignore[no-untyped-def]
+            def run(audio, language, model=model):  # type: ignore[no-untyped-def]
                 segments, _ = model.transcribe(audio, language=language, beam_size=1, best_of=1)
                 return " ".join(s.text for s in segments)
         else:
             settings = ModelSettings(name=args.model, cache_dir=args.cache_dir, trim_encoder=mode == "trimmed")
             engine = create_engine(resolved, settings, threads=1, concurrency=1)
 
-            def run(audio, language):  # type: ignore[no-untyped-def]
+            def run(audio, language, engine=engine):  # type: ignore[no-untyped-def]
                 return engine.transcribe(audio, TranscriptionOptions(language=language)).text
         for name in args.sets.split(","):
             items = _items(name)
