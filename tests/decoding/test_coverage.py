@@ -71,6 +71,49 @@ def test_english_clips_with_pauses_silence_and_noise(tiny_engine: object) -> Non
     _check_recording(tiny_engine, rec, TranscriptionOptions(language="en"))
 
 
+class _Overlap:
+    """An engine as the coverage check sees it, counting how many of its calls run at once."""
+
+    def __init__(self, engine: object) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._active = 0
+        self.peak = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._engine, name)
+
+    def transcribe(self, audio: np.ndarray, options: TranscriptionOptions, **kwargs: object) -> Transcript:
+        with self._lock:
+            self._active += 1
+            self.peak = max(self.peak, self._active)
+        try:
+            return self._engine.transcribe(audio, options, **kwargs)  # type: ignore[attr-defined,no-any-return]
+        finally:
+            with self._lock:
+                self._active -= 1
+
+
+def test_a_long_file_keeps_every_worker_busy_and_every_sentence(cache_dir: Path) -> None:
+    # An engine with 2 CTranslate2 workers (the 2-core plan): one long request decodes its
+    # first-pass windows two at a time instead of leaving a core idle, and still loses nothing.
+    from stenod.engines import create_engine
+    from stenod.models import resolve_model_or_raise
+    from stenod.settings import ModelSettings
+
+    resolved = resolve_model_or_raise("tiny.en", cache_dir=cache_dir, offline=True)
+    engine = create_engine(resolved, ModelSettings(name="tiny.en", cache_dir=cache_dir), threads=1, concurrency=2)
+    try:
+        spy = _Overlap(engine)
+        clips = corpus_clips(CORPUS / "librispeech-clean100-a", limit=6, skip=30)
+        rec = build_recording("en-waves", clips, pause_range_s=(0.5, 2.5), seed=5)
+        assert rec.duration_s > 60
+        _check_recording(spy, rec, TranscriptionOptions(language="en"))
+        assert spy.peak == 2
+    finally:
+        engine.close()
+
+
 def test_fleurs_english_half_second_pauses(base_engine: object) -> None:
     # The file of issue 11: base with one pass lost about half the words to loops and skips.
     rec = build_recording("fleurs-en", corpus_clips(CORPUS / "multilingual-fleurs", language="en", limit=10),

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -91,6 +92,8 @@ shorter window costs about as much encoder time per second as a full one, and Wh
 speech in it than in a full window (FLEURS en, base: 29 s windows left five stretches to decode
 again, 2.8x the old path's CPU time; 24 s: two, 1.2x; 15 s: none, 0.6x, but more cuts inside
 sentences cost words on spontaneous speech: earnings call 3.3 % WER against 0 % with 24 s)."""
+MAX_WAVE = 4
+"""Most first-pass windows of one request decoded at once (at most the engine's concurrency)."""
 FIRST_JOIN_PAUSE_S = 3.0
 """A longer pause starts a new first-pass window: silence is never decoded on its own."""
 LEAD_S = 2.0
@@ -247,21 +250,40 @@ def _decode_windows(
     segments: list[Segment] = []
     language = options.language
     probability = 1.0 if language else 0.0
-    for window in windows:
-        if cancel is not None and cancel.is_set():
-            raise CancelledError("transcription cancelled")
-        prompt = _prompt(segments, options.initial_prompt) if options.condition_on_previous_text else options.initial_prompt
-        result = engine.transcribe(
+
+    def decode(window: _Window, prompt: str | None, language: str | None) -> Transcript:
+        return engine.transcribe(
             audio[int(window.start * SAMPLE_RATE): int(window.end * SAMPLE_RATE)],
             replace(options, vad=False, language=language, initial_prompt=prompt, batch_size=0,
                     max_new_tokens=_token_budget(window, options)),
             cancel=cancel,
         )
-        if language is None:
-            language, probability = result.language, result.language_probability
-        segments.extend(_onto_speech(_shift(seg, window), window) for seg in result.segments if seg.text.strip())
-        if progress is not None:
-            progress(window.end, duration)
+
+    # Windows run ``wave`` at a time, so one long request keeps every CTranslate2 worker busy
+    # (2 cores: 2 workers x 1 thread) instead of one. Each window of a wave gets the text before
+    # the wave as its prompt: one window staler than one after another. The first window runs
+    # alone when the language must be detected; the rest use its language.
+    wave = max(1, min(MAX_WAVE, engine.info().max_concurrency))
+    with ThreadPoolExecutor(max_workers=wave, thread_name_prefix="stenod-window") as pool:
+        done = 0
+        while done < len(windows):
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("transcription cancelled")
+            batch = windows[done: done + (1 if language is None else wave)]
+            prompt = _prompt(segments, options.initial_prompt) if options.condition_on_previous_text else options.initial_prompt
+            futures = [pool.submit(decode, window, prompt, language) for window in batch]
+            try:
+                results = [future.result() for future in futures]
+            finally:
+                for future in futures:
+                    future.cancel()
+            for window, result in zip(batch, results, strict=True):
+                if language is None:
+                    language, probability = result.language, result.language_probability
+                segments.extend(_onto_speech(_shift(seg, window), window) for seg in result.segments if seg.text.strip())
+                if progress is not None:
+                    progress(window.end, duration)
+            done += len(batch)
     return Transcript.from_segments(
         segments, language=language or "en", duration=duration, language_probability=probability, task=options.task
     )
