@@ -142,15 +142,22 @@ def test_english_sweep(base_engine: object, corpus: str, skip: int, pauses: tupl
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("stem", "max_wer"), [("ljspeech_LJ001-0001_0032_concat", 0.06), ("earnings22_1_4482311_3_62", 0.16)])
-def test_longform_en_keeps_its_wer(base_engine: object, stem: str, max_wer: float) -> None:
-    # Anchored at what the single pass scored before issue 11 (docs/ENGINES.md "Long-form coverage").
+@pytest.mark.parametrize("stem", ["ljspeech_LJ001-0001_0032_concat", "earnings22_1_4482311_3_62"])
+def test_longform_en_keeps_its_wer(base_engine: object, stem: str) -> None:
+    # The issue: the shared file keeps or improves its WER against the single pass (the path
+    # before issue 11), measured here on the same machine: int8 kernels differ between hosts
+    # (the LJ file scored 5.8 % on one and 6.1 % on another with the same code). Half a point
+    # (three words) of slack for the temperature fallback's sampling.
     from stenod.audio.decode import decode_audio
 
     audio_dir, refs = corpus_set("longform-en")
     (path,) = audio_dir.glob(f"{stem}.*")
-    transcript = transcribe_with_coverage(base_engine, decode_audio(path).samples, TranscriptionOptions(language="en"))  # type: ignore[arg-type]
-    assert wer([refs[stem]], [transcript.text]) <= max_wer
+    audio = decode_audio(path).samples
+    options = TranscriptionOptions(language="en")
+    transcript = transcribe_with_coverage(base_engine, audio, options)  # type: ignore[arg-type]
+    single_pass = base_engine.transcribe(audio, options)  # type: ignore[attr-defined]
+    new, old = wer([refs[stem]], [transcript.text]), wer([refs[stem]], [single_pass.text])
+    assert new <= old + 0.005, (new, old)
 
 
 @pytest.mark.parametrize("signal", [silence(60.0), white_noise(60.0, amplitude=0.1)], ids=["silence", "noise"])
