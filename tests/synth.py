@@ -95,3 +95,14 @@ def two_speaker_turns(path: Path) -> tuple[Path, float, str, str]:
     text_b = misc_refs["sense_and_sensibility_01_austen_64kb-0870"] + " " + misc_refs["sense_and_sensibility_01_austen_64kb-0880"]
     junction_s = (0.6 * RATE + len(a) + 11.5 * RATE) / 2 / RATE
     return write_wav(path, np.stack([left, right], axis=1), channels=2), junction_s, lj_refs["LJ001-0001"], text_b
+
+
+def repeated_speech(path: Path, source: Path, times: int) -> Path:
+    """``source`` decoded and played ``times`` times back to back, as 16 kHz FLAC: a request that
+    keeps a worker busy for seconds even on a fast host (the 237 s corpus file alone took tiny.en
+    about 3 s there, too little for tests that must act while it runs)."""
+    from stenod.audio.decode import decode_audio
+
+    samples = decode_audio(source).samples
+    return encode(path, np.tile(samples, times), codec="flac", rate=RATE)
+

@@ -72,7 +72,8 @@ def test_bad_files_are_reported_and_the_batch_continues(tiny_engine: object, cac
     assert summary["total_audio_s"] == pytest.approx(sum(f["duration_s"] for f in ok), abs=0.01)
     assert summary["total_audio_s"] == pytest.approx(1.645 + 2.99 + 1.895 + 1.965, abs=0.1)
     assert summary["total_processing_s"] == pytest.approx(sum(f["processing_s"] for f in ok), abs=0.01)
-    assert summary["overall_rtf"] == pytest.approx(summary["total_processing_s"] / summary["total_audio_s"], rel=1e-3)
+    # overall_rtf is rounded to 4 decimals: on a fast host (rtf 0.037) that is more than 1e-3 of it.
+    assert summary["overall_rtf"] == pytest.approx(summary["total_processing_s"] / summary["total_audio_s"], rel=1e-3, abs=1e-4)
     for f in ok:
         assert f["realtime_factor"] == pytest.approx(f["processing_s"] / f["duration_s"], rel=1e-2)
     assert summary["throughput_audio_x"] == pytest.approx(summary["run_audio_s"] / summary["wall_s"], rel=1e-2)

@@ -16,6 +16,7 @@ from stenod.jobs.webhooks import verify
 from tests.conftest import CORPUS, JFK, JFK_TEXT
 from tests.jobs.receiver import Receiver
 from tests.jobs.stack import API_KEYS, LONG_AUDIO, WEBHOOK_SECRET, JobStack, job_stack
+from tests.synth import repeated_speech
 from tests.wer_utils import normalize
 
 MONO = CORPUS / "ljspeech-lj001" / "audio" / "LJ001-0003.wav"
@@ -154,9 +155,11 @@ def test_list_is_newest_first_with_cursor_pagination(stack: JobStack) -> None:
     assert ids[0] in [j["id"] for j in done["data"]] and all(j["status"] == "completed" for j in done["data"])
 
 
-def test_cancel_queued_never_runs_and_cancel_running_stops_it(stack: JobStack) -> None:
+def test_cancel_queued_never_runs_and_cancel_running_stops_it(stack: JobStack, tmp_path: Path) -> None:
     key = API_KEYS[5]
-    running = stack.submit(LONG_AUDIO, key=key).json()
+    # Four times the long file: still running when the cancel arrives, on a fast host too (the
+    # file alone took tiny.en about 3 s there).
+    running = stack.submit(repeated_speech(tmp_path / "long.flac", LONG_AUDIO, 4), key=key).json()
     waiting = stack.submit(JFK, key=key).json()
     # One worker: the long job runs (progress moves from decoded audio time), the short one waits.
     seen = stack.wait(running["id"], ("processing",), key=key, predicate=lambda j: 0 < j["progress"] < 1)

@@ -20,7 +20,7 @@ import pytest
 from stenod.api import create_app
 from stenod.audio.chunking import quiet_chunks
 from stenod.audio.decode import SAMPLE_RATE, AudioStream, decode_audio
-from stenod.engines.base import TranscriptionOptions
+from stenod.engines.base import EngineInfo, TranscriptionOptions
 from stenod.errors import QueueFullError, ServiceUnavailableError
 from stenod.models import ResolvedModel
 from stenod.scheduler.memory import MemoryBudget, request_memory_bytes
@@ -89,6 +89,10 @@ class RecordingEngine:
     def __init__(self, language: str = "de") -> None:
         self.calls: list[tuple[int, TranscriptionOptions]] = []
         self.language = language
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(engine="recording", model="fake", model_path="", device="cpu", compute_type="int8",
+                          threads=1, max_concurrency=1, multilingual=True)
 
     def transcribe(self, audio, options, *, progress=None, on_segment=None, cancel=None):  # type: ignore[no-untyped-def]
         self.calls.append((len(audio), options))

@@ -15,6 +15,7 @@ import httpx
 
 from tests.api.conftest import start_server
 from tests.conftest import CORPUS, JFK
+from tests.synth import repeated_speech
 
 LONG = CORPUS / "longform-en" / "audio" / "ljspeech_LJ001-0001_0032_concat.flac"
 
@@ -42,7 +43,8 @@ def test_sigterm_refuses_queued_at_once_and_answers_running_with_503(tmp_path: P
     health_during_drain: list[int] = []
     try:
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            running = pool.submit(transcribe, srv.url, LONG, done, "running")
+            # Long enough to still be running when the 5 s drain ends, on a fast host too.
+            running = pool.submit(transcribe, srv.url, repeated_speech(tmp_path / "long.flac", LONG, 4), done, "running")
             deadline = time.monotonic() + 30
             while httpx.get(f"{srv.url}/health").json()["running"] != 1:
                 assert time.monotonic() < deadline

@@ -72,7 +72,9 @@ def language_detection_response(served: ServedTranscription) -> Response:
     """whisper.cpp's ``detect_language`` answer: the language (name and code), its probability and
     every language above 0.1 %."""
     result = served.result
-    probabilities = {code: round(p, 4) for code, p in (result.language_probabilities or {}).items() if p > 0.001}
+    # Rounded first, then filtered: a probability of 0.00104 must not come out as 0.001.
+    rounded = {code: round(p, 4) for code, p in (result.language_probabilities or {}).items()}
+    probabilities = {code: p for code, p in rounded.items() if p > 0.001}
     body = {
         "detected_language": language_name(result.transcript.language),
         "detected_language_code": result.transcript.language,
