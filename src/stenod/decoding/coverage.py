@@ -11,6 +11,8 @@ files fail is chaotic). So:
    reaches :data:`LEAD_S` / :data:`TAIL_S` into the pauses around it, for onsets VAD missed), each
    with the tail of the text so far as its prompt (when ``condition_on_previous_text``) and the
    language of the first window; a failure in one window cannot push the next one off course.
+   Windows run in waves of as many as the engine has workers (the text before a wave prompts
+   each of its windows), so one long request keeps every CTranslate2 worker busy.
    Each window is one ``engine.transcribe`` call on a short array, which faster-whisper decodes
    with its encoder trimmed to the window, and with a token budget (:data:`TOKENS_PER_S`) so a
    loop stops early. Shorter audio, and faster-whisper's batched pipeline (``batch_size`` > 1), take one
