@@ -59,6 +59,7 @@ from stenod.decoding.guards import (
 )
 from stenod.decoding.speech import SAMPLE_RATE, SpeechStretch, find_speech
 from stenod.engines.base import CancelledError, Engine, ProgressCallback, SegmentCallback, TranscriptionOptions
+from stenod.engines.window_guard import TOKENS_BASE, TOKENS_PER_S
 from stenod.engines.windows import group_spans
 from stenod.transcript import Segment, Transcript, Word
 
@@ -114,13 +115,11 @@ after the next window's lead), for soft sentence ends."""
 EDGE_SLACK_S = 0.5
 """Segments of a first-pass window start at most this long before its first VAD stretch and end
 at most this long after its last one (the speech VAD cut off is this close to it)."""
-TOKENS_PER_S = 12.0
-TOKENS_BASE = 24
-"""Token budget of a window: :data:`TOKENS_BASE` plus this many per second of its audio. Speech
-runs at 3-6 text tokens a second plus a timestamp pair per segment; the budget only stops
-runaway loops, which otherwise generate the model's 448 tokens at every fallback temperature (a
-1.3 s re-decoded window cost 12 CPU s, a 5 s one 39 s). A window cut short by the budget is
-continued from its last timestamp by the engine, so no text is lost."""
+# The token budget of a window: TOKENS_BASE plus TOKENS_PER_S per second of its audio
+# (stenod.engines.window_guard, the same rate as the trimmed path's guard). It only stops runaway
+# loops, which otherwise generate the model's 448 tokens at every fallback temperature (a 1.3 s
+# re-decoded window cost 12 CPU s, a 5 s one 39 s). A window cut short by the budget is continued
+# from its last timestamp by the engine, so no text is lost.
 MAX_NEW_TOKENS = 200
 """Budget ceiling: with faster-whisper's longest previous-text prompt (223 tokens) and the start
 tokens it stays within the model's 448."""

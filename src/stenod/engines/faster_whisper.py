@@ -336,9 +336,7 @@ class FasterWhisperEngine:
         ordinary path) and a token budget for the clip's length (:meth:`TrimPolicy.token_budget`),
         so a loop stops early instead of running to Whisper's 224 tokens."""
         fw_options = self._faster_whisper_options(kwargs, language)
-        budget = policy.token_budget(content_frames / 100)
-        if fw_options.max_new_tokens is not None:
-            budget = min(budget, fw_options.max_new_tokens)
+        budget = policy.token_budget(content_frames / 100, fw_options.max_new_tokens)
         return dataclasses.replace(fw_options, temperatures=[fw_options.temperatures[0]], max_new_tokens=budget)
 
     def _resumed(
@@ -438,9 +436,7 @@ class FasterWhisperEngine:
         )
         # The token budget of the longest clip (TrimPolicy.token_budget); the guard holds every
         # clip to its own.
-        budget = max(policy.token_budget(item.content_frames / 100) for item in items)
-        if fw.max_new_tokens is not None:
-            budget = min(budget, fw.max_new_tokens)
+        budget = max(policy.token_budget(item.content_frames / 100, fw.max_new_tokens) for item in items)
         max_length = len(prompt) + budget
         results = model.model.generate(
             encoder_output, prompts, length_penalty=fw.length_penalty, repetition_penalty=fw.repetition_penalty,

@@ -27,6 +27,12 @@ from stenod.transcript import Segment
 FULL_WINDOW_FRAMES = 3000
 """Mel frames in Whisper's 30 s window (10 ms each)."""
 FRAMES_PER_S = 100
+TOKENS_BASE = 24
+TOKENS_PER_S = 12.0
+"""Token budget of a decode: :data:`TOKENS_BASE` plus this many per second of its audio. Speech
+runs at 3-6 text tokens a second plus a timestamp pair per segment (more for Chinese and
+Japanese); a decode that reaches the budget is looping. Shared by the trimmed path's guard and the
+long-form coverage check's windows (``stenod.decoding.coverage``)."""
 MAX_NEW_TOKENS = 220
 """Whisper's decoder context is 448 tokens and a prompt of previous text takes up to 227 of them."""
 
@@ -53,13 +59,10 @@ class TrimPolicy:
     audio, and the model's last timestamp often lands in that padding: of 50 LibriSpeech clips, 6
     were sent back to the full window for ending 0.5-1.2 s late, with the right text. Further out,
     or a segment that starts after the audio, is a runaway decode."""
-    tokens_per_s: float = 12.0
-    """Token budget of a trimmed decode per second of audio (plus ``min_tokens``), the same rate
-    as the long-form coverage check's windows (``stenod.decoding.coverage.TOKENS_PER_S``). Speech
-    runs at 3-6 text tokens a second plus a timestamp pair per segment (more for Chinese and
-    Japanese); a decode that reaches the budget is looping, and stopping it there instead of at
-    Whisper's 224 tokens makes a loop on a short clip cheaper before the guard sends it back."""
-    min_tokens: int = 24
+    tokens_per_s: float = TOKENS_PER_S
+    """Token budget of a trimmed decode per second of audio (plus ``min_tokens``): stopping a loop
+    there instead of at Whisper's 224 tokens makes it cheaper before the guard sends it back."""
+    min_tokens: int = TOKENS_BASE
 
     def encoder_frames(self, content_frames: int) -> int:
         """Frames to feed the encoder for ``content_frames`` of audio: content plus padding, at
@@ -68,9 +71,11 @@ class TrimPolicy:
         frames = min(frames, FULL_WINDOW_FRAMES)
         return frames + (frames % 2)
 
-    def token_budget(self, duration_s: float) -> int:
-        """Most tokens (text and timestamps) a trimmed decode of ``duration_s`` seconds may produce."""
-        return min(self.min_tokens + int(self.tokens_per_s * duration_s), MAX_NEW_TOKENS)
+    def token_budget(self, duration_s: float, limit: int | None = None) -> int:
+        """Most tokens (text and timestamps) a trimmed decode of ``duration_s`` seconds may
+        produce; at most ``limit`` (the caller's ``max_new_tokens``) when set."""
+        budget = min(self.min_tokens + int(self.tokens_per_s * duration_s), MAX_NEW_TOKENS)
+        return budget if limit is None else min(budget, limit)
 
     def pays(self, content_frames: int) -> bool:
         """Trimming saves encoder work only when the clip is shorter than the window."""
