@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ import pytest
 from stenod.bench.longform import LongRecording, build_recording, corpus_clips
 from stenod.bench.wer import wer
 from stenod.decoding import transcribe_with_coverage
+from stenod.decoding.coverage import WINDOWS_PER_BATCH
 from stenod.engines import TranscriptionOptions
+from stenod.engines.base import WindowGroup
 from stenod.service.transcription import transcribe_source
 from stenod.transcript import Transcript
 from tests.conftest import CORPUS, corpus_set
@@ -115,6 +118,49 @@ def test_a_long_file_keeps_every_worker_busy_and_every_sentence(cache_dir: Path)
         assert rec.duration_s > 60
         _check_recording(spy, rec, TranscriptionOptions(language="en"))
         assert spy.peak == 2
+    finally:
+        engine.close()
+
+
+class _Groups:
+    """An engine as the coverage check sees it, recording the window group of each call."""
+
+    def __init__(self, engine: object) -> None:
+        self._engine = engine
+        self.groups: list[WindowGroup] = []
+
+    def info(self) -> object:
+        return self._engine.info()  # type: ignore[attr-defined]
+
+    def transcribe(self, audio: np.ndarray, options: TranscriptionOptions, **kwargs: object) -> object:
+        if options.group is not None:
+            self.groups.append(options.group)
+        return self._engine.transcribe(audio, options, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_a_long_files_windows_are_decoded_in_even_batches(cache_dir: Path) -> None:
+    # The server's engine on 2 cores batches windows (2 workers, batches of up to 8): a long
+    # file's first-pass windows go to it as groups, which it splits evenly over its workers, and
+    # the file still loses nothing.
+    from stenod.engines import create_engine
+    from stenod.models import resolve_model_or_raise
+    from stenod.settings import ModelSettings
+
+    resolved = resolve_model_or_raise("tiny.en", cache_dir=cache_dir, offline=True)
+    engine = create_engine(resolved, ModelSettings(name="tiny.en", cache_dir=cache_dir), threads=1, concurrency=2,
+                           batch_size=8)
+    try:
+        spy = _Groups(engine)
+        clips = corpus_clips(CORPUS / "librispeech-clean100-a", limit=12, skip=30)
+        rec = build_recording("en-batches", clips, pause_range_s=(0.5, 2.5), seed=5)
+        assert rec.duration_s > 120
+        _check_recording(spy, rec, TranscriptionOptions(language="en"))
+        members = Counter(spy.groups)
+        assert members and all(count == group.size for group, count in members.items())  # every member came
+        sizes = [group.size for group in members]
+        assert max(sizes) <= 2 * WINDOWS_PER_BATCH and max(sizes) - min(sizes) <= 1  # even waves
+        batcher = engine._batcher  # type: ignore[attr-defined]
+        assert batcher.batches < batcher.items  # windows shared decodes
     finally:
         engine.close()
 

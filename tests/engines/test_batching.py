@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from stenod.engines import batching
+from stenod.engines.base import WindowGroup
 from stenod.engines.batching import WindowBatcher, _Waiting
 
 
@@ -118,3 +120,52 @@ def test_idle_runners_share_the_waiting_clips() -> None:
         batcher.close()
     # The first runner takes its half; the rest go to whichever runner is free next.
     assert max(sizes) == 4 and sum(sizes) == 8
+
+
+def test_a_group_is_split_evenly_over_the_runners_even_when_its_clips_arrive_apart() -> None:
+    # Six windows of one file, announced as a group, reach the batcher 20 ms apart (far longer
+    # than max_wait_s): the runners wait for the whole group and take three each. Without the
+    # group the first window runs alone and the rest in whatever order they came.
+    def run(group: WindowGroup | None) -> list[list[str]]:
+        batches: list[list[str]] = []
+
+        def decode(payloads: Sequence[str]) -> list[str]:
+            batches.append(list(payloads))
+            time.sleep(0.2)  # a decode takes a while: the other runner takes the next batch
+            return [p.upper() for p in payloads]
+
+        batcher = WindowBatcher(decode, max_batch=8, max_wait_s=0.0, workers=2)
+        try:
+            with ThreadPoolExecutor(6) as pool:
+                futures = []
+                for i in range(6):
+                    futures.append(pool.submit(batcher.submit, "en", 2000, f"w{i}", group=group))
+                    time.sleep(0.02)
+                assert [f.result(timeout=30) for f in futures] == [f"W{i}" for i in range(6)]
+        finally:
+            batcher.close()
+        return batches
+
+    assert sorted(len(b) for b in run(WindowGroup(id=1, size=6))) == [3, 3]
+    assert ["w0"] in run(None)
+
+
+def test_a_group_whose_rest_never_comes_is_decoded_after_a_bounded_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batching, "GROUP_WAIT_S", 0.2)
+    monkeypatch.setattr(batching, "MAX_OPEN_GROUPS", 4)
+    recorder = _Recorder()
+    recorder.release.set()
+    batcher = WindowBatcher(recorder, max_batch=8, max_wait_s=0.0, workers=1)
+    try:
+        started = time.monotonic()
+        # Announced as three, only two come (a member decoded another way): both are decoded.
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(batcher.submit, "en", 900, p, group=WindowGroup(id=7, size=3)) for p in ("a", "b")]
+            assert [f.result(timeout=30) for f in futures] == ["A", "B"]
+        assert time.monotonic() - started < 10
+        # Groups left incomplete are not remembered for ever.
+        for gid in range(100, 120):
+            assert batcher.submit("en", 900, "x", group=WindowGroup(id=gid, size=2)) == "X"
+        assert len(batcher._arrived) <= 4
+    finally:
+        batcher.close()

@@ -98,7 +98,9 @@ def test_a_trimmed_decode_that_continues_never_pays_for_a_full_window(cache_dir:
     encode = model.encode
     model.encode = lambda features: frames.append(features.shape[-1]) or encode(features)
     try:
-        clips = sorted(audio_dir.iterdir())[:16]
+        # Clips 28-43: two of them end with unfinished text (most clips now end closed, and a
+        # closed decode is not continued on a rest under 1 s: TrimPolicy.min_resume_frames).
+        clips = sorted(audio_dir.iterdir())[28:44]
         hyps = [engine.transcribe(decode_audio(path).samples, TranscriptionOptions()).text for path in clips]
         stats = engine.fast_path_stats
         assert stats.trimmed == 16 and len(frames) > 16 + stats.fallbacks  # some decodes continued

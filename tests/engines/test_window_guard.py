@@ -132,3 +132,44 @@ def test_a_continued_window_is_encoded_trimmed() -> None:
     features[:, :] = -0.6
     assert encoder.encode(features) == (80, 3000)  # a full window stays full
     assert encoder.sampling_rate == 16000  # everything else is the model's
+
+
+TS = 50364  # <|0.00|> of the multilingual vocabulary; every token from here on is a timestamp
+
+
+def test_a_closed_decode_is_not_continued_on_a_short_rest() -> None:
+    policy = TrimPolicy(min_resume_frames=100)
+    closed = [TS, 400, 500, TS + 600, TS + 600]  # "<|0.00|> text <|12.00|><|12.00|>": nothing dropped
+    unfinished = [TS, 400, 500, TS + 600, TS + 600, 700]  # text after the last timestamp was dropped
+    assert not policy.resumes(closed, timestamp_begin=TS, rest_frames=40)  # 0.4 s of pause after it
+    assert policy.resumes(closed, timestamp_begin=TS, rest_frames=256)  # 2.6 s: may hold a sentence
+    assert policy.resumes(unfinished, timestamp_begin=TS, rest_frames=40)  # its text must be decoded again
+    assert not policy.resumes(unfinished, timestamp_begin=TS, rest_frames=0)
+
+
+class _Splits:
+    """faster-whisper's split as ``generate_segments`` calls it, seeking to the last timestamp."""
+
+    def _split_segments_by_timestamps(self, *, tokenizer: object, tokens: list[int], time_offset: float,
+                                      segment_size: int, segment_duration: float, seek: int) -> tuple[list[dict[str, object]], int, bool]:
+        last = max(t for t in tokens if t >= TS)
+        return [{"tokens": tokens}], seek + 2 * (last - TS), False
+
+
+class _Tokenizer:
+    timestamp_begin = TS
+
+
+def test_a_window_that_ends_closed_just_before_its_end_is_done() -> None:
+    # The window holds 20.4 s; the decode closed its last segment at 20.28 s (seek 2028): the
+    # 0.12 s left are not decoded again (an encoder pass of 10 s for nothing).
+    encoder = _TrimmedEncoder(_Splits(), DEFAULT_TRIM_POLICY)
+    split = encoder._split_segments_by_timestamps
+    closed = [TS, 400, TS + 1014, TS + 1014]
+    assert split(tokenizer=_Tokenizer(), tokens=closed, time_offset=0.0, segment_size=2040, segment_duration=20.4, seek=0)[1:] == (2040, True)
+    # 2.6 s left: continued from the last timestamp, as faster-whisper does.
+    closed_early = [TS, 400, TS + 989, TS + 989]
+    assert split(tokenizer=_Tokenizer(), tokens=closed_early, time_offset=0.0, segment_size=2234, segment_duration=22.34, seek=0)[1:] == (1978, False)
+    # Unfinished text after the last timestamp: continued however little is left.
+    unfinished = [TS, 400, TS + 1014, TS + 1014, 700]
+    assert split(tokenizer=_Tokenizer(), tokens=unfinished, time_offset=0.0, segment_size=2040, segment_duration=20.4, seek=0)[1:] == (2028, False)

@@ -44,6 +44,18 @@ def temperature_schedule(start: float, step: float = TEMPERATURE_STEP) -> tuple[
 
 
 @dataclass(frozen=True, slots=True)
+class WindowGroup:
+    """Windows of one file that a caller decodes at the same moment, one ``transcribe`` call each
+    (a wave of the coverage check's first pass). An engine that batches waits for all of them
+    (briefly) and splits them evenly over its workers, instead of batching whatever arrived
+    first and leaving a worker idle."""
+
+    id: int
+    """Unique among the groups in flight (e.g. ``id()`` of an object the caller holds)."""
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class TranscriptionOptions:
     """Decoding knobs, the same for every engine."""
 
@@ -90,6 +102,9 @@ class TranscriptionOptions:
     length bounds the text, so a looping decode stops early instead of generating the limit at
     every fallback temperature; a window cut short is continued from its last timestamp as usual.
     Not exposed to users; whisper.cpp and the torch engine ignore it."""
+    group: WindowGroup | None = None
+    """Set by the coverage check on first-pass windows decoded together (not a user option);
+    engines that do not batch ignore it."""
     batch_size: int = 0
     """> 1 decodes up to this many VAD-cut windows of one file in one batch (faster-whisper's
     BatchedInferencePipeline): faster for long audio, at some cost in context across windows."""
@@ -121,6 +136,9 @@ class EngineInfo:
     max_concurrency: int
     """How many ``transcribe`` calls may run at once on this instance."""
     multilingual: bool
+    max_batch: int = 1
+    """Most windows one worker decodes together in one call (faster-whisper's batcher on CPU);
+    1 where calls never share a decode."""
 
 
 @dataclass(frozen=True, slots=True)

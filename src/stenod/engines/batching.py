@@ -23,8 +23,18 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from stenod.engines.base import WindowGroup
+
 P = TypeVar("P")
 R = TypeVar("R")
+
+
+GROUP_WAIT_S = 0.25
+"""Longest the clips of a group (:class:`~stenod.engines.base.WindowGroup`) wait for the rest of
+it, from the first one's arrival. The members are submitted together, apart only by their feature
+extraction (milliseconds), so the bound matters only if a caller announces more than it sends."""
+
+MAX_OPEN_GROUPS = 256
 
 
 @dataclass(slots=True)
@@ -32,6 +42,7 @@ class _Waiting(Generic[P, R]):
     key: Hashable
     size: int
     payload: P
+    group: WindowGroup | None = None
     future: Future[R] = field(default_factory=Future)
 
 
@@ -62,6 +73,9 @@ class WindowBatcher(Generic[P, R]):
         self._closed = False
         self._idle = 0
         """Runners waiting for clips (guarded by ``_cond``)."""
+        self._arrived: dict[int, tuple[int, float]] = {}
+        """Per group still arriving: clips submitted so far, and when to stop waiting for the
+        rest (``time.monotonic()``; guarded by ``_cond``)."""
         self.batches = 0
         """Calls of ``run_batch`` so far (for benchmarks and logs)."""
         self.items = 0
@@ -72,14 +86,24 @@ class WindowBatcher(Generic[P, R]):
         for thread in self._threads:
             thread.start()
 
-    def submit(self, key: Hashable, size: int, payload: P) -> R:
+    def submit(self, key: Hashable, size: int, payload: P, *, group: WindowGroup | None = None) -> R:
         """Decode ``payload`` in a batch of clips with the same ``key``; ``size`` is its length
-        (frames), used to group clips of similar length. Blocks until the result is ready and
-        re-raises what ``run_batch`` raised."""
-        waiting: _Waiting[P, R] = _Waiting(key, size, payload)
+        (frames), used to group clips of similar length. ``group``: the caller submits this many
+        clips together (same key); a runner waits for all of them before it takes its share, so
+        they are split evenly over the runners. Blocks until the result is ready and re-raises
+        what ``run_batch`` raised."""
+        waiting: _Waiting[P, R] = _Waiting(key, size, payload, group)
         with self._cond:
             if self._closed:
                 raise RuntimeError("batcher is closed")
+            if group is not None:
+                arrived, give_up = self._arrived.pop(group.id, (0, time.monotonic() + GROUP_WAIT_S))
+                if arrived + 1 < group.size:
+                    self._arrived[group.id] = (arrived + 1, give_up)
+                    # A group whose rest never comes (a member decoded another way) must not
+                    # stay here for ever: only the most recent groups are remembered.
+                    while len(self._arrived) > MAX_OPEN_GROUPS:
+                        del self._arrived[next(iter(self._arrived))]
             self._waiting.append(waiting)
             self._cond.notify_all()
         return waiting.future.result()
@@ -94,28 +118,49 @@ class WindowBatcher(Generic[P, R]):
                 self._idle -= 1
 
     def _take_locked(self) -> list[_Waiting[P, R]] | None:
-            while not self._waiting:
-                if self._closed:
-                    return None
-                self._cond.wait()
-            # Claimed at once: the lock is released while waiting, and another runner must not
-            # take the same clip.
-            first = self._waiting.pop(0)
+        while True:
+            # The oldest clip that is not part of a group still arriving: a group's clips are
+            # left where they are until all have come, so that every idle runner sees the whole
+            # group when it takes its share.
+            first = next((w for w in self._waiting if self._group_open(w.group) <= 0), None)
+            if first is not None or (self._closed and self._waiting):
+                break
+            if self._closed:
+                return None
+            opens = [self._group_open(w.group) for w in self._waiting]
+            self._cond.wait(min(opens) if opens else None)
+        if first is None:
+            first = self._waiting[0]
+        # Claimed at once: the lock is released while waiting, and another runner must not take
+        # the same clip.
+        self._waiting.remove(first)
+        if first.group is None:
             deadline = time.monotonic() + self.max_wait_s
             while self._count(first.key) < self.max_batch - 1 and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            candidates = [w for w in self._waiting if w.key == first.key]
-            # Share the waiting clips with the other idle runners: one runner decoding 8 clips
-            # while another sits idle leaves a core unused (-(-a // b) is ceil(a / b)).
-            share = min(self.max_batch, -(-(1 + len(candidates)) // max(1, self._idle)))
-            mates = sorted(candidates, key=lambda w: abs(w.size - first.size))[: share - 1]
-            batch = [first, *mates]
-            chosen = {id(w) for w in batch}
-            self._waiting = [w for w in self._waiting if id(w) not in chosen]
-            return batch
+        candidates = [w for w in self._waiting if w.key == first.key and self._group_open(w.group) <= 0]
+        # Share the waiting clips with the other idle runners: one runner decoding 8 clips
+        # while another sits idle leaves a core unused (-(-a // b) is ceil(a / b)).
+        share = min(self.max_batch, -(-(1 + len(candidates)) // max(1, self._idle)))
+        mates = sorted(candidates, key=lambda w: abs(w.size - first.size))[: share - 1]
+        batch = [first, *mates]
+        chosen = {id(w) for w in batch}
+        self._waiting = [w for w in self._waiting if id(w) not in chosen]
+        return batch
+
+    def _group_open(self, group: WindowGroup | None) -> float:
+        """Seconds left to wait for the rest of ``group`` (0 once it is complete, its wait is
+        over, or there is no group)."""
+        if group is None or group.id not in self._arrived:
+            return 0.0
+        left = self._arrived[group.id][1] - time.monotonic()
+        if left <= 0:
+            del self._arrived[group.id]  # given up: its clips are decoded with what came
+            return 0.0
+        return left
 
     def _count(self, key: Hashable) -> int:
         return sum(1 for w in self._waiting if w.key == key)

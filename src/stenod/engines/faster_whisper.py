@@ -167,6 +167,7 @@ class FasterWhisperEngine:
             threads=c.threads,
             max_concurrency=c.concurrency,
             multilingual=self._model.model.is_multilingual,
+            max_batch=self._batcher.max_batch if self._batcher is not None else 1,
         )
 
     def _check_options(self, options: TranscriptionOptions) -> None:
@@ -393,7 +394,7 @@ class FasterWhisperEngine:
             return None  # needs word timings, which the batch does not compute
         key = (known, options.task, repr(fw_options))
         item = _BatchItem(features, content_frames, known, options.task, fw_options)
-        return self._batcher.submit(key, content_frames, item)
+        return self._batcher.submit(key, content_frames, item, group=options.group)
 
     def _decode_batch(self, items: Sequence[_BatchItem]) -> list[_WindowResult | None]:
         """One encoder pass and one ``generate`` for clips with equal decode options: the encoder
@@ -473,7 +474,8 @@ class FasterWhisperEngine:
             self.fast_path_stats.trimmed += 1
             self.fast_path_stats.batched += 1
             # Stopped at a timestamp before the end of the audio: the caller continues from there.
-            resume = seek if seek < item.content_frames else None
+            rest = item.content_frames - seek
+            resume = seek if policy.resumes(tokens, timestamp_begin=tokenizer.timestamp_begin, rest_frames=rest) else None
             out.append(_WindowResult(segments, detected[0], detected[1], resume_frame=resume))
         return out
 
@@ -616,6 +618,24 @@ class _TrimmedEncoder:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
+
+    def _split_segments_by_timestamps(
+        self, *, tokenizer: Any, tokens: list[int], time_offset: float, segment_size: int,
+        segment_duration: float, seek: int,
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """faster-whisper's split, except that a window whose segments are all closed is not
+        continued on a rest shorter than :attr:`TrimPolicy.min_resume_frames` (reported as a
+        single-timestamp ending: the window is done)."""
+        segments, next_seek, single = self._model._split_segments_by_timestamps(
+            tokenizer=tokenizer, tokens=tokens, time_offset=time_offset, segment_size=segment_size,
+            segment_duration=segment_duration, seek=seek,
+        )
+        end = seek + segment_size
+        if next_seek < end and not self._policy.resumes(
+            tokens, timestamp_begin=tokenizer.timestamp_begin, rest_frames=end - next_seek
+        ):
+            return segments, end, True
+        return segments, next_seek, single
 
     def encode(self, features: np.ndarray) -> Any:
         columns = np.flatnonzero(np.any(features != 0, axis=0))

@@ -50,6 +50,7 @@ from celery.signals import (
 )
 
 from stenod.engines import CpuPlan
+from stenod.engines.factory import cpu_batch_clips
 from stenod.jobs.runner import JobRunner
 from stenod.jobs.runtime import JobBackends, open_backends, worker_identity
 from stenod.scheduler.model_manager import ModelManager
@@ -243,8 +244,11 @@ def _build_context(settings: Settings) -> WorkerContext:
 
     # One model copy for the jobs this process runs at once (CTranslate2 workers); names were
     # checked by the API, so the manager's client policy does not come into play (the runner
-    # acquires by trusted name).
-    manager = build_model_manager(settings, CpuPlan(threads=threads, concurrency=jobs_at_once))
+    # acquires by trusted name). Windows are batched as in the server (a long file's first-pass
+    # windows share decodes, across the jobs of the process too), so a job costs what the
+    # same request costs there.
+    plan = CpuPlan(threads=threads, concurrency=jobs_at_once, batch_size=cpu_batch_clips(settings.model, slots=0))
+    manager = build_model_manager(settings, plan)
     worker_id = worker_identity()
     app = _celery
 
