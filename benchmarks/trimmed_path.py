@@ -10,6 +10,10 @@ process CPU seconds are the engine's own cost and a loaded machine does not skew
 * ``today``: stenod's engine with ``trim_encoder=false`` (the path before issue 10);
 * ``trimmed``: stenod's engine as configured by default (trimmed encoder, guard, fallbacks).
 
+``--through-coverage`` decodes each clip the way every entry point does
+(``transcribe_with_coverage``: the engine, then the guards that drop loops and doubled clauses,
+then the coverage check), which is what a user of the server, the CLI or a job gets.
+
 Each clip is decoded with its set's language (``languages.tsv``; code-switched clips detect it).
 WER is per set (CER for Chinese and Japanese), with Whisper's normalizer as everywhere else.
 """
@@ -28,6 +32,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from stenod.audio import decode_audio  # noqa: E402
 from stenod.bench.wer import wer  # noqa: E402
+from stenod.decoding import transcribe_with_coverage  # noqa: E402
 from stenod.engines import TranscriptionOptions  # noqa: E402
 from stenod.engines.factory import create_engine  # noqa: E402
 from stenod.models import resolve_model_or_raise  # noqa: E402
@@ -67,6 +72,10 @@ def main() -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     parser.add_argument("--output", type=Path, default=REPO / "bench-results" / "trimmed-path.json")
+    parser.add_argument("--through-coverage", action="store_true",
+                        help="Decode each clip as every entry point does (transcribe_with_coverage: the engine, "
+                             "then the loop, doubled-clause and density guards and the coverage check) instead "
+                             "of the engine alone.")
     args = parser.parse_args()
     resolved = resolve_model_or_raise(args.model, cache_dir=args.cache_dir, offline=True)
     rows: list[dict[str, object]] = []
@@ -84,7 +93,10 @@ def main() -> int:
             engine = create_engine(resolved, settings, threads=1, concurrency=1)
 
             def run(audio, language, engine=engine):  # type: ignore[no-untyped-def]
-                return engine.transcribe(audio, TranscriptionOptions(language=language)).text
+                options = TranscriptionOptions(language=language)
+                if args.through_coverage:
+                    return transcribe_with_coverage(engine, audio, options).text
+                return engine.transcribe(audio, options).text
         for name in args.sets.split(","):
             items = _items(name)
             audios = [decode_audio(path).samples for path, _, _ in items]
@@ -99,7 +111,7 @@ def main() -> int:
                 by_lang[lang][1].append(hyp)
             audio_s = sum(len(a) for a in audios) / 16000
             row = {
-                "mode": mode, "set": name, "clips": len(items), "audio_s": round(audio_s, 1), "cpu_s": round(cpu, 2),
+                "path": "coverage" if args.through_coverage else "engine", "mode": mode, "set": name, "clips": len(items), "audio_s": round(audio_s, 1), "cpu_s": round(cpu, 2),
                 "audio_s_per_cpu_s": round(audio_s / cpu, 2),
                 "wer": {str(lang): round(100 * wer(r, h, language=lang), 2) for lang, (r, h) in by_lang.items()},
             }
