@@ -169,3 +169,35 @@ def test_a_group_whose_rest_never_comes_is_decoded_after_a_bounded_wait(monkeypa
         assert len(batcher._arrived) <= 4
     finally:
         batcher.close()
+
+
+def test_a_free_runner_leaves_a_share_of_independent_clips_for_the_busy_one() -> None:
+    # One runner is busy; five clips of other requests arrive at once. The free runner takes its
+    # fair share over both runners (3), not all five: the busy one frees up a moment later and
+    # would otherwise find nothing to do (8 clients through the server: 17.8x against 15.6x).
+    sizes: list[int] = []
+    gate, busy = threading.Event(), threading.Event()
+
+    def run(payloads: Sequence[str]) -> list[str]:
+        if list(payloads) == ["busy"]:
+            busy.set()
+            gate.wait(timeout=30)
+        sizes.append(len(payloads))
+        return list(payloads)
+
+    batcher = WindowBatcher(run, max_batch=8, max_wait_s=0.0, workers=2)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(batcher.submit, "en", 100, "busy")
+            assert busy.wait(timeout=30)
+            with batcher._cond:
+                waiting = [_Waiting("en", 100, str(i)) for i in range(5)]
+                batcher._waiting.extend(waiting)
+                batcher._cond.notify_all()
+            assert [w.future.result(timeout=30) for w in waiting] == [str(i) for i in range(5)]
+            gate.set()
+            assert held.result(timeout=30) == "busy"
+    finally:
+        gate.set()
+        batcher.close()
+    assert sizes[0] == 3

@@ -35,6 +35,7 @@ docs/ENGINES.md "Long-form coverage" has the measurements (accuracy per file, sp
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections import Counter
@@ -111,6 +112,8 @@ the windows of a wave share one encoder and one decoder call per worker. Measure
 from 12.8 ms alone to 9.3 ms in batches of 2, 7.1 in 4 and 5.7 in 8, while the encoder's stays
 at 0.9 s a window; 3 gets most of that gain, and each window of a wave is prompted with the text
 before the wave, which grows staler with its size."""
+_GROUP_IDS = itertools.count()
+"""Ids of window groups (unique in the process, so two requests' waves never share one)."""
 FIRST_JOIN_PAUSE_S = 3.0
 """A longer pause starts a new first-pass window: silence is never decoded on its own."""
 LEAD_S = 2.0
@@ -287,7 +290,7 @@ def _decode_windows(
                 raise CancelledError("transcription cancelled")
             batch = windows[done: done + (1 if language is None else _wave_size(len(windows) - done, wave))]
             prompt = _prompt(segments, options.initial_prompt) if options.condition_on_previous_text else options.initial_prompt
-            group = WindowGroup(id(batch), len(batch)) if len(batch) > 1 else None
+            group = WindowGroup(next(_GROUP_IDS), len(batch)) if len(batch) > 1 else None
             futures = [pool.submit(decode, window, prompt, language, group) for window in batch]
             try:
                 results = [future.result() for future in futures]

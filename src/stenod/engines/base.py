@@ -51,7 +51,7 @@ class WindowGroup:
     first and leaving a worker idle."""
 
     id: int
-    """Unique among the groups in flight (e.g. ``id()`` of an object the caller holds)."""
+    """Unique among the groups in flight (the coverage check takes them from a counter)."""
     size: int
 
 
