@@ -102,21 +102,33 @@ class _Overlap:
                 self._active -= 1
 
 
-def test_a_long_file_keeps_every_worker_busy_and_every_sentence(cache_dir: Path) -> None:
-    # An engine with 2 CTranslate2 workers (the 2-core plan): one long request decodes its
-    # first-pass windows two at a time instead of leaving a core idle, and still loses nothing.
+def _check_librispeech_recording(engine: object, *, clips: int, min_s: float) -> None:
+    """LibriSpeech clips with pauses of 0.5-2.5 s through the coverage check, checked against
+    their clipwise WER and placement (``_check_recording``)."""
+    chosen = corpus_clips(CORPUS / "librispeech-clean100-a", limit=clips, skip=30)
+    rec = build_recording(f"en-{clips}-clips", chosen, pause_range_s=(0.5, 2.5), seed=5)
+    assert rec.duration_s > min_s
+    _check_recording(engine, rec, TranscriptionOptions(language="en"))
+
+
+def _two_worker_tiny(cache_dir: Path, *, batch_size: int = 1) -> object:
+    """tiny.en as the 2-core plan loads it: 2 CTranslate2 workers x 1 thread."""
     from stenod.engines import create_engine
     from stenod.models import resolve_model_or_raise
     from stenod.settings import ModelSettings
 
     resolved = resolve_model_or_raise("tiny.en", cache_dir=cache_dir, offline=True)
-    engine = create_engine(resolved, ModelSettings(name="tiny.en", cache_dir=cache_dir), threads=1, concurrency=2)
+    return create_engine(resolved, ModelSettings(name="tiny.en", cache_dir=cache_dir), threads=1, concurrency=2,
+                         batch_size=batch_size)
+
+
+def test_a_long_file_keeps_every_worker_busy_and_every_sentence(cache_dir: Path) -> None:
+    # An engine with 2 CTranslate2 workers (the 2-core plan): one long request decodes its
+    # first-pass windows two at a time instead of leaving a core idle, and still loses nothing.
+    engine = _two_worker_tiny(cache_dir)
     try:
         spy = _Overlap(engine)
-        clips = corpus_clips(CORPUS / "librispeech-clean100-a", limit=6, skip=30)
-        rec = build_recording("en-waves", clips, pause_range_s=(0.5, 2.5), seed=5)
-        assert rec.duration_s > 60
-        _check_recording(spy, rec, TranscriptionOptions(language="en"))
+        _check_librispeech_recording(spy, clips=6, min_s=60)
         assert spy.peak == 2
     finally:
         engine.close()
@@ -142,19 +154,10 @@ def test_a_long_files_windows_are_decoded_in_even_batches(cache_dir: Path) -> No
     # The server's engine on 2 cores batches windows (2 workers, batches of up to 8): a long
     # file's first-pass windows go to it as groups, which it splits evenly over its workers, and
     # the file still loses nothing.
-    from stenod.engines import create_engine
-    from stenod.models import resolve_model_or_raise
-    from stenod.settings import ModelSettings
-
-    resolved = resolve_model_or_raise("tiny.en", cache_dir=cache_dir, offline=True)
-    engine = create_engine(resolved, ModelSettings(name="tiny.en", cache_dir=cache_dir), threads=1, concurrency=2,
-                           batch_size=8)
+    engine = _two_worker_tiny(cache_dir, batch_size=8)
     try:
         spy = _Groups(engine)
-        clips = corpus_clips(CORPUS / "librispeech-clean100-a", limit=12, skip=30)
-        rec = build_recording("en-batches", clips, pause_range_s=(0.5, 2.5), seed=5)
-        assert rec.duration_s > 120
-        _check_recording(spy, rec, TranscriptionOptions(language="en"))
+        _check_librispeech_recording(spy, clips=12, min_s=120)
         members = Counter(spy.groups)
         assert members and all(count == group.size for group, count in members.items())  # every member came
         sizes = [group.size for group in members]
