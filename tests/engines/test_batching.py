@@ -122,16 +122,25 @@ def test_idle_runners_share_the_waiting_clips() -> None:
     assert max(sizes) == 4 and sum(sizes) == 8
 
 
-def test_a_group_is_split_evenly_over_the_runners_even_when_its_clips_arrive_apart() -> None:
-    # Six windows of one file, announced as a group, reach the batcher 20 ms apart (far longer
+def test_a_group_is_split_evenly_over_the_runners_even_when_its_clips_arrive_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Six windows of one file, announced as a group, reach the batcher 100 ms apart (far longer
     # than max_wait_s): the runners wait for the whole group and take three each. Without the
     # group the first window runs alone and the rest in whatever order they came.
+    monkeypatch.setattr(batching, "GROUP_WAIT_S", 60.0)  # the split is under test, not the bound
+
     def run(group: WindowGroup | None) -> list[list[str]]:
         batches: list[list[str]] = []
+        started = threading.Condition()
 
         def decode(payloads: Sequence[str]) -> list[str]:
-            batches.append(list(payloads))
-            time.sleep(0.2)  # a decode takes a while: the other runner takes the next batch
+            # A decode holds its runner until a second batch has started, so the runner that
+            # took the first batch cannot come back for the rest of the group.
+            with started:
+                batches.append(list(payloads))
+                started.notify_all()
+                started.wait_for(lambda: len(batches) >= 2, timeout=10)
             return [p.upper() for p in payloads]
 
         batcher = WindowBatcher(decode, max_batch=8, max_wait_s=0.0, workers=2)
@@ -140,7 +149,7 @@ def test_a_group_is_split_evenly_over_the_runners_even_when_its_clips_arrive_apa
                 futures = []
                 for i in range(6):
                     futures.append(pool.submit(batcher.submit, "en", 2000, f"w{i}", group=group))
-                    time.sleep(0.02)
+                    time.sleep(0.1)
                 assert [f.result(timeout=30) for f in futures] == [f"W{i}" for i in range(6)]
         finally:
             batcher.close()
