@@ -49,12 +49,10 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from stenod.engines import CpuPlan
-from stenod.engines.factory import cpu_batch_clips
 from stenod.jobs.runner import JobRunner
 from stenod.jobs.runtime import JobBackends, open_backends, worker_identity
 from stenod.scheduler.model_manager import ModelManager
-from stenod.service import build_model_manager, threads_per_process
+from stenod.service import build_model_manager, job_worker_cpu_plan, threads_per_process
 from stenod.settings import Settings
 from stenod.storage.job_store import WorkerRecord
 
@@ -244,11 +242,8 @@ def _build_context(settings: Settings) -> WorkerContext:
 
     # One model copy for the jobs this process runs at once (CTranslate2 workers); names were
     # checked by the API, so the manager's client policy does not come into play (the runner
-    # acquires by trusted name). Windows are batched as in the server (a long file's first-pass
-    # windows share decodes, across the jobs of the process too), so a job costs what the
-    # same request costs there.
-    plan = CpuPlan(threads=threads, concurrency=jobs_at_once, batch_size=cpu_batch_clips(settings.model, slots=0))
-    manager = build_model_manager(settings, plan)
+    # acquires by trusted name).
+    manager = build_model_manager(settings, job_worker_cpu_plan(settings, threads=threads, jobs_at_once=jobs_at_once))
     worker_id = worker_identity()
     app = _celery
 

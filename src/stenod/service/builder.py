@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stenod.engines.base import Engine, TranscriptionOptions, check_model_supports_or_raise, temperature_schedule
-from stenod.engines.factory import CpuPlan, cpu_count, create_engine, prepare_model_or_raise
+from stenod.engines.factory import CpuPlan, cpu_batch_clips, cpu_count, create_engine, prepare_model_or_raise
 from stenod.errors import UnsupportedParameterError
 from stenod.languages import normalize_language_or_raise
 from stenod.models.access import ModelAccess
@@ -38,6 +38,7 @@ __all__ = [
     "build_options",
     "check_supported_or_raise",
     "engine_factory",
+    "job_worker_cpu_plan",
     "load_engine",
     "model_access",
     "parse_task_or_raise",
@@ -151,6 +152,13 @@ def server_cpu_plan(settings: Settings, *, cores: int | None = None) -> CpuPlan:
 
     return plan_server_slots(settings.model, cores=cores or cpu_count(), slots=settings.server.slots,
                              threads=settings.model.threads)
+
+
+def job_worker_cpu_plan(settings: Settings, *, threads: int, jobs_at_once: int) -> CpuPlan:
+    """Threads and concurrency for one job worker process running ``jobs_at_once`` jobs over one
+    model copy, with the server's window batches (a long file's first-pass windows share decodes,
+    across the jobs of the process too), so a job costs what the same request costs there."""
+    return CpuPlan(threads=threads, concurrency=jobs_at_once, batch_size=cpu_batch_clips(settings.model, slots=0))
 
 
 # -- models and engines --------------------------------------------------------------------------
