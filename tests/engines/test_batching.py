@@ -210,3 +210,37 @@ def test_a_free_runner_leaves_a_share_of_independent_clips_for_the_busy_one() ->
         gate.set()
         batcher.close()
     assert sizes[0] == 3
+
+
+@pytest.mark.parametrize("arrival", [(0, 1, 2, 3, 4), (4, 3, 2, 1, 0), (2, 4, 0, 3, 1)])
+def test_a_group_is_batched_the_same_way_whatever_order_its_windows_arrive_in(
+    monkeypatch: pytest.MonkeyPatch, arrival: tuple[int, ...]
+) -> None:
+    # Five windows of a wave reach the engine from five threads in any order. Which windows share
+    # a batch decides their encoder padding and so their text: it must follow the windows'
+    # lengths (and places in the group), never the race between the threads.
+    monkeypatch.setattr(batching, "GROUP_WAIT_S", 60.0)
+    sizes = {"w0": 2300, "w1": 1200, "w2": 2400, "w3": 1500, "w4": 2350}
+    batches: list[list[str]] = []
+    both_started = threading.Barrier(2, timeout=10)
+
+    def decode(payloads: Sequence[str]) -> list[str]:
+        batches.append(sorted(payloads))
+        both_started.wait()  # two runners, two batches at once: neither comes back for more
+        return [p.upper() for p in payloads]
+
+    batcher = WindowBatcher(decode, max_batch=8, max_wait_s=0.0, workers=2)
+    try:
+        with ThreadPoolExecutor(5) as pool:
+            futures = {}
+            for i in arrival:
+                name = f"w{i}"
+                futures[name] = pool.submit(
+                    batcher.submit, "en", sizes[name], name, group=WindowGroup(id=11, size=5, member=i)
+                )
+                time.sleep(0.02)
+            assert {name: f.result(timeout=30) for name, f in futures.items()} == {n: n.upper() for n in sizes}
+    finally:
+        batcher.close()
+    # The three shortest together, the two longest together.
+    assert sorted(batches) == [["w0", "w1", "w3"], ["w2", "w4"]]

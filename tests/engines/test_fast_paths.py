@@ -237,3 +237,42 @@ def test_concurrent_short_clips_are_decoded_in_batches_as_well_as_one_by_one(
     expected = [refs[s] for s in stems]
     # Padding a clip to its batch's longest may change a word here and there, not the accuracy.
     assert wer(expected, [t.text for t in batched]) <= wer(expected, [t.text for t in alone]) + 0.02
+
+
+def test_a_long_file_is_batched_the_same_way_every_time_with_short_windows_among_long_ones(
+    cache_dir: Path,
+) -> None:
+    # Four sentences apart by 4 s pauses: four first-pass windows of one wave, of different
+    # lengths and so of different token caps. They share batches (the cap is per window, not part
+    # of the batch key), split by length over the two workers, and the same file comes out the
+    # same way twice: the windows' threads reach the engine in whatever order, which must not
+    # decide the batches (their padding changes the text).
+    audio_dir, refs = corpus_set("librispeech-clean100-a")
+    clips = {stem: decode_audio(next(audio_dir.glob(f"{stem}.*"))).samples for stem in list(refs)[:12]}
+    chosen = sorted(clips, key=lambda stem: len(clips[stem]))
+    chosen = [chosen[0], chosen[-1], chosen[len(chosen) // 2], chosen[-2]]  # short among long
+    audio = np.concatenate([part for stem in chosen for part in (clips[stem], silence(4.0))])
+    resolved = resolve_model_or_raise("tiny.en", cache_dir=cache_dir, offline=True)
+    engine = create_engine(resolved, ModelSettings(name="tiny.en", cache_dir=cache_dir), threads=1, concurrency=2,
+                           batch_size=4)
+    batches: list[list[tuple[int, int | None]]] = []
+    run_batch = engine._batcher._run_batch  # type: ignore[attr-defined]
+
+    def recording(items):  # type: ignore[no-untyped-def]
+        batches.append(sorted((item.content_frames, item.fw_options.max_new_tokens) for item in items))
+        return run_batch(items)
+
+    engine._batcher._run_batch = recording  # type: ignore[attr-defined]
+    try:
+        runs = []
+        for _ in range(2):
+            batches.clear()
+            text = transcribe_with_coverage(engine, audio, TranscriptionOptions(language="en")).text
+            runs.append((text, sorted(batches)))
+    finally:
+        engine.close()
+    (text, first_batches), again = runs
+    assert runs[1] == runs[0], again
+    assert [len(b) for b in first_batches] == [2, 2]
+    assert any(len({cap for _, cap in batch}) > 1 for batch in first_batches), first_batches
+    assert wer([" ".join(refs[stem] for stem in chosen)], [text]) < 0.15

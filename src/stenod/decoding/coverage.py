@@ -291,7 +291,10 @@ def _decode_windows(
             batch = windows[done: done + (1 if language is None else _wave_size(len(windows) - done, wave))]
             prompt = _prompt(segments, options.initial_prompt) if options.condition_on_previous_text else options.initial_prompt
             group = WindowGroup(next(_GROUP_IDS), len(batch)) if len(batch) > 1 else None
-            futures = [pool.submit(decode, window, prompt, language, group) for window in batch]
+            futures = [
+                pool.submit(decode, window, prompt, language, None if group is None else replace(group, member=i))
+                for i, window in enumerate(batch)
+            ]
             try:
                 results = [future.result() for future in futures]
             finally:

@@ -53,6 +53,10 @@ class WindowGroup:
     id: int
     """Unique among the groups in flight (the coverage check takes them from a counter)."""
     size: int
+    member: int = 0
+    """This window's place in the group (0 .. ``size`` - 1): with the windows' lengths it fixes
+    which windows share a batch, whatever order their threads reach the engine in, so the same
+    file is decoded the same way every time."""
 
 
 @dataclass(frozen=True, slots=True)

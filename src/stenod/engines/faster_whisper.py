@@ -392,7 +392,9 @@ class FasterWhisperEngine:
         fw_options = dataclasses.replace(fw_options, temperatures=[fw_options.temperatures[0]])
         if fw_options.hallucination_silence_threshold is not None:
             return None  # needs word timings, which the batch does not compute
-        key = (known, options.task, repr(fw_options))
+        # The token cap is per clip (a long file's windows each get one for their length), not
+        # part of the key: windows of different lengths share a batch, each held to its own cap.
+        key = (known, options.task, repr(dataclasses.replace(fw_options, max_new_tokens=None)))
         item = _BatchItem(features, content_frames, known, options.task, fw_options)
         return self._batcher.submit(key, content_frames, item, group=options.group)
 
@@ -435,10 +437,12 @@ class FasterWhisperEngine:
             if temperature > 0
             else {"beam_size": fw.beam_size, "patience": fw.patience}
         )
-        # The token budget of the longest clip (TrimPolicy.token_budget); the guard holds every
-        # clip to its own.
-        budget = max(policy.token_budget(item.content_frames / 100, fw.max_new_tokens) for item in items)
-        max_length = len(prompt) + budget
+        # One generate call has one length limit: the largest clip's budget
+        # (TrimPolicy.token_budget, within its caller's cap). Each clip's tokens are cut to its
+        # own budget below, where it would have stopped decoded alone (a sequence's greedy tokens
+        # do not depend on its batch mates).
+        budgets = [policy.token_budget(item.content_frames / 100, item.fw_options.max_new_tokens) for item in items]
+        max_length = len(prompt) + max(budgets)
         results = model.model.generate(
             encoder_output, prompts, length_penalty=fw.length_penalty, repetition_penalty=fw.repetition_penalty,
             no_repeat_ngram_size=fw.no_repeat_ngram_size, max_length=max_length, return_scores=True,
@@ -446,8 +450,8 @@ class FasterWhisperEngine:
             max_initial_timestamp_index=int(round(fw.max_initial_timestamp / model.time_precision)), **sampling,
         )
         out: list[_WindowResult | None] = []
-        for item, detected, result in zip(items, languages, results, strict=True):
-            tokens = result.sequences_ids[0]
+        for item, budget, detected, result in zip(items, budgets, languages, results, strict=True):
+            tokens = result.sequences_ids[0][:budget]
             avg_logprob = result.scores[0] * (len(tokens) ** fw.length_penalty) / (len(tokens) + 1)
             silent = fw.no_speech_threshold is not None and result.no_speech_prob > fw.no_speech_threshold and not (
                 fw.log_prob_threshold is not None and avg_logprob > fw.log_prob_threshold
