@@ -79,10 +79,49 @@ def test_a_rejected_trimmed_decode_falls_back_to_the_full_window(
         # A guard no decode can pass: every clip goes back to the full window.
         engine.trim_policy = TrimPolicy(end_slack_s=-1e9)
         result = engine.transcribe(jfk, TranscriptionOptions())
-        assert (engine.fast_path_stats.trimmed, engine.fast_path_stats.fallbacks) == (1, 1)
+        stats = engine.fast_path_stats
+        # "Past the end of the audio": one retry with more padding, then the full window.
+        assert (stats.trimmed, stats.retried, stats.fallbacks) == (1, 1, 1)
         expected = tiny_full.transcribe(jfk, TranscriptionOptions())  # type: ignore[attr-defined]
         assert result.text == expected.text
         assert [(s.start, s.end) for s in result.segments] == [(s.start, s.end) for s in expected.segments]
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("runaway", [True, False])
+def test_a_runaway_decode_is_tried_again_with_more_padding_before_the_full_window(
+    cache_dir: Path, jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch, runaway: bool
+) -> None:
+    # The guard rejects the first decode: as a loop (runaway), the clip is decoded again with
+    # 5 s of padding and kept, no full window; as an unsure decode, straight to the full window.
+    import stenod.engines.faster_whisper as fw
+    from stenod.engines.window_guard import TrimProblem
+
+    real = fw.trimmed_decode_problem
+    verdicts: list[object] = []
+
+    def first_rejected(segments, **kwargs):  # type: ignore[no-untyped-def]
+        verdicts.append(TrimProblem("forced", runaway=runaway) if not verdicts else real(segments, **kwargs))
+        return verdicts[-1]
+
+    monkeypatch.setattr(fw, "trimmed_decode_problem", first_rejected)
+    engine = _engine("tiny.en", cache_dir, trim=True)
+    frames: list[int] = []
+    encode = engine._model.encode
+    engine._model.encode = lambda features: frames.append(features.shape[-1]) or encode(features)
+    try:
+        result = engine.transcribe(jfk, TranscriptionOptions())
+        stats = engine.fast_path_stats
+        content = int(np.ceil(len(jfk) / 160))
+        if runaway:
+            assert (stats.trimmed, stats.retried, stats.fallbacks) == (1, 1, 0)
+            assert frames[0] < frames[1] < 3000 and frames[1] - content >= engine.trim_policy.retry_pad_frames - 2
+        else:
+            assert (stats.trimmed, stats.retried, stats.fallbacks) == (1, 0, 1)
+            assert frames[0] < 3000 and 3000 in frames[1:]
+        assert normalize(result.text) == normalize(JFK_TEXT)
+        assert all(0.0 <= s.start < s.end <= result.duration for s in result.segments)
     finally:
         engine.close()
 

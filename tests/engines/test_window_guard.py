@@ -47,7 +47,10 @@ def test_clean_decode_passes() -> None:
 )
 def test_each_failure_signal_is_caught(segment: Segment, reason: str) -> None:
     problem = trimmed_decode_problem([segment], duration_s=4.0)
-    assert problem is not None and reason in problem
+    assert problem is not None and reason in problem.reason
+    # A loop or text past the end of the audio is worth a retry with more padding; an unsure
+    # decode is not.
+    assert problem.runaway == (reason != "log-probability")
 
 
 def test_an_end_in_the_padding_is_moved_back_not_rejected() -> None:
@@ -60,7 +63,7 @@ def test_an_end_in_the_padding_is_moved_back_not_rejected() -> None:
     assert clamped.words is not None and [(w.start, w.end) for w in clamped.words] == [(3.0, 3.5), (3.6, 4.0)]
     # A segment that starts after the audio is made up, however close.
     problem = trimmed_decode_problem([_seg(" Thank you.", start=4.1, end=4.6)], duration_s=4.0)
-    assert problem is not None and "after the audio" in problem
+    assert problem is not None and "after the audio" in problem.reason
 
 
 def test_token_budget_grows_with_the_clip_and_stops_loops() -> None:
@@ -70,12 +73,13 @@ def test_token_budget_grows_with_the_clip_and_stops_loops() -> None:
     # A decode that used the whole budget was cut off mid-loop: never kept, whatever its text.
     cut = _seg(" one two three four five six", end=1.0, tokens=tuple(range(32)))  # type: ignore[arg-type]
     problem = trimmed_decode_problem([cut], duration_s=1.0, policy=policy)
-    assert problem is not None and "token budget" in problem
+    assert problem is not None and "token budget" in problem.reason and problem.runaway
     assert trimmed_decode_problem([_seg(" one two", end=1.0, tokens=tuple(range(31)))], duration_s=1.0, policy=policy) is None  # type: ignore[arg-type]
 
 
 def test_empty_result_goes_back_to_the_full_window() -> None:
-    assert trimmed_decode_problem([], duration_s=4.0) == "no segments"
+    problem = trimmed_decode_problem([], duration_s=4.0)
+    assert problem is not None and problem.reason == "no segments" and not problem.runaway
 
 
 def test_low_log_probability_on_silence_is_not_a_failure() -> None:
@@ -173,3 +177,14 @@ def test_a_window_that_ends_closed_just_before_its_end_is_done() -> None:
     # Unfinished text after the last timestamp: continued however little is left.
     unfinished = [TS, 400, TS + 1014, TS + 1014, 700]
     assert split(tokenizer=_Tokenizer(), tokens=unfinished, time_offset=0.0, segment_size=2040, segment_duration=20.4, seek=0)[1:] == (2028, False)
+
+
+def test_the_retry_of_a_runaway_decode_has_more_padding_and_only_where_it_pays() -> None:
+    policy = TrimPolicy()
+    retry = policy.for_retry(1200)  # a 12 s clip: 13 s of encoder input, 17 s for the retry
+    assert retry is not None and retry.encoder_frames(1200) == policy.encoder_frames(1200) + 400
+    assert retry.encoder_frames(1200) - 1200 == policy.retry_pad_frames
+    # A 26 s clip would get a full window for its retry: the full-window fallback comes next.
+    assert policy.pays(2600) and policy.for_retry(2600) is None
+    # Already padded as much: no retry.
+    assert TrimPolicy(pad_frames=500).for_retry(1200) is None

@@ -98,7 +98,10 @@ class FastPathStats:
     trimmed: int = 0
     batched: int = 0
     """Trimmed decodes settled in a batch (a subset of ``trimmed``)."""
+    retried: int = 0
+    """Runaway trimmed decodes tried once more with more padding (``TrimPolicy.retry_pad_frames``)."""
     fallbacks: int = 0
+    """Trimmed decodes the guard sent to the full window (after the retry, where there was one)."""
     full_window: int = 0
 
 
@@ -289,8 +292,17 @@ class FasterWhisperEngine:
             if result is not None and result.resume_frame is not None:
                 result = self._resumed(audio, result, options, kwargs, policy)
         if result is None:
+            self.fast_path_stats.trimmed += 1
             result = self._decode_trimmed(features, content_frames, options, kwargs, policy, language=known)
         problem = trimmed_decode_problem(result.segments, duration_s=duration, policy=guard)
+        retry = policy.for_retry(content_frames) if problem is not None and problem.runaway else None
+        if retry is not None:
+            # A runaway decode, tried once more with the end of the speech well inside its input
+            # (alone: a batch would pad it to its mates, not by the retry's rule).
+            logger.debug("trimmed-encoder result rejected (%s); decoding it again with more padding", problem)
+            self.fast_path_stats.retried += 1
+            result = self._decode_trimmed(features, content_frames, options, kwargs, retry, language=known or result.language)
+            problem = trimmed_decode_problem(result.segments, duration_s=duration, policy=guard)
         if problem is None:
             return _WindowResult(clamped_to_audio(result.segments, duration), result.language, result.language_probability)
         logger.debug("trimmed-encoder result rejected (%s); decoding the full window", problem)
@@ -328,7 +340,6 @@ class FasterWhisperEngine:
             _TrimmedEncoder(model, policy), features, tokenizer, fw_options, False, encoder_output
         )
         segments = [_convert_segment(i, seg) for i, seg in enumerate(generated)]
-        self.fast_path_stats.trimmed += 1
         return _WindowResult(segments, detected[0], detected[1])
 
     def _trimmed_options(self, kwargs: dict[str, Any], language: str, policy: TrimPolicy, content_frames: int) -> Any:
