@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import functools
 import json
-import resource
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from trimmed_path import SETS, _items  # noqa: E402
+from trimmed_path import SETS, _cpu_s, _items  # noqa: E402
 
 from stenod.audio import decode_audio  # noqa: E402
 from stenod.bench.wer import wer  # noqa: E402
@@ -41,11 +40,6 @@ from stenod.engines.factory import create_engine  # noqa: E402
 from stenod.engines.window_guard import DEFAULT_TRIM_POLICY, trimmed_decode_problem  # noqa: E402
 from stenod.models import resolve_model_or_raise  # noqa: E402
 from stenod.settings import ModelSettings  # noqa: E402
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
