@@ -158,9 +158,10 @@ def test_a_long_files_windows_are_decoded_in_even_batches(cache_dir: Path) -> No
     try:
         spy = _Groups(engine)
         _check_librispeech_recording(spy, clips=12, min_s=120)
-        members = Counter(spy.groups)
-        assert members and all(count == group.size for group, count in members.items())  # every member came
-        sizes = [group.size for group in members]
+        members = Counter((group.id, group.size) for group in spy.groups)
+        assert members and all(count == size for (_, size), count in members.items())  # every member came
+        assert all(sorted(g.member for g in spy.groups if g.id == gid) == list(range(size)) for gid, size in members)
+        sizes = [size for _, size in members]
         assert max(sizes) <= 2 * WINDOWS_PER_BATCH and max(sizes) - min(sizes) <= 1  # even waves
         batcher = engine._batcher  # type: ignore[attr-defined]
         assert batcher.batches < batcher.items  # windows shared decodes

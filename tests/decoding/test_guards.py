@@ -142,6 +142,24 @@ def test_uncovered_speech_is_found() -> None:
     assert _uncovered(segments, speech, _Judge(Limits(), thin_floor("en"))) == [SpeechStretch(5.5, 10), SpeechStretch(10.5, 11.0)]
 
 
+def test_a_segment_that_runs_on_over_a_long_pause_covers_only_what_its_text_can_hold() -> None:
+    # Clip A (12 s of speech), a 2.5 s pause, clip B (4 s). The segment's 160 letters fit clip A
+    # at this speaker's 13 letters a second: its end in clip B is a stretched timestamp, and
+    # clip B is speech to decode again.
+    speech = [SpeechStretch(0.0, 12.0), SpeechStretch(14.5, 18.5)]
+    judge = _Judge(Limits(), thin_floor("en"), typical_rate=13.0)
+    text = " " + " ".join(["abcdefghij"] * 16)  # 160 letters
+    stretched = seg(0.0, 18.5, text)
+    assert _uncovered([stretched], speech, judge) == [SpeechStretch(14.5, 18.5)]
+    # With 260 letters the text needs clip B too (21.7 letters a second over clip A alone).
+    full = seg(0.0, 18.5, " " + " ".join(["abcdefghij"] * 26))
+    assert _uncovered([full], speech, judge) == []
+    # A short pause, less than 1 s of speech after it, or no rate for this file: the whole span.
+    assert _uncovered([stretched], [SpeechStretch(0.0, 12.0), SpeechStretch(13.5, 18.5)], judge) == []
+    assert _uncovered([seg(0.0, 15.2, text)], [SpeechStretch(0.0, 12.0), SpeechStretch(14.5, 15.2)], judge) == []
+    assert _uncovered([stretched], speech, _Judge(Limits(), thin_floor("en"))) == []
+
+
 def test_guards_use_the_request_thresholds() -> None:
     shaky = seg(0, 4, " Printing, in the only sense", avg_logprob=-1.3)
     assert is_unreliable(shaky)

@@ -53,12 +53,14 @@ from stenod.decoding.guards import (
     is_thin,
     is_too_dense,
     is_unreliable,
+    letters,
     repair_times,
     repeats_neighbour,
     thin_floor,
     trim_leading_duplicate,
+    typical_rate,
 )
-from stenod.decoding.speech import SAMPLE_RATE, SpeechStretch, find_speech
+from stenod.decoding.speech import SAMPLE_RATE, SpeechStretch, find_speech, overlap_s
 from stenod.engines.base import (
     CancelledError,
     Engine,
@@ -82,6 +84,11 @@ MIN_UNCOVERED_S = 0.4
 UNCOVERED_FRACTION = 0.5
 """A stretch is re-decoded when at least half of it (or :data:`UNCOVERED_ABS_S`) has no text."""
 UNCOVERED_ABS_S = 1.0
+CLAIM_PAUSE_S = 2.0
+"""A pause this long inside a segment without word times may end what it covers (:func:`_claim_end`)."""
+CLAIM_RATE_SLACK = 1.35
+"""How much faster than the file's own rate a segment's text may be for the speech before its
+long pause to hold it all (:func:`_claim_end`)."""
 MIN_GAIN_S = 0.3
 """A re-decoded window replaces the old text only when it covers this much more speech."""
 PROMPT_MAX_CHARS = 200
@@ -156,6 +163,8 @@ class _Judge:
 
     limits: Limits
     thin_floor: float
+    typical_rate: float | None = None
+    """This file's median letters per second of speech (:func:`~stenod.decoding.guards.typical_rate`)."""
 
 
 def transcribe_with_coverage(
@@ -221,7 +230,7 @@ def transcribe_with_coverage(
         )
     limits = Limits.of(options)
     segments = _guard(list(first.segments), stretches, limits, drop_silent=options.vad_enabled(duration))
-    judge = _Judge(limits, thin_floor(first.language, segments, stretches))
+    judge = _Judge(limits, thin_floor(first.language, segments, stretches), typical_rate(segments, stretches))
     # Word times of re-decoded windows make their coverage exact (a window's segment can claim
     # speech it skipped); they cost one alignment pass per window and are dropped again below
     # unless the caller asked for them.
@@ -362,8 +371,32 @@ def _covering(segments: list[Segment], speech: list[SpeechStretch], judge: _Judg
         if seg.words:
             spans.extend((w.start - 0.15, w.end + 0.15) for w in seg.words)
         else:
-            spans.append((seg.start, seg.end))
+            spans.append((seg.start, _claim_end(seg, speech, judge.typical_rate)))
     return spans
+
+
+def _claim_end(segment: Segment, speech: list[SpeechStretch], typical: float | None) -> float:
+    """How far a segment without word times counts as covering speech: its end, except where it
+    runs on over a pause of :data:`CLAIM_PAUSE_S` or more into at least :data:`MIN_REDECODE_S` of
+    speech while its text already fits the speech before the pause at this file's own rate
+    (``typical`` letters a second, at most :data:`CLAIM_RATE_SLACK` times faster): then it
+    covers up to the pause. Whisper ends a segment at a pause; one that runs on over a long one
+    with no text to spare has stretched its last timestamp over a sentence it never wrote (tiny.en
+    on a LibriSpeech recording: a segment of one clip ran 4 s into the next after a 2.5 s pause
+    and swallowed "Chapter 3. My advent on Mars."). The speech after the pause is then decoded
+    again with word times. A segment whose text needs the speech after the pause (measured on 20
+    built files with base: 1.5-25x too fast for the part before it) keeps its claim."""
+    if typical is None:
+        return segment.end
+    under = [s for s in speech if s.end > segment.start and s.start < segment.end]
+    for index, (before, after) in enumerate(itertools.pairwise(under)):
+        if after.start - before.end < CLAIM_PAUSE_S:
+            continue
+        head = overlap_s(segment.start, before.end, under[: index + 1])
+        tail = overlap_s(after.start, segment.end, under[index + 1:])
+        fits = head > 0 and letters(segment) <= CLAIM_RATE_SLACK * typical * head
+        return max(segment.start, before.end) if fits and tail >= MIN_REDECODE_S else segment.end
+    return segment.end
 
 
 def _covered_s(stretch: SpeechStretch, spans: list[tuple[float, float]]) -> float:
@@ -494,6 +527,10 @@ def _redecode(
         logger.debug("coverage: window %.1f-%.1f s kept (%.1f s -> %.1f s covered)", window.start, window.end, old_cov, new_cov)
         return segments
     logger.debug("coverage: window %.1f-%.1f s re-decoded (%.1f s -> %.1f s covered)", window.start, window.end, old_cov, new_cov)
+    if before and new and before[-1].end > new[0].start:
+        # The segment before ran on over the speech decoded here (:func:`_claim_end`): it ends
+        # where the re-decoded text, which has word times, begins.
+        before = [*before[:-1], replace(before[-1], end=max(before[-1].start, new[0].start))]
     return before + new + after
 
 

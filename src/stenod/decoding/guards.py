@@ -199,7 +199,8 @@ def in_silence(segment: Segment, speech: list[SpeechStretch]) -> bool:
     return under < min(MIN_SPEECH_UNDER_TEXT_S, 0.5 * max(segment.end - segment.start, 0.01))
 
 
-def _letters(segment: Segment) -> int:
+def letters(segment: Segment) -> int:
+    """Letters of the text (normalized, no spaces): the measure of how much was said."""
     return len(norm_text(segment.text).replace(" ", ""))
 
 
@@ -209,15 +210,21 @@ def thin_floor(language: str | None, segments: Sequence[Segment] = (), speech: S
     least :data:`THIN_MIN_SPEECH_S` of ``speech``) when the speaker is slow."""
     lang = (language or "en").split("-")[0].lower()
     floor = MIN_CHARS_PER_SPEECH_S_UNSPACED if lang in UNSPACED_LANGUAGES else MIN_CHARS_PER_SPEECH_S
+    typical = typical_rate(segments, speech)
+    return floor if typical is None else min(floor, THIN_FRACTION_OF_TYPICAL * typical)
+
+
+def typical_rate(segments: Sequence[Segment], speech: Sequence[SpeechStretch]) -> float | None:
+    """Median letters per second of speech of ``segments`` (those over at least
+    :data:`THIN_MIN_SPEECH_S` of ``speech``): this speaker's rate in this language; ``None``
+    without such segments."""
     stretches = list(speech)
     rates = [
-        _letters(seg) / under
+        letters(seg) / under
         for seg in segments
         if (under := overlap_s(seg.start, seg.end, stretches)) >= THIN_MIN_SPEECH_S
     ]
-    if not rates:
-        return floor
-    return min(floor, THIN_FRACTION_OF_TYPICAL * statistics.median(rates))
+    return statistics.median(rates) if rates else None
 
 
 def is_thin(segment: Segment, speech: list[SpeechStretch], language: str | None, *, floor: float | None = None) -> bool:
@@ -226,12 +233,12 @@ def is_thin(segment: Segment, speech: list[SpeechStretch], language: str | None,
     under = overlap_s(segment.start, segment.end, speech)
     if under < THIN_MIN_SPEECH_S:
         return False
-    return _letters(segment) < (thin_floor(language) if floor is None else floor) * under
+    return letters(segment) < (thin_floor(language) if floor is None else floor) * under
 
 
 def is_too_dense(segment: Segment) -> bool:
     """Whether the segment holds more text than anyone can say in its span (at least 1 s)."""
-    return _letters(segment) > MAX_CHARS_PER_S * max(segment.end - segment.start, 1.0)
+    return letters(segment) > MAX_CHARS_PER_S * max(segment.end - segment.start, 1.0)
 
 
 def trim_leading_duplicate(previous: Segment, segment: Segment) -> Segment | None:
