@@ -16,10 +16,11 @@ loops and runaway timestamps earlier than those do.
 
 A decode that ran away (a loop, text past the end of the audio) is first tried once more with
 5 s of padding instead of 1 s (:attr:`TrimPolicy.retry_pad_frames`): with the end of the speech
-well inside its input the model stops there. Of 188 clips of the five corpus sets, all five
-runaway decodes of real speech passed that way at the full window's accuracy or better, for
-0.2-0.8 CPU s each instead of 0.9-1.5 s for the full window; an unsure or empty decode (hard
-voice qualities, silence) is not helped by padding and goes straight to the full window.
+well inside its input the model stops there. Of 188 clips of the five corpus sets, all four
+runaway decodes of real speech passed that way, at the full window's accuracy or within one
+word of it, for 0.2-0.6 CPU s each instead of 0.9-1.4 s for the full window
+(``benchmarks/guard_retry.py``); an unsure or empty decode (hard voice qualities, silence) is
+mostly not helped by padding and goes straight to the full window.
 
 Engine-agnostic: it reads :class:`~stenod.transcript.Segment` fields only.
 """
@@ -81,8 +82,8 @@ class TrimPolicy:
 
     retry_pad_frames: int = 500
     """Padding of the one retry of a runaway decode (:attr:`TrimProblem.runaway`), before the
-    full window. 3 s fixed three of the five runaways of the corpus sets, 5 s all five (base,
-    docs/BENCHMARKS.md)."""
+    full window. Of the four runaways of real speech in the corpus sets, 3 s fixed two, 5 s all
+    four (base, docs/BENCHMARKS.md)."""
 
     def encoder_frames(self, content_frames: int) -> int:
         """Frames to feed the encoder for ``content_frames`` of audio: content plus padding, at
