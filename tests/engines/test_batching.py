@@ -231,6 +231,10 @@ def test_a_group_is_batched_the_same_way_whatever_order_its_windows_arrive_in(
 
     batcher = WindowBatcher(decode, max_batch=8, max_wait_s=0.0, workers=2)
     try:
+        deadline = time.monotonic() + 30
+        with batcher._cond:  # both runners waiting for clips, so the group is split in two
+            while batcher._idle < 2 and time.monotonic() < deadline:
+                batcher._cond.wait(0.01)  # runners entering their wait do not notify
         with ThreadPoolExecutor(5) as pool:
             futures = {}
             for i in arrival:
