@@ -5,6 +5,7 @@ path, with timestamps where the speech is."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -302,9 +303,14 @@ def test_a_long_file_is_batched_the_same_way_every_time_with_short_windows_among
         return run_batch(items)
 
     engine._batcher._run_batch = recording  # type: ignore[attr-defined]
+    batcher = engine._batcher  # type: ignore[attr-defined]
     try:
         runs = []
         for _ in range(2):
+            deadline = time.monotonic() + 30
+            with batcher._cond:  # both runners waiting, so the wave is split over two
+                while batcher._idle < 2 and time.monotonic() < deadline:
+                    batcher._cond.wait(0.01)
             batches.clear()
             text = transcribe_with_coverage(engine, audio, TranscriptionOptions(language="en")).text
             runs.append((text, sorted(batches)))
