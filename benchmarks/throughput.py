@@ -69,9 +69,17 @@ TARGETS = ("whisper.cpp", "faster-whisper 2x1", "stenod", "stenod unbatched", "s
 SERVER_ENV: dict[str, dict[str, str]] = {
     "stenod": {},
     "stenod unbatched": {"STENOD_MODEL__BATCH_CLIPS": "1"},
-    "stenod today": {"STENOD_MODEL__TRIM_ENCODER": "false"},
+    # Today's path: before issue 10 there was no trimmed encoder and glibc kept its malloc defaults.
+    "stenod today": {"STENOD_MODEL__TRIM_ENCODER": "false", "STENOD_MODEL__KEEP_FREED_MEMORY_MB": "0"},
     "stenod beam5": {"STENOD_MODEL__BEAM_SIZE": "5"},
+    # Not run by default (--targets): stenod with glibc's malloc defaults, for the effect of
+    # model.keep_freed_memory_mb side by side.
+    "stenod malloc defaults": {"STENOD_MODEL__KEEP_FREED_MEMORY_MB": "0"},
 }
+
+
+ONE_AT_A_TIME = ("stenod", "stenod today", "whisper.cpp", "stenod malloc defaults")
+"""Targets measured one request at a time too (``short-c1``, ``long-c1``)."""
 
 
 @dataclass
@@ -247,6 +255,10 @@ def _ratios(measurements: list[Measurement]) -> dict[str, float]:
         "long-c1: stenod / whisper.cpp": ("long-c1", "stenod", "whisper.cpp", "throughput"),
         "long-c1: stenod / stenod today": ("long-c1", "stenod", "stenod today", "throughput"),
         "short-c1 median latency: stenod / stenod today": ("short-c1", "stenod", "stenod today", "latency_p50_s"),
+        "short-c8: stenod / stenod malloc defaults": ("short-c8", "stenod", "stenod malloc defaults", "throughput"),
+        "long-c1: stenod / stenod malloc defaults": ("long-c1", "stenod", "stenod malloc defaults", "throughput"),
+        "short-c1 median latency: stenod / stenod malloc defaults": (
+            "short-c1", "stenod", "stenod malloc defaults", "latency_p50_s"),
     }
     out: dict[str, float] = {}
     for name, (workload, a, b, attr) in wanted.items():
@@ -326,9 +338,7 @@ def main() -> int:
             for workload in workloads:
                 items, concurrency = plan[workload]
                 for target in targets:
-                    if workload == "short-c1" and target not in ("stenod", "stenod today", "whisper.cpp"):
-                        continue
-                    if workload == "long-c1" and target not in ("stenod", "stenod today", "whisper.cpp"):
+                    if workload in ("short-c1", "long-c1") and target not in ONE_AT_A_TIME:
                         continue
                     # whisper.cpp serves one request at a time, whatever the number of clients.
                     c = 1 if target == "whisper.cpp" else concurrency

@@ -64,6 +64,10 @@ class ModelSettings(BaseModel):
     trim_encoder: bool = True
     """faster-whisper: clips under 30 s run the encoder on their audio only (a guarded fallback
     redoes a bad result on the full window); ``false`` restores the ordinary full-window path."""
+    keep_freed_memory_mb: int = Field(default=512, ge=0, le=2047)
+    """CPU engines on glibc: freed buffers stay in the process for the next call, up to this many
+    MiB free at the heap's top (one malloc arena, no mmap per buffer); 0 keeps glibc's defaults,
+    under which a long file spent a fifth of its CPU time on page faults (docs/ARCHITECTURE.md)."""
     parallel_windows: bool = False
     """faster-whisper: decode long audio as VAD windows in parallel on every worker (with
     ``trim_encoder``); off by default, it measured slower and less accurate on 2 cores."""

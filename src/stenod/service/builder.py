@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from stenod.engines.base import Engine, TranscriptionOptions, check_model_supports_or_raise, temperature_schedule
 from stenod.engines.factory import CpuPlan, cpu_batch_clips, cpu_count, create_engine, prepare_model_or_raise
+from stenod.engines.memory import keep_freed_memory
 from stenod.errors import UnsupportedParameterError
 from stenod.languages import normalize_language_or_raise
 from stenod.models.access import ModelAccess
@@ -204,6 +205,7 @@ def load_engine(
         ModelLoadError: the weights could not be loaded or converted.
         UnsupportedParameterError: the configured engine cannot run this model format.
     """
+    keep_freed_memory(settings.model.keep_freed_memory_mb)
     resolved = model if isinstance(model, ResolvedModel) else resolve_model(settings, model)
     return create_engine(
         resolved, settings.model,
@@ -251,6 +253,7 @@ def build_model_manager(
         on_load: called with (model name, seconds) after each load, e.g. for metrics.
         on_load_error: called with the model name when a load fails for an operator's reason.
     """
+    keep_freed_memory(settings.model.keep_freed_memory_mb)  # before the server's threads start
     return ModelManager(
         settings.model, factory or engine_factory(settings, plan), offline=settings.offline,
         max_loaded=settings.server.max_loaded_models, idle_ttl_s=settings.server.model_idle_ttl_s,
