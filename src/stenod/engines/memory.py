@@ -12,9 +12,10 @@ With :func:`keep_freed_memory`: one arena for every thread (``M_ARENA_MAX``; the
 allocate a few blocks per layer, so there is no lock contention to speak of), no ``mmap`` for large
 blocks (``M_MMAP_MAX`` 0: they come from the heap and return to it), and the heap is shrunk only
 when more than ``keep_mib`` is free at its top (``M_TRIM_THRESHOLD``). The same request then takes
-under 100 000 faults, 0.2 s in the kernel, 20 % less wall time, at a lower peak resident size
-(the freed blocks are reused instead of new ones being mapped while old ones are still unmapped).
-docs/ARCHITECTURE.md "Freed memory" and docs/BENCHMARKS.md have the measurements.
+4 000-14 000 faults (after the server's first long request), under 0.1 s in the kernel, and
+3.4-3.5 s of wall time against 4.3-4.6 s, with the same text; the peak resident size was no
+higher (885 against 1110 MB in-process over six long requests). docs/ARCHITECTURE.md ("How the
+faster-whisper engine spends the CPU") and docs/BENCHMARKS.md have the measurements.
 
 It must run before the process starts its worker threads: a thread that already took an arena of
 its own keeps it. The builder (:mod:`stenod.service.builder`) calls it before it loads an engine
