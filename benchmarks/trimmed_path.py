@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from stenod.audio import decode_audio  # noqa: E402
-from stenod.bench.wer import wer  # noqa: E402
+from stenod.bench.wer import error_counts, wer  # noqa: E402
 from stenod.decoding import transcribe_with_coverage  # noqa: E402
 from stenod.engines import TranscriptionOptions  # noqa: E402
 from stenod.engines.factory import create_engine  # noqa: E402
@@ -115,6 +115,12 @@ def main() -> int:
                 "audio_s_per_cpu_s": round(audio_s / cpu, 2),
                 "wer": {str(lang): round(100 * wer(r, h, language=lang), 2) for lang, (r, h) in by_lang.items()},
             }
+            # Per clip, so that two runs can be compared clip by clip (benchmarks/wer_paired.py).
+            row["per_clip"] = [
+                {"clip": path.stem, "language": lang, "text": hyp,
+                 **dict(zip(("edits", "units"), error_counts([ref], [hyp], language=lang), strict=True))}
+                for (path, ref, lang), hyp in zip(items, hyps, strict=True)
+            ]
             if mode != "faster-whisper":
                 row["fast_path_stats"] = {"before": stats_before, "after": str(engine.fast_path_stats)}
             rows.append(row)

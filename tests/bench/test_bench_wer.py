@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stenod.bench.wer import grouped_wer, normalize_text, uses_character_error_rate, wer
+from stenod.bench.wer import grouped_wer, normalize_text, paired_difference, uses_character_error_rate, wer
 
 
 def test_wer_ignores_case_and_punctuation() -> None:
@@ -50,3 +50,24 @@ def test_grouped_wer_scores_each_language_in_its_own_unit() -> None:
 def test_mismatched_lengths_raise() -> None:
     with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
         wer(["a", "b"], ["a"])
+
+
+def test_paired_difference_of_one_word_on_a_small_set_is_not_resolved() -> None:
+    # Ten clips of 16 words; B makes one more error on one clip: +0.63 points, but resampling the
+    # clips puts the change anywhere from no difference to more than a point.
+    d = paired_difference([1] * 10, [1] * 9 + [2], [16] * 10)
+    assert (d.units, d.edits_a, d.edits_b) == (160, 10, 11)
+    assert d.difference == pytest.approx(0.62, abs=0.01)
+    assert d.low == 0.0 and d.high > 1.0
+
+
+def test_paired_difference_of_a_consistent_change_excludes_zero() -> None:
+    # Fifty clips, B one error better on every one: the interval stays below zero.
+    d = paired_difference([3] * 50, [2] * 50, [30] * 50)
+    assert d.difference == pytest.approx(-3.33, abs=0.01)
+    assert d.high < 0 and d.low == d.high
+
+
+def test_paired_difference_needs_one_entry_per_item() -> None:
+    with pytest.raises(ValueError):
+        paired_difference([1, 2], [1], [5, 5])

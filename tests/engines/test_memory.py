@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from stenod.engines.factory import runs_on_cpu
 from stenod.engines.memory import keep_freed_memory
+from stenod.settings import ModelSettings
 from tests.conftest import CORPUS, REPO_ROOT
 
 LJ = CORPUS / "longform-en" / "audio" / "ljspeech_LJ001-0001_0032_concat.flac"
@@ -27,7 +29,9 @@ pytestmark = pytest.mark.skipif(
 
 THREADS_SCRIPT = """
 import ctypes, json, resource, sys, threading
+from stenod.engines.factory import runs_on_cpu
 from stenod.engines.memory import keep_freed_memory
+from stenod.settings import ModelSettings
 applied = keep_freed_memory(int(sys.argv[1]))
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
@@ -106,3 +110,9 @@ def test_an_engine_built_through_the_builder_reuses_its_buffers(cache_dir: Path)
 
 def test_zero_leaves_malloc_alone() -> None:
     assert keep_freed_memory(0) is False
+
+
+def test_only_cpu_engines_change_the_allocator() -> None:
+    assert runs_on_cpu(ModelSettings(device="cpu")) is True
+    assert runs_on_cpu(ModelSettings(device="cuda")) is False
+    assert runs_on_cpu(ModelSettings(device="cuda:0,cuda:1")) is False

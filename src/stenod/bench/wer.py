@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import jiwer
+import numpy as np
 
 CHARACTER_LANGUAGES = frozenset({"ja", "zh", "yue", "th", "lo", "km", "my"})
 """Languages written without spaces between words: scored by character error rate."""
@@ -115,3 +117,45 @@ def grouped_wer(
         edits += e
         units += u
     return edits / units if units else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PairedDifference:
+    """Error rate of system B minus system A on the same items, with a bootstrap interval."""
+
+    units: int
+    """Reference words (or characters) of all items."""
+    edits_a: int
+    edits_b: int
+    difference: float
+    """(edits_b - edits_a) / units, in points (x 100)."""
+    low: float
+    high: float
+    """The central 95 % of the difference over resamplings of the items, in points."""
+
+
+def paired_difference(
+    edits_a: Sequence[int], edits_b: Sequence[int], units: Sequence[int], *, resamples: int = 2000, seed: int = 0
+) -> PairedDifference:
+    """How much B's error rate differs from A's on the same items, and how sure that is.
+
+    A paired bootstrap over items (clips): both systems are scored on the same resampled clips,
+    so the interval shows what a set this small can resolve. A set of 10 clips whose difference
+    is one word has an interval far wider than a 0.3-point contract.
+
+    Args:
+        edits_a, edits_b: edits per item of each system (:func:`error_counts` of one pair).
+        units: reference words (characters for ja/zh) per item.
+    """
+    if not (len(edits_a) == len(edits_b) == len(units)):
+        raise ValueError("edits_a, edits_b and units need one entry per item")
+    a, b, n = (np.asarray(x, dtype=np.int64) for x in (edits_a, edits_b, units))
+    total = int(n.sum())
+    if total == 0:
+        return PairedDifference(0, int(a.sum()), int(b.sum()), 0.0, 0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(n), size=(resamples, len(n)))
+    diffs = 100.0 * ((b[picks] - a[picks]).sum(axis=1) / np.maximum(n[picks].sum(axis=1), 1))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return PairedDifference(total, int(a.sum()), int(b.sum()), round(100.0 * (int(b.sum()) - int(a.sum())) / total, 2),
+                            round(float(low), 2), round(float(high), 2))

@@ -92,6 +92,14 @@ def choose_device(requested: str) -> str:
         return "cpu"
 
 
+def runs_on_cpu(settings: ModelSettings) -> bool:
+    """Whether engines built from ``settings`` run on the CPU: ``device`` is ``cpu``, or ``auto``
+    on a machine where neither CTranslate2 nor PyTorch sees a usable CUDA GPU."""
+    if settings.device == "cpu":
+        return True
+    return settings.device == "auto" and choose_device("auto") == "cpu" and not torch_cuda_usable()
+
+
 def choose_compute_type(requested: str, device: str) -> str:
     if requested != "auto":
         return requested

@@ -19,7 +19,9 @@ faster-whisper engine spends the CPU") and docs/BENCHMARKS.md have the measureme
 
 It must run before the process starts its worker threads: a thread that already took an arena of
 its own keeps it. The builder (:mod:`stenod.service.builder`) calls it before it loads an engine
-or builds a model manager, which every entry point does before its first request.
+or builds a model manager, which every entry point does before its first request; only for
+engines on the CPU (on a GPU host the large buffers live on the device, and the host allocator
+was measured as it is).
 """
 
 from __future__ import annotations

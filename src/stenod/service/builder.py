@@ -22,7 +22,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from stenod.engines.base import Engine, TranscriptionOptions, check_model_supports_or_raise, temperature_schedule
-from stenod.engines.factory import CpuPlan, cpu_batch_clips, cpu_count, create_engine, prepare_model_or_raise
+from stenod.engines.factory import (
+    CpuPlan,
+    cpu_batch_clips,
+    cpu_count,
+    create_engine,
+    prepare_model_or_raise,
+    runs_on_cpu,
+)
 from stenod.engines.memory import keep_freed_memory
 from stenod.errors import UnsupportedParameterError
 from stenod.languages import normalize_language_or_raise
@@ -205,13 +212,20 @@ def load_engine(
         ModelLoadError: the weights could not be loaded or converted.
         UnsupportedParameterError: the configured engine cannot run this model format.
     """
-    keep_freed_memory(settings.model.keep_freed_memory_mb)
+    _keep_freed_memory(settings)
     resolved = model if isinstance(model, ResolvedModel) else resolve_model(settings, model)
     return create_engine(
         resolved, settings.model,
         threads=single_call_threads(settings.model) if threads is None else threads,
         concurrency=concurrency,
     )
+
+
+def _keep_freed_memory(settings: Settings) -> None:
+    """CPU engines reuse freed buffers (:mod:`stenod.engines.memory`). Not on GPU hosts, where
+    the engines' large buffers live on the device and the host allocator was measured as is."""
+    if runs_on_cpu(settings.model):
+        keep_freed_memory(settings.model.keep_freed_memory_mb)
 
 
 def engine_factory(settings: Settings, plan: CpuPlan) -> EngineFactory:
@@ -253,7 +267,7 @@ def build_model_manager(
         on_load: called with (model name, seconds) after each load, e.g. for metrics.
         on_load_error: called with the model name when a load fails for an operator's reason.
     """
-    keep_freed_memory(settings.model.keep_freed_memory_mb)  # before the server's threads start
+    _keep_freed_memory(settings)  # before the server's threads start
     return ModelManager(
         settings.model, factory or engine_factory(settings, plan), offline=settings.offline,
         max_loaded=settings.server.max_loaded_models, idle_ttl_s=settings.server.model_idle_ttl_s,
