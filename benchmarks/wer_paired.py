@@ -47,6 +47,7 @@ def main() -> int:
     a, b = _clips(args.a, args.a_mode), _clips(args.b, args.b_mode)
     rows = []
     pooled: tuple[list[int], list[int], list[int]] = ([], [], [])
+    per_set: dict[str, tuple[list[int], list[int], list[int]]] = defaultdict(lambda: ([], [], []))
     for key in sorted(set(a) & set(b)):
         names = sorted(set(a[key]) & set(b[key]))
         edits_a = [int(a[key][n]["edits"]) for n in names]  # type: ignore[call-overload]
@@ -58,9 +59,20 @@ def main() -> int:
                      "units": d.units, "wer_a": round(100 * d.edits_a / max(d.units, 1), 2),
                      "wer_b": round(100 * d.edits_b / max(d.units, 1), 2), "edits_a": d.edits_a, "edits_b": d.edits_b,
                      "difference": d.difference, "low": d.low, "high": d.high})
+        for target, values in zip(per_set[key[0]], (edits_a, edits_b, units), strict=True):
+            target.extend(values)
         if key[1] not in ("ja", "zh", "None"):  # pool word-scored sets only
             for target, values in zip(pooled, (edits_a, edits_b, units), strict=True):
                 target.extend(values)
+    # A set of several languages as a whole, as the issue names sets (edits over words, and over
+    # characters for ja and zh, summed as stenod.bench.wer.grouped_wer does).
+    for name, (edits_a, edits_b, units) in sorted(per_set.items()):
+        if sum(1 for key in a if key[0] == name) > 1:
+            d = paired_difference(edits_a, edits_b, units)
+            rows.append({"set": name, "language": "all", "clips": len(units), "clips_changed": None, "units": d.units,
+                         "wer_a": round(100 * d.edits_a / max(d.units, 1), 2),
+                         "wer_b": round(100 * d.edits_b / max(d.units, 1), 2), "edits_a": d.edits_a,
+                         "edits_b": d.edits_b, "difference": d.difference, "low": d.low, "high": d.high})
     total = paired_difference(*pooled)
     rows.append({"set": "all word-scored sets", "language": "", "clips": len(pooled[2]), "clips_changed": None,
                  "units": total.units, "wer_a": round(100 * total.edits_a / max(total.units, 1), 2),

@@ -83,6 +83,9 @@ def test_duplicate_words_at_a_window_border_are_removed() -> None:
     assert trim_leading_duplicate(before, seg(5, 6, " lag behind")) is None
     # one short shared word is not a duplicate: "the" may end one phrase and start the next
     assert trim_leading_duplicate(seg(0, 1, " over the"), seg(1, 2, " the end")) == seg(1, 2, " the end")
+    # a number is not a function word: a year decoded again at the border is a duplicate
+    assert trim_leading_duplicate(seg(0, 1, " Eurowitz 2002"), seg(1, 2, " 2002")) is None
+    assert trim_leading_duplicate(seg(0, 1, " printed in 1465."), seg(1, 3, " 1465. In Rome")) == seg(1, 3, " In Rome")
 
 
 def test_times_made_monotonic_with_words_inside() -> None:

@@ -513,9 +513,15 @@ def _redecode(
         and not in_silence(seg, list(window.stretches))
         and not repeats_neighbour(seg, neighbours)
     ]
-    if before and new:
-        trimmed = trim_leading_duplicate(before[-1], new[0])
-        new = ([trimmed] if trimmed is not None else []) + new[1:]
+    # Words the re-decoded window repeats at a border: with the text before it, and between its
+    # own segments (the prompt's last words decoded once more as a segment of their own).
+    deduped: list[Segment] = []
+    for seg in new:
+        previous = deduped[-1] if deduped else (before[-1] if before else None)
+        kept = seg if previous is None else trim_leading_duplicate(previous, seg)
+        if kept is not None:
+            deduped.append(kept)
+    new = deduped
     if after and new:
         head = trim_leading_duplicate(new[-1], after[0])
         if head is not None and head is not after[0]:

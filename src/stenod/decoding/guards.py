@@ -265,9 +265,11 @@ def trim_leading_duplicate(previous: Segment, segment: Segment) -> Segment | Non
 
 def _overlap(tail: list[str], head: list[str]) -> int:
     """Longest k with ``tail[-k:] == head[:k]``; a single shared word counts only when it is not
-    a short function word ("the", "and"), which legitimately ends one phrase and starts another."""
+    a short function word ("the", "and"), which legitimately ends one phrase and starts another.
+    A number is never a function word: "2002" after "... Oravec 2002" is the border decoded twice
+    (FLEURS de, a citation read once and transcribed "2002 2002 2002")."""
     for k in range(min(len(tail), len(head)), 0, -1):
-        if tail[-k:] == head[:k] and (k >= 2 or len(head[0]) >= 5):
+        if tail[-k:] == head[:k] and (k >= 2 or len(head[0]) >= 5 or any(c.isdigit() for c in head[0])):
             return k
     return 0
 
