@@ -72,6 +72,11 @@ def test_serve_off_a_terminal_keeps_json_logs(tmp_path: Path, cache_dir: Path) -
     server = start_server(tmp_path, cache_dir, "--model", "tiny.en", "--slots", "1", "--threads", "1")
     try:
         httpx.get(f"{server.url}/health", timeout=10)
+        # /ready answers as soon as the model is loaded; the announcement follows within a poll
+        # interval (serve.READY_POLL_S). Stopped before it, the server never announces.
+        deadline = time.monotonic() + 10
+        while '"ready on' not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         server.stop()
     lines = [line for line in server.log().splitlines() if line.strip()]
