@@ -24,7 +24,10 @@ def _seg(text: str, *, start: float = 0.0, end: float = 4.0, **fields: float) ->
 
 def test_encoder_frames_pad_floor_cap_and_even() -> None:
     policy = TrimPolicy(pad_frames=100, min_frames=1000)
-    assert policy.encoder_frames(300) == 1000  # 3 s clip: the 10 s floor
+    assert policy.encoder_frames(300) == 2000  # 3 s clip: a short clip's 20 s floor
+    assert policy.encoder_frames(699) == 2000
+    assert policy.encoder_frames(700) == 1000  # 7 s: the 10 s floor
+    assert policy.encoder_frames(850) == 1000
     assert policy.encoder_frames(1200) == 1300  # 12 s clip: content + 1 s
     assert policy.encoder_frames(1201) == 1302  # always even for the stride-2 convolution
     assert policy.encoder_frames(2950) == FULL_WINDOW_FRAMES  # never more than a window
@@ -130,6 +133,8 @@ def test_a_continued_window_is_encoded_trimmed() -> None:
     encoder = _TrimmedEncoder(_Encodes(), DEFAULT_TRIM_POLICY)
     features = np.zeros((80, 3000), dtype=np.float32)
     features[:, :250] = -0.6  # 2.5 s of audio (silence is not zero in log-mel)
+    assert encoder.encode(features) == (80, 2000)  # a short clip's 20 s floor
+    features[:, :800] = -0.6
     assert encoder.encode(features) == (80, 1000)  # the 10 s floor
     features[:, :2500] = -0.6
     assert encoder.encode(features) == (80, 2600)  # audio + 1 s

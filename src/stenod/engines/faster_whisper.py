@@ -421,7 +421,8 @@ class FasterWhisperEngine:
         policy = self.trim_policy or DEFAULT_TRIM_POLICY
         first = items[0]
         fw = first.fw_options
-        frames = policy.encoder_frames(max(item.content_frames for item in items))
+        # The most any clip of the batch needs (a short clip's floor can exceed a longer clip's need).
+        frames = max(policy.encoder_frames(item.content_frames) for item in items)
         batch = np.zeros((len(items), first.features.shape[0], frames), dtype=first.features.dtype)
         for i, item in enumerate(items):
             kept = min(item.content_frames, frames)
