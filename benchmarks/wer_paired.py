@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from stenod.bench.wer import paired_difference  # noqa: E402
+from stenod.bench.wer import PairedDifference, paired_difference  # noqa: E402
 
 
 def _clips(path: Path, mode: str) -> dict[tuple[str, str], dict[str, dict[str, object]]]:
@@ -36,6 +36,12 @@ def _clips(path: Path, mode: str) -> dict[tuple[str, str], dict[str, dict[str, o
     return out
 
 
+def _row(set_name: str, language: str, changed: int | None, d: PairedDifference, clips: int) -> dict[str, object]:
+    return {"set": set_name, "language": language, "clips": clips, "clips_changed": changed, "units": d.units,
+            "wer_a": round(100 * d.edits_a / max(d.units, 1), 2), "wer_b": round(100 * d.edits_b / max(d.units, 1), 2),
+            "edits_a": d.edits_a, "edits_b": d.edits_b, "difference": d.difference, "low": d.low, "high": d.high}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("a", type=Path)
@@ -45,7 +51,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     a, b = _clips(args.a, args.a_mode), _clips(args.b, args.b_mode)
-    rows = []
+    rows: list[dict[str, object]] = []
     pooled: tuple[list[int], list[int], list[int]] = ([], [], [])
     per_set: dict[str, tuple[list[int], list[int], list[int]]] = defaultdict(lambda: ([], [], []))
     for key in sorted(set(a) & set(b)):
@@ -53,12 +59,8 @@ def main() -> int:
         edits_a = [int(a[key][n]["edits"]) for n in names]  # type: ignore[call-overload]
         edits_b = [int(b[key][n]["edits"]) for n in names]  # type: ignore[call-overload]
         units = [int(a[key][n]["units"]) for n in names]  # type: ignore[call-overload]
-        d = paired_difference(edits_a, edits_b, units)
         changed = sum(1 for n in names if a[key][n]["text"] != b[key][n]["text"])
-        rows.append({"set": key[0], "language": key[1], "clips": len(names), "clips_changed": changed,
-                     "units": d.units, "wer_a": round(100 * d.edits_a / max(d.units, 1), 2),
-                     "wer_b": round(100 * d.edits_b / max(d.units, 1), 2), "edits_a": d.edits_a, "edits_b": d.edits_b,
-                     "difference": d.difference, "low": d.low, "high": d.high})
+        rows.append(_row(key[0], key[1], changed, paired_difference(edits_a, edits_b, units), len(names)))
         for target, values in zip(per_set[key[0]], (edits_a, edits_b, units), strict=True):
             target.extend(values)
         if key[1] not in ("ja", "zh", "None"):  # pool word-scored sets only
@@ -66,18 +68,10 @@ def main() -> int:
                 target.extend(values)
     # A set of several languages as a whole, as the issue names sets (edits over words, and over
     # characters for ja and zh, summed as stenod.bench.wer.grouped_wer does).
-    for name, (edits_a, edits_b, units) in sorted(per_set.items()):
+    for name, lists in sorted(per_set.items()):
         if sum(1 for key in a if key[0] == name) > 1:
-            d = paired_difference(edits_a, edits_b, units)
-            rows.append({"set": name, "language": "all", "clips": len(units), "clips_changed": None, "units": d.units,
-                         "wer_a": round(100 * d.edits_a / max(d.units, 1), 2),
-                         "wer_b": round(100 * d.edits_b / max(d.units, 1), 2), "edits_a": d.edits_a,
-                         "edits_b": d.edits_b, "difference": d.difference, "low": d.low, "high": d.high})
-    total = paired_difference(*pooled)
-    rows.append({"set": "all word-scored sets", "language": "", "clips": len(pooled[2]), "clips_changed": None,
-                 "units": total.units, "wer_a": round(100 * total.edits_a / max(total.units, 1), 2),
-                 "wer_b": round(100 * total.edits_b / max(total.units, 1), 2), "edits_a": total.edits_a,
-                 "edits_b": total.edits_b, "difference": total.difference, "low": total.low, "high": total.high})
+            rows.append(_row(name, "all", None, paired_difference(*lists), len(lists[2])))
+    rows.append(_row("all word-scored sets", "", None, paired_difference(*pooled), len(pooled[2])))
     print(f"| set | language | clips (changed) | units | {args.a_mode} % | {args.b_mode} % | edits | change, points | 95 % interval |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
